@@ -1,0 +1,261 @@
+"""EnCodec configuration: every hyperparameter of the model family, with the field names of the official
+`config.json` files of facebook/encodec_24khz, facebook/encodec_32khz and facebook/encodec_48khz.
+
+The three presets live as data in `encodec_hf/configs/*.json` (exactly the official files' fields);
+`EncodecConfig.from_preset("encodec_48khz")` reads them. Derived quantities (frame rate, chunk length and
+stride, number of quantizers) are properties, so that editing `chunk_length_s` or `target_bandwidths` can never
+leave a stale copy behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+
+from huggingface_hub.errors import StrictDataclassError
+from transformers import PretrainedConfig
+from transformers.generation.configuration_utils import GenerationConfig
+
+PRESETS = ("encodec_24khz", "encodec_32khz", "encodec_48khz")
+
+# Keys that `PretrainedConfig` itself understands or writes into config.json. Anything else that is not a field
+# of `EncodecConfig` is a typo or a setting of another model, and is refused rather than silently stored.
+_BASE_KEYS = frozenset(
+    {
+        "torch_dtype",
+        "num_labels",
+        "name_or_path",
+        "_name_or_path",
+        "_commit_hash",
+        "output_attentions",
+        "attn_implementation",
+        "experts_implementation",
+        "per_layer_config",
+        "model_type",
+        "auto_map",
+        "custom_pipelines",
+        "_attn_implementation_autoset",
+    }
+)
+
+_NORM_TYPES = ("weight_norm", "time_group_norm")
+_PAD_MODES = ("reflect", "constant", "replicate", "circular")
+
+
+class EncodecConfig(PretrainedConfig):
+    r"""Configuration of an EnCodec model (SEANet encoder and decoder, residual vector quantizer).
+
+    Field names and defaults follow transformers' `EncodecConfig` (defaults: the 24 kHz model), so official
+    `config.json` files load unchanged. Invalid or unknown settings raise `ValueError`.
+
+    Args:
+        target_bandwidths (`list[float]`): bandwidths in kbps the model can encode at; the last one sets the
+            number of codebooks.
+        sampling_rate (`int`): sample rate of the audio the model takes and returns, in Hz.
+        audio_channels (`int`): 1 (mono) or 2 (stereo).
+        normalize (`bool`): divide each chunk by its RMS volume before encoding (the 48 kHz model).
+        chunk_length_s (`float`, *optional*): encode in chunks of this many seconds (the 48 kHz model: 1.0).
+        overlap (`float`, *optional*): fraction of a chunk shared with the next one (the 48 kHz model: 0.01).
+        hidden_size (`int`): dimension of the latent frames and of the codebook vectors.
+        num_filters (`int`): channels of the first convolution; doubled at every downsampling.
+        num_residual_layers (`int`): residual blocks per resolution.
+        upsampling_ratios (`list[int]`): decoder strides; the encoder uses them reversed.
+        norm_type (`str`): `"weight_norm"` or `"time_group_norm"`.
+        kernel_size, last_kernel_size, residual_kernel_size (`int`): kernel sizes of the first, last and
+            residual convolutions.
+        dilation_growth_rate (`int`): dilation multiplier between residual layers.
+        use_causal_conv (`bool`): pad convolutions on the left only (the 24 kHz model).
+        pad_mode (`str`): padding mode of the convolutions.
+        compress (`int`): channel reduction inside residual branches.
+        num_lstm_layers (`int`): LSTM layers at the end of the encoder and start of the decoder.
+        trim_right_ratio (`float`): share of a causal transposed convolution's padding trimmed on the right.
+        codebook_size (`int`): entries per codebook, a power of 2.
+        codebook_dim (`int`, *optional*): codebook vector size; defaults to `hidden_size`.
+        use_conv_shortcut (`bool`): 1x1 convolution on the residual skip path (24 and 48 kHz) or identity (32 kHz).
+    """
+
+    model_type = "encodec"
+
+    target_bandwidths: list[float] | tuple[float, ...] = (1.5, 3.0, 6.0, 12.0, 24.0)
+    sampling_rate: int = 24_000
+    audio_channels: int = 1
+    normalize: bool = False
+    chunk_length_s: int | float | None = None
+    overlap: float | None = None
+    hidden_size: int = 128
+    num_filters: int = 32
+    num_residual_layers: int = 1
+    upsampling_ratios: list[int] | tuple[int, ...] = (8, 5, 4, 2)
+    norm_type: str = "weight_norm"
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    residual_kernel_size: int = 3
+    dilation_growth_rate: int = 2
+    use_causal_conv: bool = True
+    pad_mode: str = "reflect"
+    compress: int = 2
+    num_lstm_layers: int = 2
+    trim_right_ratio: float = 1.0
+    codebook_size: int = 1024
+    codebook_dim: int | None = None
+    use_conv_shortcut: bool = True
+
+    def __post_init__(self, **kwargs):
+        generation_keys = GenerationConfig._get_default_generation_params().keys()
+        unknown = sorted(k for k in kwargs if k not in _BASE_KEYS and k not in generation_keys)
+        if unknown:
+            raise ValueError(
+                f"EncodecConfig got unknown settings {unknown}; expected the fields of an EnCodec config.json "
+                f"({', '.join(sorted(EncodecConfig.__annotations__))})."
+            )
+        if kwargs.get("model_type", self.model_type) != self.model_type:
+            raise ValueError(f"model_type must be {self.model_type!r}, got {kwargs['model_type']!r}")
+        kwargs.pop("model_type", None)
+        self.target_bandwidths = [float(b) for b in self.target_bandwidths]
+        self.upsampling_ratios = [int(r) for r in self.upsampling_ratios]
+        if self.codebook_dim is None:
+            self.codebook_dim = self.hidden_size
+        self._validate()
+        super().__post_init__(**kwargs)
+
+    def _validate(self) -> None:
+        def positive_int(name):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+        for name in ("sampling_rate", "hidden_size", "num_filters", "kernel_size", "last_kernel_size",
+                     "residual_kernel_size", "dilation_growth_rate", "compress", "codebook_size", "codebook_dim"):
+            positive_int(name)
+        for name in ("num_residual_layers", "num_lstm_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.audio_channels not in (1, 2):
+            raise ValueError(f"audio_channels must be 1 (mono) or 2 (stereo), got {self.audio_channels!r}")
+        if self.norm_type not in _NORM_TYPES:
+            raise ValueError(f"norm_type must be one of {', '.join(_NORM_TYPES)}, got {self.norm_type!r}")
+        if self.pad_mode not in _PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {', '.join(_PAD_MODES)}, got {self.pad_mode!r}")
+        if self.norm_type == "time_group_norm" and self.use_causal_conv:
+            raise ValueError("norm_type 'time_group_norm' normalises over time and cannot be causal; "
+                             "set use_causal_conv=False or norm_type='weight_norm'")
+        if not self.upsampling_ratios or any(r < 1 for r in self.upsampling_ratios):
+            raise ValueError(f"upsampling_ratios must be a non-empty list of positive integers, "
+                             f"got {self.upsampling_ratios}")
+        if not self.target_bandwidths or any(b <= 0 for b in self.target_bandwidths):
+            raise ValueError(f"target_bandwidths must be a non-empty list of positive kbps values, "
+                             f"got {self.target_bandwidths}")
+        if sorted(self.target_bandwidths) != self.target_bandwidths:
+            raise ValueError(f"target_bandwidths must be in increasing order, got {self.target_bandwidths}")
+        if 2 ** int(math.log2(self.codebook_size)) != self.codebook_size:
+            raise ValueError(f"codebook_size must be a power of 2, got {self.codebook_size}")
+        if self.codebook_dim != self.hidden_size:
+            raise ValueError(f"codebook_dim must equal hidden_size ({self.hidden_size}): EnCodec's codebooks "
+                             f"have no projection; got {self.codebook_dim}")
+        if not 0.0 <= self.trim_right_ratio <= 1.0:
+            raise ValueError(f"trim_right_ratio must be in [0, 1], got {self.trim_right_ratio}")
+        if not self.use_causal_conv and self.trim_right_ratio != 1.0:
+            raise ValueError("trim_right_ratio != 1.0 only makes sense for causal convolutions")
+        if (self.chunk_length_s is None) != (self.overlap is None):
+            raise ValueError(f"chunk_length_s and overlap are set together or not at all, got "
+                             f"chunk_length_s={self.chunk_length_s!r}, overlap={self.overlap!r}")
+        if self.chunk_length_s is not None:
+            if self.chunk_length_s <= 0 or self.chunk_length < 1:
+                raise ValueError(f"chunk_length_s must be positive, got {self.chunk_length_s!r}")
+            if not 0.0 <= self.overlap < 1.0:
+                raise ValueError(f"overlap must be in [0, 1), got {self.overlap!r}")
+        if self.num_quantizers < 1:
+            raise ValueError(f"target_bandwidths[-1]={self.target_bandwidths[-1]} kbps is below one codebook "
+                             f"({self.bandwidth_per_quantizer} kbps at {self.frame_rate} frames/s)")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "EncodecConfig":
+        """The configuration of an official model, read from `encodec_hf/configs/NAME.json`.
+
+        `name` is one of `encodec_24khz`, `encodec_32khz`, `encodec_48khz` (a `facebook/` prefix is accepted).
+        """
+        key = name.split("/")[-1]
+        if key not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+        text = resources.files("encodec_hf.configs").joinpath(f"{key}.json").read_text()
+        values = json.loads(text)
+        values.pop("architectures", None)
+        values.pop("model_type", None)
+        return cls(**{**values, **overrides})
+
+    # Derived values are properties, not fields: `chunk_length_s` or the bandwidths may be changed on a loaded
+    # config, and a stored copy would then be wrong.
+    @property
+    def chunk_length(self) -> int | None:
+        """Samples per chunk (48 kHz model: 48,000), or None when the model encodes the whole clip at once."""
+        if self.chunk_length_s is None:
+            return None
+        return int(self.chunk_length_s * self.sampling_rate)
+
+    @property
+    def chunk_stride(self) -> int | None:
+        """Samples between chunk starts (48 kHz model: int(0.99 * 48,000) = 47,520), or None."""
+        if self.chunk_length_s is None or self.overlap is None:
+            return None
+        return max(1, int((1.0 - self.overlap) * self.chunk_length))
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per code frame: the product of the strides (320 for the 24 and 48 kHz models)."""
+        return math.prod(self.upsampling_ratios)
+
+    @property
+    def codebook_nbits(self) -> int:
+        return int(math.log2(self.codebook_size))
+
+    @property
+    def frame_rate(self) -> int:
+        """Code frames per second, rounded up as the original does (24 kHz: 75, 48 kHz: 150, 32 kHz: 50)."""
+        return math.ceil(self.sampling_rate / self.hop_length)
+
+    @property
+    def bandwidth_per_quantizer(self) -> float:
+        """kbps carried by one codebook: bits per code times frames per second."""
+        return self.codebook_nbits * self.frame_rate / 1000
+
+    @property
+    def num_quantizers(self) -> int:
+        """Codebooks in the model, enough for the highest target bandwidth (24 kHz: 32, 48 kHz: 16)."""
+        return int(1000 * self.target_bandwidths[-1] // (self.frame_rate * self.codebook_nbits))
+
+    def num_quantizers_for_bandwidth(self, bandwidth: float) -> int:
+        """Codebooks used at `bandwidth` kbps, as the original computes it (floor, at least one).
+
+        Example: the 24 kHz model carries 0.75 kbps per codebook, so 6.0 kbps uses 8 codebooks.
+        """
+        return int(max(1, math.floor(bandwidth / self.bandwidth_per_quantizer)))
+
+    def check_bandwidth(self, bandwidth: float) -> float:
+        """Return `bandwidth` as a float if the model offers it, else raise a ValueError listing the options."""
+        try:
+            value = float(bandwidth)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or value not in self.target_bandwidths:
+            options = ", ".join(f"{b:g}" for b in self.target_bandwidths)
+            raise ValueError(f"bandwidth {bandwidth!r} is not one of this model's bandwidths: {options} (kbps)")
+        return value
+
+
+# `PretrainedConfig` is a strict dataclass whose type checks raise huggingface_hub's StrictDataclassError; a
+# user passing `sampling_rate="24k"` gets a ValueError like every other invalid setting instead.
+_strict_init = EncodecConfig.__init__
+
+
+def _init_with_value_errors(self, *args, **kwargs):
+    try:
+        _strict_init(self, *args, **kwargs)
+    except StrictDataclassError as error:
+        raise ValueError(f"invalid EncodecConfig setting: {error}") from error
+
+
+EncodecConfig.__init__ = _init_with_value_errors
+
+__all__ = ["EncodecConfig", "PRESETS"]

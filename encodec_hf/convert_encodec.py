@@ -1,0 +1,108 @@
+"""Conversion of original EnCodec checkpoints to Hub folders (config.json, model.safetensors,
+preprocessor_config.json).
+
+Sources:
+- EnCodec 0.1.1 state dicts, `encodec_24khz-d7cc33bc.th` and `encodec_48khz-7e698e3e.th`;
+- audiocraft's `compression_state_dict.bin` of the 32 kHz model (`{"best_state": state_dict, "xp.cfg": ...}`).
+
+Files are read with `torch.load(..., weights_only=True)`: tensors and plain containers only, no pickled code
+runs. The key map below is declared once and checked both ways: every source tensor must land on a target, every
+target must be filled, every shape must agree; anything else stops the conversion naming the key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from .configuration_encodec import PRESETS, EncodecConfig
+from .modeling_encodec import EncodecModel
+from .processing import EncodecFeatureExtractor
+
+# (pattern, replacement) applied in order to each source key. The original nests its layers as
+# SConv1d.conv (NormConv1d) .conv (nn.Conv1d) and keeps the norm beside the inner conv; transformers' layout,
+# which the Hub folders use, flattens that to `.conv` and `.norm`.
+KEY_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^(encoder|decoder)\.model\.(\d+)\.", r"\1.layers.\2."),  # nn.Sequential -> ModuleList "layers"
+    (r"\.(?:conv|convtr)\.(?:conv|convtr)\.", ".conv."),  # SConv1d.conv.conv / SConvTranspose1d.convtr.convtr
+    (r"\.(?:conv|convtr)\.norm\.", ".norm."),  # GroupNorm of time_group_norm layers
+    (r"\.weight_g$", ".parametrizations.weight.original0"),  # torch.nn.utils.weight_norm, old API
+    (r"\.weight_v$", ".parametrizations.weight.original1"),
+    (r"^quantizer\.vq\.layers\.(\d+)\._codebook\.", r"quantizer.layers.\1.codebook."),
+)
+
+
+def rename_key(key: str) -> str:
+    """Map one original key to the Hub layout.
+
+    Example: `encoder.model.1.block.1.conv.conv.weight_g` becomes
+    `encoder.layers.1.block.1.conv.parametrizations.weight.original0`.
+    """
+    for pattern, replacement in KEY_RENAMES:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read an EnCodec 0.1.1 or audiocraft checkpoint's state dict without running pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    try:
+        package = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for foreign files
+        raise ValueError(f"cannot read {str(path)!r} as a PyTorch checkpoint of tensors: {error}") from error
+    if isinstance(package, dict) and "best_state" in package:  # audiocraft export
+        package = package["best_state"]
+        if isinstance(package, dict) and "model" in package:
+            package = package["model"]
+    if not isinstance(package, dict) or not package or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in package.items()
+    ):
+        raise ValueError(f"{str(path)!r} holds no state dict of tensors (an EnCodec .th file or an audiocraft "
+                         f"compression_state_dict.bin was expected)")
+    return dict(package)
+
+
+def convert_state_dict(source: dict[str, torch.Tensor], config: EncodecConfig) -> dict[str, torch.Tensor]:
+    """Rename `source` to the Hub layout of `config`'s model, checking keys and shapes both ways."""
+    expected = {key: tensor.shape for key, tensor in EncodecModel(config).state_dict().items()}
+    converted: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    for key, tensor in source.items():
+        target = rename_key(key)
+        if target not in expected:
+            raise ValueError(f"unused tensor {key!r}: it maps to {target!r}, which this model does not have "
+                             f"(is --model right?)")
+        if target in converted:
+            raise ValueError(f"tensors {origin[target]!r} and {key!r} both map to {target!r}")
+        if tuple(tensor.shape) != tuple(expected[target]):
+            raise ValueError(f"shape mismatch for {key!r}: checkpoint has {tuple(tensor.shape)}, the model's "
+                             f"{target!r} needs {tuple(expected[target])} (is --model right?)")
+        converted[target], origin[target] = tensor, key
+    missing = sorted(set(expected) - set(converted))
+    if missing:
+        raise ValueError(f"missing tensor {missing[0]!r} ({len(missing)} target tensors have no source; "
+                         f"is --model right?)")
+    return converted
+
+
+def convert_checkpoint(checkpoint: str | Path, model_name: str, output: str | Path) -> EncodecModel:
+    """Convert `checkpoint` for the preset `model_name` and save a Hub folder in `output`."""
+    if model_name not in PRESETS:
+        raise ValueError(f"--model must be one of {', '.join(PRESETS)}, got {model_name!r}")
+    config = EncodecConfig.from_preset(model_name)
+    state_dict = convert_state_dict(load_original_state_dict(checkpoint), config)
+    model = EncodecModel(config)
+    model.load_state_dict(state_dict, strict=True)
+    model.eval()
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output)
+    EncodecFeatureExtractor.from_model_config(config).save_pretrained(output)
+    return model
+
+
+__all__ = ["KEY_RENAMES", "rename_key", "load_original_state_dict", "convert_state_dict", "convert_checkpoint"]

@@ -1,0 +1,718 @@
+"""EnCodec: SEANet encoder and decoder around a residual vector quantizer, as a transformers model.
+
+Numbers follow EnCodec 0.1.1 (the same operations in the same order, so codes are identical and audio equal to
+float rounding); the API and the state-dict keys follow transformers' `EncodecModel`, so official Hub folders
+load with no missing or unexpected keys.
+
+Where the two references differ, this module takes the original's numbers:
+- Each batch item is encoded at its real length (read from `padding_mask`), never at the padded length: a
+  padded item gets the codes, scales and audio it gets alone.
+- The 48 kHz model's last chunk keeps only the samples that exist and its scale is computed over them, as in
+  EnCodec 0.1.1; transformers' processor pads it to a full chunk instead.
+- `decode` returns exactly the real length (the longest one in the batch) when given `padding_mask`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.modeling_utils import PreTrainedAudioTokenizerBase
+from transformers.utils import ModelOutput
+
+from .configuration_encodec import EncodecConfig
+from .processing import plan_chunks
+
+
+@dataclass
+class EncodecOutput(ModelOutput):
+    """
+    Args:
+        audio_codes (`torch.LongTensor` of shape `(num_chunks, batch_size, num_quantizers, frames)`):
+            discrete codes from `encode`.
+        audio_values (`torch.FloatTensor` of shape `(batch_size, channels, samples)`): decoded audio.
+    """
+
+    audio_codes: torch.LongTensor | None = None
+    audio_values: torch.FloatTensor | None = None
+
+
+@dataclass
+class EncodecEncoderOutput(ModelOutput):
+    """
+    Args:
+        audio_codes (`torch.LongTensor` of shape `(num_chunks, batch_size, num_quantizers, frames)`):
+            codes of every chunk. Frames past an item's real end (a shorter last chunk, a shorter item) hold 0.
+        audio_scales (list of `num_chunks` tensors of shape `(batch_size, 1)`, or of `None`): the scale each
+            chunk was divided by before encoding (models with `normalize=True`); 1 where a chunk does not exist.
+        last_frame_pad_length (`int`): frames of padding at the end of the last chunk of the longest item,
+            used by `decode` only when it gets no `padding_mask`.
+    """
+
+    audio_codes: torch.LongTensor | None = None
+    audio_scales: list | None = None
+    last_frame_pad_length: int | None = None
+
+
+@dataclass
+class EncodecDecoderOutput(ModelOutput):
+    """
+    Args:
+        audio_values (`torch.FloatTensor` of shape `(batch_size, channels, samples)`): decoded audio.
+    """
+
+    audio_values: torch.FloatTensor | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Padding and overlap-add arithmetic: small pure functions, tested on their own.
+
+
+def conv_extra_padding(length: int, kernel_size: int, stride: int, padding_total: int) -> int:
+    """Zeros to add at the end so that a strided convolution's last window is full (EnCodec's pad_for_conv1d).
+
+    Without them the transposed convolution cannot rebuild the input length. With kernel 4, stride 2 and total
+    padding 2 on 5 samples, the windows start at 0, 2, 4 of the 7 padded samples and the last one needs one more:
+
+        p 1 2 3 4 5 p .      (p: fixed padding, .: the extra sample)
+        [0  1  2  3]
+            [2  3  4  5]
+                [4  5  6  7]
+
+    Returns `(ceil((length - kernel_size + padding_total) / stride) + 1 - 1) * stride + kernel_size -
+    padding_total - length`, computed in integers so no float rounding can change it.
+    """
+    numerator = length - kernel_size + padding_total
+    windows = -(-numerator // stride) + 1  # ceil division, also right for negative numerators
+    ideal_length = (windows - 1) * stride + kernel_size - padding_total
+    return ideal_length - length
+
+
+def num_frames(length: int, hop_length: int) -> int:
+    """Code frames the encoder makes from `length` samples: ceil(length / hop) (24 kHz: 333 samples -> 2)."""
+    return -(-length // hop_length)
+
+
+def overlap_add_weights(frame_length: int, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """EnCodec's triangle of overlap-add weights, highest in the middle of a chunk and never zero.
+
+    Two chunks overlapping from S to T weigh (t - S) and (T - t); divided by their sum, the second chunk
+    fades in linearly, (t - S) / (T - S). Example for frame_length 4: linspace(0, 1, 6)[1:-1] = 0.2, 0.4,
+    0.6, 0.8, so weights 0.2, 0.4, 0.4, 0.2.
+    """
+    t = torch.linspace(0, 1, frame_length + 2, dtype=dtype, device=device)[1:-1]
+    return 0.5 - (t - 0.5).abs()
+
+
+def linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
+    """Join decoded chunks (each `(..., length_i)`) that start every `stride` samples, as EnCodec 0.1.1 does.
+
+    Every position is the weighted mean of the chunks covering it, with `overlap_add_weights` computed for the
+    first chunk's length (a shorter last chunk uses the start of that triangle). The result has
+    `stride * (len(frames) - 1) + frames[-1].shape[-1]` samples. Sums run in float32 at least, so that
+    bfloat16 chunks do not round the small weights at the chunk edges to zero.
+    """
+    if not frames:
+        raise ValueError("linear_overlap_add needs at least one chunk")
+    dtype = torch.promote_types(frames[0].dtype, torch.float32)
+    device = frames[0].device
+    total = stride * (len(frames) - 1) + frames[-1].shape[-1]
+    weight = overlap_add_weights(frames[0].shape[-1], dtype, device)
+    out = torch.zeros(*frames[0].shape[:-1], total, dtype=dtype, device=device)
+    sum_weight = torch.zeros(total, dtype=dtype, device=device)
+    for index, frame in enumerate(frames):
+        offset, length = index * stride, frame.shape[-1]
+        out[..., offset : offset + length] += weight[:length] * frame.to(dtype)
+        sum_weight[offset : offset + length] += weight[:length]
+    return (out / sum_weight).to(frames[0].dtype)
+
+
+def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
+    """F.pad that also reflect-pads inputs shorter than the padding, as the original does: zeros are
+    appended first so that the reflection exists, then removed again."""
+    if mode != "reflect":
+        return nn.functional.pad(x, (left, right), mode)
+    length = x.shape[-1]
+    extra = 0
+    if length <= max(left, right):
+        extra = max(left, right) - length + 1
+        x = nn.functional.pad(x, (0, extra))
+    padded = nn.functional.pad(x, (left, right), "reflect")
+    return padded[..., : padded.shape[-1] - extra]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layers. Module and attribute names match transformers' EncodecModel so the state-dict keys are the Hub's.
+
+
+def _weight_norm(module: nn.Module) -> nn.Module:
+    return nn.utils.parametrizations.weight_norm(module)
+
+
+class EncodecConv1d(nn.Module):
+    """Conv1d with EnCodec's padding (causal: all on the left; otherwise split, extra on the right) and
+    weight norm or a one-group GroupNorm."""
+
+    def __init__(self, config: EncodecConfig, in_channels: int, out_channels: int, kernel_size: int,
+                 stride: int = 1, dilation: int = 1):
+        super().__init__()
+        self.causal = config.use_causal_conv
+        self.pad_mode = config.pad_mode
+        self.kernel_size = kernel_size
+        self.stride = stride
+        # Padding that keeps length / stride frames; the original subtracts (stride - 1) for strided convs.
+        self.padding_total = (kernel_size - 1) * dilation - (stride - 1)
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation)
+        if config.norm_type == "weight_norm":
+            self.conv = _weight_norm(self.conv)
+        else:
+            self.norm = nn.GroupNorm(1, out_channels)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # (B, C_in, T) -> (B, C_out, ceil(T / stride))
+        extra = conv_extra_padding(hidden_states.shape[-1], self.kernel_size, self.stride, self.padding_total)
+        if self.causal:
+            left, right = self.padding_total, extra
+        else:
+            right = self.padding_total // 2
+            left, right = self.padding_total - right, right + extra
+        hidden_states = self.conv(_pad1d(hidden_states, left, right, self.pad_mode))
+        if hasattr(self, "norm"):
+            hidden_states = self.norm(hidden_states)
+        return hidden_states
+
+
+class EncodecConvTranspose1d(nn.Module):
+    """ConvTranspose1d that trims its fixed padding (causal: `trim_right_ratio` of it on the right)."""
+
+    def __init__(self, config: EncodecConfig, in_channels: int, out_channels: int, kernel_size: int,
+                 stride: int = 1):
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride)
+        if config.norm_type == "weight_norm":
+            self.conv = _weight_norm(self.conv)
+        else:
+            self.norm = nn.GroupNorm(1, out_channels)
+        padding_total = kernel_size - stride
+        if config.use_causal_conv:
+            self.padding_right = math.ceil(padding_total * config.trim_right_ratio)
+        else:
+            self.padding_right = padding_total // 2
+        self.padding_left = padding_total - self.padding_right
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # (B, C_in, F) -> (B, C_out, F * stride)
+        hidden_states = self.conv(hidden_states)
+        if hasattr(self, "norm"):
+            hidden_states = self.norm(hidden_states)
+        end = hidden_states.shape[-1] - self.padding_right
+        return hidden_states[..., self.padding_left : end]
+
+
+class EncodecLSTM(nn.Module):
+    """Multi-layer LSTM over time with a skip connection, in convolution layout."""
+
+    def __init__(self, config: EncodecConfig, dimension: int):
+        super().__init__()
+        self.lstm = nn.LSTM(dimension, dimension, config.num_lstm_layers)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = hidden_states.permute(2, 0, 1)  # (B, C, T) -> (T, B, C)
+        hidden_states = self.lstm(hidden_states)[0] + hidden_states
+        return hidden_states.permute(1, 2, 0)  # (B, C, T)
+
+
+class EncodecResnetBlock(nn.Module):
+    """SEANet residual block: ELU, conv k, ELU, conv 1, plus a 1x1-conv or identity shortcut."""
+
+    def __init__(self, config: EncodecConfig, dim: int, dilations: list[int]):
+        super().__init__()
+        kernel_sizes = (config.residual_kernel_size, 1)
+        hidden = dim // config.compress
+        block = []
+        for i, (kernel_size, dilation) in enumerate(zip(kernel_sizes, dilations)):
+            in_chs = dim if i == 0 else hidden
+            out_chs = dim if i == len(kernel_sizes) - 1 else hidden
+            block += [nn.ELU(), EncodecConv1d(config, in_chs, out_chs, kernel_size, dilation=dilation)]
+        self.block = nn.ModuleList(block)
+        self.shortcut = EncodecConv1d(config, dim, dim, kernel_size=1) if config.use_conv_shortcut else nn.Identity()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        residual = hidden_states
+        for layer in self.block:
+            hidden_states = layer(hidden_states)
+        return self.shortcut(residual) + hidden_states
+
+
+class EncodecEncoder(nn.Module):
+    """SEANet encoder: (B, channels, T) audio to (B, hidden_size, ceil(T / hop_length)) latent frames."""
+
+    def __init__(self, config: EncodecConfig):
+        super().__init__()
+        layers = [EncodecConv1d(config, config.audio_channels, config.num_filters, config.kernel_size)]
+        scaling = 1
+        for ratio in reversed(config.upsampling_ratios):
+            width = scaling * config.num_filters
+            for j in range(config.num_residual_layers):
+                layers += [EncodecResnetBlock(config, width, [config.dilation_growth_rate**j, 1])]
+            layers += [nn.ELU(), EncodecConv1d(config, width, width * 2, kernel_size=ratio * 2, stride=ratio)]
+            scaling *= 2
+        if config.num_lstm_layers:
+            layers += [EncodecLSTM(config, scaling * config.num_filters)]
+        layers += [nn.ELU(), EncodecConv1d(config, scaling * config.num_filters, config.hidden_size,
+                                           config.last_kernel_size)]
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        return hidden_states
+
+
+class EncodecDecoder(nn.Module):
+    """SEANet decoder: (B, hidden_size, F) latent frames to (B, channels, F * hop_length) audio."""
+
+    def __init__(self, config: EncodecConfig):
+        super().__init__()
+        scaling = int(2 ** len(config.upsampling_ratios))
+        layers = [EncodecConv1d(config, config.hidden_size, scaling * config.num_filters, config.kernel_size)]
+        if config.num_lstm_layers:
+            layers += [EncodecLSTM(config, scaling * config.num_filters)]
+        for ratio in config.upsampling_ratios:
+            width = scaling * config.num_filters
+            layers += [nn.ELU(), EncodecConvTranspose1d(config, width, width // 2, kernel_size=ratio * 2,
+                                                        stride=ratio)]
+            for j in range(config.num_residual_layers):
+                layers += [EncodecResnetBlock(config, width // 2, [config.dilation_growth_rate**j, 1])]
+            scaling //= 2
+        layers += [nn.ELU(), EncodecConv1d(config, config.num_filters, config.audio_channels,
+                                           config.last_kernel_size)]
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        return hidden_states
+
+
+class EncodecEuclideanCodebook(nn.Module):
+    """One codebook: `embed` (codebook_size, dim) and the training statistics kept for checkpoint parity."""
+
+    def __init__(self, config: EncodecConfig):
+        super().__init__()
+        embed = torch.zeros(config.codebook_size, config.codebook_dim)
+        self.inited = nn.Buffer(torch.ones(1))
+        self.cluster_size = nn.Buffer(torch.zeros(config.codebook_size))
+        self.embed = nn.Buffer(embed)
+        self.embed_avg = nn.Buffer(embed.clone())
+
+    def encode(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # (N, D) -> (N,): index of the nearest entry, with the original's expression so that ties and
+        # rounding fall the same way.
+        embed = self.embed.t()
+        dist = -(hidden_states.pow(2).sum(1, keepdim=True) - 2 * hidden_states @ embed
+                 + embed.pow(2).sum(0, keepdim=True))
+        return dist.max(dim=-1).indices
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(codes, self.embed)
+
+
+class EncodecVectorQuantization(nn.Module):
+    def __init__(self, config: EncodecConfig):
+        super().__init__()
+        self.codebook = EncodecEuclideanCodebook(config)
+
+    def encode(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, dim, frames = hidden_states.shape
+        flat = hidden_states.permute(0, 2, 1).reshape(-1, dim)  # (B, D, F) -> (B * F, D)
+        return self.codebook.encode(flat).view(batch, frames)  # (B, F)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.codebook.decode(codes).permute(0, 2, 1)  # (B, F) -> (B, D, F)
+
+
+class EncodecResidualVectorQuantizer(nn.Module):
+    """Residual vector quantizer: each codebook quantizes what the previous ones left over."""
+
+    def __init__(self, config: EncodecConfig):
+        super().__init__()
+        self.layers = nn.ModuleList([EncodecVectorQuantization(config) for _ in range(config.num_quantizers)])
+
+    def encode(self, embeddings: torch.Tensor, num_quantizers: int) -> torch.Tensor:
+        # (B, D, F) -> (num_quantizers, B, F)
+        residual = embeddings
+        codes = []
+        for layer in self.layers[:num_quantizers]:
+            indices = layer.encode(residual)
+            residual = residual - layer.decode(indices)
+            codes.append(indices)
+        return torch.stack(codes)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        # (num_quantizers, B, F) -> (B, D, F)
+        quantized = torch.tensor(0.0, device=codes.device)
+        for layer, indices in zip(self.layers, codes):
+            quantized = quantized + layer.decode(indices)
+        return quantized
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
+    config_class = EncodecConfig
+    config: EncodecConfig
+    base_model_prefix = "encodec"
+    main_input_name = "input_values"
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
+            if hasattr(module, "parametrizations"):
+                direction = module.parametrizations.weight.original1
+                init.kaiming_normal_(direction)
+                dims = tuple(range(1, direction.dim()))
+                init.copy_(module.parametrizations.weight.original0,
+                           torch.linalg.vector_norm(direction, dim=dims, keepdim=True))
+            else:
+                init.kaiming_normal_(module.weight)
+            if module.bias is not None:
+                fan_in = module.weight.shape[1] * module.kernel_size[0]
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.GroupNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.LSTM):
+            for name, param in module.named_parameters():
+                if "weight" in name:
+                    init.xavier_uniform_(param)
+                else:
+                    init.zeros_(param)
+        elif isinstance(module, EncodecEuclideanCodebook):
+            # Random entries rather than transformers' zeros: a freshly built model then gives varied codes.
+            init.ones_(module.inited)
+            init.zeros_(module.cluster_size)
+            init.kaiming_uniform_(module.embed)
+            init.copy_(module.embed_avg, module.embed)
+
+
+class EncodecModel(EncodecPreTrainedModel):
+    """The EnCodec neural audio codec.
+
+    `encode` turns (batch, channels, samples) audio into codes shaped (num_chunks, batch, num_quantizers,
+    frames) and per-chunk scales; `decode` turns them back; `forward` does both. Shapes, names and output
+    classes are transformers' `EncodecModel`'s; the numbers are EnCodec 0.1.1's (see the module docstring).
+
+    Attributes:
+        chunk_batch_size (`int`): chunks of equal length encoded or decoded in one batch by chunked models;
+            lower it to save memory on long files.
+    """
+
+    chunk_batch_size = 8
+
+    def __init__(self, config: EncodecConfig):
+        super().__init__(config)
+        self.encoder = EncodecEncoder(config)
+        self.decoder = EncodecDecoder(config)
+        self.quantizer = EncodecResidualVectorQuantizer(config)
+        self.post_init()
+
+    # -- input checks -------------------------------------------------------------------------------------------
+
+    def _check_audio(self, input_values: torch.Tensor) -> None:
+        if not isinstance(input_values, torch.Tensor):
+            raise ValueError(f"input_values must be a torch.Tensor shaped (batch, channels, samples), got "
+                             f"{type(input_values).__name__}; the feature extractor makes one")
+        if input_values.dim() != 3:
+            raise ValueError(f"input_values must be shaped (batch, channels, samples), got shape "
+                             f"{tuple(input_values.shape)}")
+        batch, channels, length = input_values.shape
+        if channels != self.config.audio_channels:
+            raise ValueError(f"this model takes {self.config.audio_channels}-channel audio, got {channels} "
+                             f"channels; EncodecFeatureExtractor converts mono <-> stereo")
+        if batch == 0 or length == 0:
+            raise ValueError(f"input_values is empty (shape {tuple(input_values.shape)}); expected at least "
+                             f"one clip of at least one sample")
+        if not input_values.is_floating_point():
+            raise ValueError(f"input_values must be floating point audio in [-1, 1], got {input_values.dtype}")
+        if not torch.isfinite(input_values).all():
+            raise ValueError("input_values holds NaN or Inf samples; expected finite audio")
+
+    @staticmethod
+    def _real_lengths(padding_mask: torch.Tensor | None, batch: int, length: int) -> list[int]:
+        """Real samples of each item: the prefix that `padding_mask` (B, T) or (B, C, T) marks."""
+        if padding_mask is None:
+            return [length] * batch
+        mask = torch.as_tensor(padding_mask)
+        if mask.dim() == 3:
+            mask = mask.bool().any(dim=1)
+        if mask.dim() != 2 or mask.shape[0] != batch or mask.shape[-1] < 1:
+            raise ValueError(f"padding_mask must be shaped (batch, samples) or (batch, channels, samples) with "
+                             f"batch {batch}, got shape {tuple(padding_mask.shape)}")
+        mask = mask.bool()
+        lengths = mask.sum(dim=-1)
+        prefix = torch.arange(mask.shape[-1], device=mask.device)[None, :] < lengths[:, None]
+        if not torch.equal(prefix, mask):
+            raise ValueError("padding_mask must mark a prefix of real samples in each row (right padding); "
+                             "found zeros before ones")
+        lengths = lengths.tolist()
+        if min(lengths) == 0:
+            raise ValueError(f"padding_mask marks no real sample in item {lengths.index(0)}; every item needs at "
+                             f"least one")
+        return lengths
+
+    # -- encoding -----------------------------------------------------------------------------------------------
+
+    def _encode_frame(self, chunks: torch.Tensor, num_quantizers: int):
+        """(N, C, T) chunks of equal length -> codes (N, num_quantizers, ceil(T / hop)), scales (N, 1) or None."""
+        scale = None
+        if self.config.normalize:
+            # Over the chunk's real samples only, as the original does.
+            mono = chunks.mean(dim=1, keepdim=True)
+            volume = mono.pow(2).mean(dim=2, keepdim=True).sqrt()
+            scale = 1e-8 + volume
+            chunks = chunks / scale
+            scale = scale.view(-1, 1)
+        embeddings = self.encoder(chunks)
+        codes = self.quantizer.encode(embeddings, num_quantizers).transpose(0, 1)
+        return codes, scale
+
+    def encode(
+        self,
+        input_values: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        bandwidth: float | None = None,
+        return_dict: bool | None = None,
+    ) -> EncodecEncoderOutput | tuple:
+        """Encode audio into discrete codes.
+
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch_size, channels, samples)`): audio at the model's
+                rate, as `EncodecFeatureExtractor` returns it.
+            padding_mask (`torch.Tensor` of shape `(batch_size, samples)` or `(batch_size, channels, samples)`,
+                *optional*): 1 on real samples, 0 on right padding. Each item is encoded at its real length.
+            bandwidth (`float`, *optional*): one of `config.target_bandwidths` (kbps); the smallest if None.
+            return_dict (`bool`, *optional*): return an `EncodecEncoderOutput` rather than a tuple.
+
+        Returns:
+            `EncodecEncoderOutput` with `audio_codes` (num_chunks, batch_size, num_quantizers, frames),
+            `audio_scales` (num_chunks tensors of shape (batch_size, 1), or Nones) and `last_frame_pad_length`.
+            Without chunking, num_chunks is 1 and frames is ceil(samples / hop_length).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        bandwidth = self.config.target_bandwidths[0] if bandwidth is None else self.config.check_bandwidth(bandwidth)
+        self._check_audio(input_values)
+        batch, _, length = input_values.shape
+        lengths = self._real_lengths(padding_mask, batch, length)
+        num_quantizers = self.config.num_quantizers_for_bandwidth(bandwidth)
+        hop = self.config.hop_length
+
+        plans = [plan_chunks(n, self.config.chunk_length, self.config.chunk_stride) for n in lengths]
+        total_chunks = max(len(plan) for plan in plans)
+        frames = max(num_frames(size, hop) for plan in plans for _, size in plan)
+        codes = input_values.new_zeros((total_chunks, batch, num_quantizers, frames), dtype=torch.long)
+        scales = input_values.new_ones((total_chunks, batch, 1)) if self.config.normalize else None
+
+        # Chunks of equal length go through the network together; each is cut at its real length, so an item
+        # never sees another item's padding.
+        groups = defaultdict(list)  # chunk length -> [(chunk index, item, start)]
+        for item, plan in enumerate(plans):
+            for index, (start, size) in enumerate(plan):
+                groups[size].append((index, item, start))
+        for size, jobs in groups.items():
+            step = len(jobs) if self.config.chunk_length is None else self.chunk_batch_size
+            for first in range(0, len(jobs), step):
+                part = jobs[first : first + step]
+                chunks = torch.stack([input_values[item, :, start : start + size] for _, item, start in part])
+                chunk_codes, chunk_scales = self._encode_frame(chunks, num_quantizers)  # (N, Q, F), (N, 1)
+                for row, (index, item, _) in enumerate(part):
+                    codes[index, item, :, : chunk_codes.shape[-1]] = chunk_codes[row]
+                    if chunk_scales is not None:
+                        scales[index, item] = chunk_scales[row]
+
+        longest = plans[lengths.index(max(lengths))]
+        last_frame_pad_length = frames - num_frames(longest[-1][1], hop) if len(longest) == total_chunks else 0
+        audio_scales = list(scales) if scales is not None else [None] * total_chunks
+        if not return_dict:
+            return codes, audio_scales, last_frame_pad_length
+        return EncodecEncoderOutput(codes, audio_scales, last_frame_pad_length)
+
+    # -- decoding -----------------------------------------------------------------------------------------------
+
+    def _check_codes(self, audio_codes, audio_scales) -> list:
+        if not isinstance(audio_codes, torch.Tensor) or audio_codes.dim() != 4:
+            shape = tuple(audio_codes.shape) if isinstance(audio_codes, torch.Tensor) else type(audio_codes).__name__
+            raise ValueError(f"audio_codes must be a tensor shaped (num_chunks, batch, num_quantizers, frames), "
+                             f"got {shape}")
+        if audio_codes.is_floating_point() or audio_codes.is_complex():
+            raise ValueError(f"audio_codes must hold integers, got {audio_codes.dtype}")
+        total_chunks, batch, quantizers, frames = audio_codes.shape
+        if min(audio_codes.shape) == 0:
+            raise ValueError(f"audio_codes is empty (shape {tuple(audio_codes.shape)})")
+        if quantizers > self.config.num_quantizers:
+            raise ValueError(f"audio_codes has {quantizers} codebooks; this model has "
+                             f"{self.config.num_quantizers}")
+        low, high = int(audio_codes.min()), int(audio_codes.max())
+        if low < 0 or high >= self.config.codebook_size:
+            raise ValueError(f"audio_codes must lie in [0, {self.config.codebook_size}), found values from "
+                             f"{low} to {high}")
+        if audio_scales is None:
+            audio_scales = [None] * total_chunks
+        if len(audio_scales) != total_chunks:
+            raise ValueError(f"audio_scales has {len(audio_scales)} entries for {total_chunks} chunks of codes; "
+                             f"expected one per chunk")
+        checked = []
+        for index, scale in enumerate(audio_scales):
+            if scale is None:
+                if self.config.normalize:
+                    raise ValueError(f"audio_scales[{index}] is None, but this model normalises its chunks and "
+                                     f"needs the scale that encode returned")
+                checked.append(None)
+                continue
+            scale = torch.as_tensor(scale, device=audio_codes.device)
+            if scale.numel() != batch:
+                raise ValueError(f"audio_scales[{index}] has {scale.numel()} values for a batch of {batch}; "
+                                 f"expected shape ({batch}, 1)")
+            checked.append(scale.reshape(batch, 1, 1))
+        return checked
+
+    def _decode_frame(self, codes: torch.Tensor) -> torch.Tensor:
+        """(N, Q, F) codes -> (N, channels, F * hop) audio, before any scale."""
+        embeddings = self.quantizer.decode(codes.transpose(0, 1))
+        return self.decoder(embeddings)
+
+    def decode(
+        self,
+        audio_codes: torch.LongTensor,
+        audio_scales: list | None = None,
+        padding_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        last_frame_pad_length: int | None = 0,
+    ) -> EncodecDecoderOutput | tuple:
+        """Decode codes back to audio.
+
+        Args:
+            audio_codes (`torch.LongTensor` of shape `(num_chunks, batch_size, num_quantizers, frames)`).
+            audio_scales (list of `num_chunks` tensors of shape `(batch_size, 1)` or Nones): from `encode`.
+            padding_mask (`torch.Tensor` of shape `(batch_size, samples)`, *optional*): the mask given to
+                `encode`. With it, each item is decoded at its real length and the output has exactly the
+                longest real length; positions past an item's end are 0.
+            return_dict (`bool`, *optional*).
+            last_frame_pad_length (`int`, *optional*): used only without `padding_mask`: frames of padding at
+                the end of the last chunk (from `encode`). The output then has a whole number of frames, as the
+                original's `decode` does.
+
+        Returns:
+            `EncodecDecoderOutput` with `audio_values` (batch_size, channels, samples).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        scales = self._check_codes(audio_codes, audio_scales)
+        total_chunks, batch, _, frames = audio_codes.shape
+        hop, stride = self.config.hop_length, self.config.chunk_stride
+        chunked = self.config.chunk_length is not None
+        if not chunked and total_chunks != 1:
+            raise ValueError(f"this model does not chunk its input, so audio_codes must have one chunk; got "
+                             f"{total_chunks}")
+
+        # Each item's decode plan: the frames of each of its chunks, and its final length in samples.
+        if padding_mask is not None:
+            mask_length = padding_mask.shape[-1]
+            lengths = self._real_lengths(padding_mask, batch, mask_length)
+            plans = []
+            for item, length in enumerate(lengths):
+                plan = [num_frames(size, hop) for _, size in plan_chunks(length, self.config.chunk_length, stride)]
+                if len(plan) > total_chunks or max(plan) > frames:
+                    raise ValueError(f"padding_mask gives item {item} {length} samples, which need {len(plan)} "
+                                     f"chunk(s) of up to {max(plan)} frames; audio_codes has {total_chunks} of "
+                                     f"{frames}. Pass the padding_mask that encode was given.")
+                plans.append(plan)
+        else:
+            pad = int(last_frame_pad_length or 0)
+            if not 0 <= pad < frames:
+                raise ValueError(f"last_frame_pad_length must be in [0, {frames}), got {last_frame_pad_length}")
+            plan = [frames] * (total_chunks - 1) + [frames - pad]
+            length = (total_chunks - 1) * (stride or 0) + plan[-1] * hop
+            plans, lengths = [plan] * batch, [length] * batch
+
+        # Decode chunks with the same number of frames together; then join each item's chunks.
+        groups = defaultdict(list)  # frames -> [(chunk index, item)]
+        for item, plan in enumerate(plans):
+            for index, chunk_frames in enumerate(plan):
+                groups[chunk_frames].append((index, item))
+        decoded = {}
+        for chunk_frames, jobs in groups.items():
+            step = len(jobs) if not chunked else self.chunk_batch_size
+            for first in range(0, len(jobs), step):
+                part = jobs[first : first + step]
+                codes = torch.stack([audio_codes[index, item, :, :chunk_frames] for index, item in part])
+                audio = self._decode_frame(codes)  # (N, C, chunk_frames * hop)
+                for row, (index, item) in enumerate(part):
+                    chunk = audio[row]
+                    if scales[index] is not None:
+                        chunk = chunk * scales[index][item]
+                    decoded[index, item] = chunk
+
+        out_length = max(lengths)
+        first_chunk = decoded[0, 0]
+        audio_values = first_chunk.new_zeros((batch, self.config.audio_channels, out_length))
+        for item, plan in enumerate(plans):
+            chunks = [decoded[index, item] for index in range(len(plan))]
+            audio = linear_overlap_add(chunks, stride) if chunked else chunks[0]
+            audio_values[item, :, : lengths[item]] = audio[:, : lengths[item]]
+
+        if not return_dict:
+            return (audio_values,)
+        return EncodecDecoderOutput(audio_values)
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        bandwidth: float | None = None,
+        audio_codes: torch.LongTensor | None = None,
+        audio_scales: list | None = None,
+        return_dict: bool | None = None,
+        last_frame_pad_length: int | None = 0,
+    ) -> EncodecOutput | tuple:
+        """Encode then decode (or decode the given `audio_codes` and `audio_scales`).
+
+        Returns:
+            `EncodecOutput` with `audio_codes` and `audio_values` (batch_size, channels, samples); with a
+            `padding_mask`, `audio_values` has exactly the longest real length.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if (audio_codes is None) != (audio_scales is None):
+            given = "audio_codes" if audio_codes is not None else "audio_scales"
+            raise ValueError(f"{given} was given without its partner; pass both audio_codes and audio_scales, "
+                             f"or neither")
+        if audio_codes is None:
+            audio_codes, audio_scales, last_frame_pad_length = self.encode(
+                input_values, padding_mask, bandwidth, return_dict=False)
+            if padding_mask is None:
+                # decode must return the input's exact length, not a whole number of frames.
+                padding_mask = torch.ones(input_values.shape[0], input_values.shape[-1], dtype=torch.bool,
+                                          device=input_values.device)
+        audio_values = self.decode(audio_codes, audio_scales, padding_mask, return_dict=False,
+                                   last_frame_pad_length=last_frame_pad_length)[0]
+        if not return_dict:
+            return audio_codes, audio_values
+        return EncodecOutput(audio_codes=audio_codes, audio_values=audio_values)
+
+
+__all__ = [
+    "EncodecModel",
+    "EncodecPreTrainedModel",
+    "EncodecOutput",
+    "EncodecEncoderOutput",
+    "EncodecDecoderOutput",
+    "conv_extra_padding",
+    "num_frames",
+    "overlap_add_weights",
+    "linear_overlap_add",
+]
