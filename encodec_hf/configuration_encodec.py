@@ -179,7 +179,7 @@ class EncodecConfig(PretrainedConfig):
         key = name.split("/")[-1]
         if key not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
-        text = resources.files("encodec_hf.configs").joinpath(f"{key}.json").read_text()
+        text = resources.files(__package__).joinpath("configs", f"{key}.json").read_text()
         values = json.loads(text)
         values.pop("architectures", None)
         values.pop("model_type", None)

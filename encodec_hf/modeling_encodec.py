@@ -112,15 +112,21 @@ def linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
     """Join decoded chunks (each `(..., length_i)`) that start every `stride` samples, as EnCodec 0.1.1 does.
 
     Every position is the weighted mean of the chunks covering it, with `overlap_add_weights` computed for the
-    first chunk's length (a shorter last chunk uses the start of that triangle). The result has
-    `stride * (len(frames) - 1) + frames[-1].shape[-1]` samples. Sums run in float32 at least, so that
-    bfloat16 chunks do not round the small weights at the chunk edges to zero.
+    first chunk's length (a shorter last chunk uses the start of that triangle). Sums run in float32 at least,
+    so that bfloat16 chunks do not round the small weights at the chunk edges to zero.
+
+    The result covers every chunk: usually `stride * (len(frames) - 1) + frames[-1].shape[-1]` samples, as in
+    the original. The original allocates exactly that and fails ("The size of tensor a (47840) must match the
+    size of tensor b (48000)") when an earlier chunk, rounded up to whole frames, reaches further than the last
+    one: 48 kHz clips whose last chunk holds 161 to 320 samples after a partial chunk, such as 47,681 to 47,840
+    samples. Here the buffer grows to the furthest chunk end instead, which changes no sample where the
+    original works; callers trim to the real length.
     """
     if not frames:
         raise ValueError("linear_overlap_add needs at least one chunk")
     dtype = torch.promote_types(frames[0].dtype, torch.float32)
     device = frames[0].device
-    total = stride * (len(frames) - 1) + frames[-1].shape[-1]
+    total = max(index * stride + frame.shape[-1] for index, frame in enumerate(frames))
     weight = overlap_add_weights(frames[0].shape[-1], dtype, device)
     out = torch.zeros(*frames[0].shape[:-1], total, dtype=dtype, device=device)
     sum_weight = torch.zeros(total, dtype=dtype, device=device)
@@ -412,9 +418,17 @@ class EncodecModel(EncodecPreTrainedModel):
     Attributes:
         chunk_batch_size (`int`): chunks of equal length encoded or decoded in one batch by chunked models;
             lower it to save memory on long files.
+        progress_callback (callable, *optional*): called as `progress_callback(stage, done, total)` after each
+            group of chunks, with stage `"encode"` or `"decode"`; the command line drives its progress bar
+            with it.
     """
 
     chunk_batch_size = 8
+    progress_callback = None
+
+    def _report(self, stage: str, done: int, total: int) -> None:
+        if self.progress_callback is not None:
+            self.progress_callback(stage, done, total)
 
     def __init__(self, config: EncodecConfig):
         super().__init__(config)
@@ -525,6 +539,7 @@ class EncodecModel(EncodecPreTrainedModel):
         for item, plan in enumerate(plans):
             for index, (start, size) in enumerate(plan):
                 groups[size].append((index, item, start))
+        done, total = 0, sum(len(plan) for plan in plans)
         for size, jobs in groups.items():
             step = len(jobs) if self.config.chunk_length is None else self.chunk_batch_size
             for first in range(0, len(jobs), step):
@@ -535,6 +550,8 @@ class EncodecModel(EncodecPreTrainedModel):
                     codes[index, item, :, : chunk_codes.shape[-1]] = chunk_codes[row]
                     if chunk_scales is not None:
                         scales[index, item] = chunk_scales[row]
+                done += len(part)
+                self._report("encode", done, total)
 
         longest = plans[lengths.index(max(lengths))]
         last_frame_pad_length = frames - num_frames(longest[-1][1], hop) if len(longest) == total_chunks else 0
@@ -636,8 +653,9 @@ class EncodecModel(EncodecPreTrainedModel):
             pad = int(last_frame_pad_length or 0)
             if not 0 <= pad < frames:
                 raise ValueError(f"last_frame_pad_length must be in [0, {frames}), got {last_frame_pad_length}")
-            plan = [frames] * (total_chunks - 1) + [frames - pad]
-            length = (total_chunks - 1) * (stride or 0) + plan[-1] * hop
+            # The length the codes imply; chunks before the last are cut to the frames that reach it.
+            length = (total_chunks - 1) * (stride or 0) + (frames - pad) * hop
+            plan = [min(frames, num_frames(length - index * (stride or 0), hop)) for index in range(total_chunks)]
             plans, lengths = [plan] * batch, [length] * batch
 
         # Decode chunks with the same number of frames together; then join each item's chunks.
@@ -646,6 +664,7 @@ class EncodecModel(EncodecPreTrainedModel):
             for index, chunk_frames in enumerate(plan):
                 groups[chunk_frames].append((index, item))
         decoded = {}
+        done, total = 0, sum(len(plan) for plan in plans)
         for chunk_frames, jobs in groups.items():
             step = len(jobs) if not chunked else self.chunk_batch_size
             for first in range(0, len(jobs), step):
@@ -657,6 +676,8 @@ class EncodecModel(EncodecPreTrainedModel):
                     if scales[index] is not None:
                         chunk = chunk * scales[index][item]
                     decoded[index, item] = chunk
+                done += len(part)
+                self._report("decode", done, total)
 
         out_length = max(lengths)
         first_chunk = decoded[0, 0]

@@ -1,0 +1,166 @@
+"""The `encodec-hf` command line: argument parsing over library functions, errors as one readable line.
+
+    encodec-hf roundtrip IN OUT [--model ID_OR_DIR] [--bandwidth BW] [-f]
+    encodec-hf convert CHECKPOINT --model {encodec_24khz,encodec_32khz,encodec_48khz} --output DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_MODEL = "facebook/encodec_48khz"
+DEFAULT_BANDWIDTH = 6.0  # the original command line's default
+PROGRESS_MIN_SECONDS = 30.0  # files shorter than this finish before a progress bar would help
+
+
+class CommandError(Exception):
+    """An error to print as one line, without a traceback."""
+
+
+def read_audio(path: str | Path):
+    """Read a file with soundfile as float32 (channels, samples) and its sample rate."""
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as error:
+        raise CommandError(f"cannot read audio from {str(path)!r}: {error}") from error
+    return data.T, rate  # (T, C) -> (C, T)
+
+
+def write_audio(path: str | Path, audio, sample_rate: int) -> None:
+    """Write (channels, samples) float audio as 16-bit PCM, clipped to +-0.99 as EnCodec 0.1.1 saves it."""
+    import numpy as np
+    import soundfile
+
+    audio = np.clip(np.asarray(audio, dtype=np.float32), -0.99, 0.99).T  # (C, T) -> (T, C)
+    try:
+        soundfile.write(str(path), audio, sample_rate, subtype="PCM_16")
+    except (OSError, RuntimeError, TypeError, ValueError, soundfile.LibsndfileError) as error:
+        raise CommandError(f"cannot write audio to {str(path)!r}: {error}") from error
+
+
+def load_model(name_or_path: str):
+    """The model and feature extractor of a Hub id or a local folder, with one-line errors."""
+    from transformers.utils import logging as transformers_logging
+
+    from .modeling_encodec import EncodecModel
+    from .processing import EncodecFeatureExtractor
+
+    transformers_logging.disable_progress_bar()  # its per-tensor loading bar would bury our one-line report
+    path = Path(name_or_path)
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"--model {name_or_path!r} is a file; pass a model folder (encodec-hf convert "
+                           f"CHECKPOINT --model NAME --output DIR makes one) or a Hub id")
+    try:
+        model = EncodecModel.from_pretrained(name_or_path)
+    except OSError as error:
+        if path.is_dir():
+            raise CommandError(f"{name_or_path!r} is not an EnCodec model folder (no config.json and "
+                               f"model.safetensors): {str(error).splitlines()[0]}") from error
+        raise CommandError(f"cannot load {name_or_path!r}: the Hugging Face Hub could not be reached (or has no "
+                           f"such model) and it is not in the local cache; pass a local folder with --model DIR "
+                           f"(encodec-hf convert CHECKPOINT --model NAME --output DIR makes one)") from error
+    try:
+        extractor = EncodecFeatureExtractor.from_pretrained(name_or_path)
+    except OSError:
+        extractor = EncodecFeatureExtractor.from_model_config(model.config)
+    return model.eval(), extractor
+
+
+def _progress_bar(model, seconds: float):
+    """A tqdm bar over encode + decode chunks, for files long enough to need one."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=None, unit="chunk", disable=seconds < PROGRESS_MIN_SECONDS, leave=False)
+    offset = {"encode": 0, "decode": None}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if offset["decode"] is None:
+            offset["decode"] = total  # decode counts after all encode chunks
+            bar.total = 2 * total
+        bar.n = done + (offset["decode"] if stage == "decode" else 0)
+        bar.set_description(stage)
+        bar.refresh()
+
+    model.progress_callback = update
+    return bar
+
+
+def roundtrip(args) -> int:
+    import torch
+
+    output = Path(args.output)
+    if output.exists() and not args.force:
+        raise CommandError(f"{str(output)!r} exists; pass -f to overwrite it")
+    audio, rate = read_audio(args.input)
+    model, extractor = load_model(args.model)
+    options = model.config.target_bandwidths
+    bandwidth = args.bandwidth if args.bandwidth is not None else (
+        DEFAULT_BANDWIDTH if DEFAULT_BANDWIDTH in options else options[0])
+    bandwidth = model.config.check_bandwidth(bandwidth)
+
+    inputs = extractor(audio, sampling_rate=rate, return_tensors="pt")
+    seconds = inputs["input_values"].shape[-1] / model.config.sampling_rate
+    bar = _progress_bar(model, seconds)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        encoded = model.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=bandwidth)
+        decoded = model.decode(encoded.audio_codes, encoded.audio_scales, inputs["padding_mask"]).audio_values
+    elapsed = time.perf_counter() - start
+    bar.close()
+    model.progress_callback = None
+    write_audio(output, decoded[0].float().numpy(), model.config.sampling_rate)
+
+    codebooks = encoded.audio_codes.shape[2]
+    kbps = codebooks * model.config.codebook_nbits * model.config.frame_rate / 1000
+    print(f"{args.input} -> {output}: {seconds:.2f} s, {codebooks} codebooks, {kbps:g} kbps, "
+          f"{seconds / elapsed:.1f}x real time (encode + decode, {elapsed:.2f} s)")
+    return 0
+
+
+def convert(args) -> int:
+    from .convert_encodec import convert_checkpoint
+
+    convert_checkpoint(args.checkpoint, args.model, args.output)
+    print(f"wrote {args.output} (config.json, model.safetensors, preprocessor_config.json) from {args.checkpoint}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .configuration_encodec import PRESETS
+
+    parser = argparse.ArgumentParser(prog="encodec-hf", description="EnCodec neural audio codec, Hugging Face style.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    trip = commands.add_parser("roundtrip", help="encode and decode an audio file, report bit rate and speed")
+    trip.add_argument("input", help="audio file to read (any format soundfile reads)")
+    trip.add_argument("output", help="audio file to write, at the model's sample rate")
+    trip.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or local folder (default {DEFAULT_MODEL})")
+    trip.add_argument("-b", "--bandwidth", type=float, default=None,
+                      help=f"kbps, one of the model's bandwidths (default {DEFAULT_BANDWIDTH:g} when offered)")
+    trip.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
+    trip.set_defaults(func=roundtrip)
+
+    conv = commands.add_parser("convert", help="convert an original EnCodec or audiocraft checkpoint to a Hub folder")
+    conv.add_argument("checkpoint", help="encodec_24khz-*.th, encodec_48khz-*.th or compression_state_dict.bin")
+    conv.add_argument("--model", required=True, choices=PRESETS, help="which model the checkpoint holds")
+    conv.add_argument("--output", required=True, help="folder to write")
+    conv.set_defaults(func=convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CommandError, ValueError) as error:
+        print(f"encodec-hf: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The command line end to end: real files in, real files out, one-line errors."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import tiny_model, requires_original
+from reference import original_model
+
+
+def run(*args, env=None):
+    environment = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "encodec_hf", *map(str, args)], capture_output=True, text=True,
+                          env=environment, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    model = tiny_model(chunked=True)
+    model.save_pretrained(folder)
+    from encodec_hf import EncodecFeatureExtractor
+    EncodecFeatureExtractor.from_model_config(model.config).save_pretrained(folder)
+    return folder
+
+
+@requires_original()
+def test_convert_then_roundtrip_48khz(tmp_path):
+    torch.save(original_model("encodec_48khz").state_dict(), tmp_path / "encodec_48khz-random.th")
+    result = run("convert", tmp_path / "encodec_48khz-random.th", "--model", "encodec_48khz", "--output", tmp_path / "m")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == \
+        ["config.json", "model.safetensors", "preprocessor_config.json"]
+    # mono 44.1 kHz int16 in: resampled to 48 kHz and duplicated to stereo by the processor
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(44_100 * 2) / 44_100) * 32767).astype(np.int16)
+    sf.write(tmp_path / "in.wav", tone, 44_100, subtype="PCM_16")
+    result = run("roundtrip", tmp_path / "in.wav", tmp_path / "out.wav", "--model", tmp_path / "m", "-b", "12")
+    assert result.returncode == 0, result.stderr
+    assert "8 codebooks, 12 kbps" in result.stdout and "x real time" in result.stdout
+    info = sf.info(tmp_path / "out.wav")
+    assert (info.samplerate, info.channels, info.frames, info.subtype) == (48_000, 2, 96_000, "PCM_16")
+    audio, _ = sf.read(tmp_path / "out.wav")
+    assert np.abs(audio).max() <= 0.99 + 1e-4 and np.abs(audio).max() > 0
+
+
+def test_roundtrip_matches_the_library(tmp_path, tiny_folder):
+    """The command writes what encode + decode give, as 16-bit PCM."""
+    from encodec_hf import EncodecModel
+    rng = np.random.default_rng(0)
+    clip = (rng.standard_normal((2, 1234)) * 0.1).astype(np.float32)
+    sf.write(tmp_path / "in.wav", clip.T, 400, subtype="FLOAT")
+    result = run("roundtrip", tmp_path / "in.wav", tmp_path / "out.wav", "--model", tiny_folder, "-b", "0.8")
+    assert result.returncode == 0, result.stderr
+    written, rate = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
+    model = EncodecModel.from_pretrained(tiny_folder).eval()
+    with torch.no_grad():
+        expected = model(torch.from_numpy(clip)[None], bandwidth=0.8).audio_values[0].numpy()
+    assert rate == 400 and written.shape == (1234, 2)
+    np.testing.assert_allclose(written.T, np.clip(expected, -0.99, 0.99), atol=1 / 32768 + 1e-6)
+
+
+def test_progress_bar_on_long_files(tmp_path, tiny_folder):
+    sf.write(tmp_path / "long.wav", np.zeros((400 * 40, 2), dtype=np.float32), 400)
+    result = run("roundtrip", tmp_path / "long.wav", tmp_path / "out.wav", "--model", tiny_folder)
+    assert result.returncode == 0, result.stderr
+    assert "chunk" in result.stderr and "decode" in result.stderr  # tqdm's bar, on stderr
+    short = run("roundtrip", tmp_path / "long.wav", tmp_path / "out2.wav", "--model", tiny_folder)
+    assert short.returncode == 0
+
+
+def test_errors_are_one_line(tmp_path, tiny_folder, capsys):
+    """In-process through main() (a subprocess each would cost seconds of imports); stderr is the same."""
+    from encodec_hf.cli import main
+
+    sf.write(tmp_path / "in.wav", np.zeros(100, dtype=np.float32), 400)
+    cases = [
+        (("roundtrip", tmp_path / "in.wav", tmp_path / "o.wav"),  # default model, offline, not cached
+         "Hugging Face Hub could not be reached"),
+        (("roundtrip", tmp_path / "missing.wav", tmp_path / "o.wav", "--model", tiny_folder), "cannot read audio"),
+        (("roundtrip", tmp_path / "in.wav", tmp_path / "in.wav", "--model", tiny_folder), "pass -f"),
+        (("roundtrip", tmp_path / "in.wav", tmp_path / "o.wav", "--model", tiny_folder, "-b", "3"),
+         "not one of this model's bandwidths: 0.4, 0.8"),
+        (("roundtrip", tmp_path / "in.wav", tmp_path / "o.wav", "--model", tmp_path), "not an EnCodec model folder"),
+        (("convert", tmp_path / "in.wav", "--model", "encodec_24khz", "--output", tmp_path / "x"), "cannot read"),
+    ]
+    for args, message in cases:
+        code = main([str(a) for a in args])
+        stderr = capsys.readouterr().err
+        assert code == 2, (args, stderr)
+        assert message in stderr, (args, stderr)
+        assert stderr.strip().startswith("encodec-hf: error:") and stderr.strip().count("\n") == 0, stderr
+
+
+def test_help_lists_commands():
+    result = run("--help")
+    assert result.returncode == 0 and "roundtrip" in result.stdout and "convert" in result.stdout
