@@ -15,6 +15,26 @@ from .processing import EncodecFeatureExtractor
 
 __version__ = "0.1.0"
 
+
+def _register_auto_classes() -> None:
+    """Make this package's classes reachable from the Auto classes, leaving transformers' `encodec` alone.
+
+    transformers refuses a second `encodec` model type (`AutoConfig.register`), so the config is not registered
+    by name. The Auto model and processor mappings are keyed by config class, so registering this package's
+    `EncodecConfig` maps it, and only it, to this package's classes: `AutoModel.from_config(
+    encodec_hf.EncodecConfig())` builds an `encodec_hf.EncodecModel`, while transformers' own config still builds
+    transformers' model. (`exist_ok=True` only skips transformers' check by class name, which would otherwise
+    mistake this class for its namesake.)
+    """
+    from transformers import AutoFeatureExtractor, AutoModel, AutoProcessor
+
+    AutoModel.register(EncodecConfig, EncodecModel, exist_ok=True)
+    AutoFeatureExtractor.register(EncodecConfig, EncodecFeatureExtractor, exist_ok=True)
+    AutoProcessor.register(EncodecConfig, EncodecFeatureExtractor, exist_ok=True)
+
+
+_register_auto_classes()
+
 __all__ = [
     "EncodecConfig",
     "EncodecModel",

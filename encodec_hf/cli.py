@@ -2,6 +2,8 @@
 
     encodec-hf roundtrip IN OUT [--model ID_OR_DIR] [--bandwidth BW] [-f]
     encodec-hf convert CHECKPOINT --model {encodec_24khz,encodec_32khz,encodec_48khz} --output DIR
+    encodec-hf upload SOURCE --repo-id OWNER/NAME [--model NAME] [--local-dir DIR] [--dry-run] [--private]
+                      [--revision REV] [--create-pr] [--commit-message MSG] [--license ID] [--base-model ID]
 """
 
 from __future__ import annotations
@@ -45,12 +47,9 @@ def write_audio(path: str | Path, audio, sample_rate: int) -> None:
 
 def load_model(name_or_path: str):
     """The model and feature extractor of a Hub id or a local folder, with one-line errors."""
-    from transformers.utils import logging as transformers_logging
-
     from .modeling_encodec import EncodecModel
     from .processing import EncodecFeatureExtractor
 
-    transformers_logging.disable_progress_bar()  # its per-tensor loading bar would bury our one-line report
     path = Path(name_or_path)
     if path.exists() and not path.is_dir():
         raise CommandError(f"--model {name_or_path!r} is a file; pass a model folder (encodec-hf convert "
@@ -130,6 +129,18 @@ def convert(args) -> int:
     return 0
 
 
+def upload(args) -> int:
+    from .hub_upload import HubUploadError, upload as upload_folder
+
+    try:
+        upload_folder(args.source, args.repo_id, model_name=args.model, local_dir=args.local_dir,
+                      dry_run=args.dry_run, private=args.private, revision=args.revision, create_pr=args.create_pr,
+                      commit_message=args.commit_message, license=args.license, base_model=args.base_model)
+    except HubUploadError as error:
+        raise CommandError(str(error)) from error
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .configuration_encodec import PRESETS
 
@@ -150,11 +161,28 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--model", required=True, choices=PRESETS, help="which model the checkpoint holds")
     conv.add_argument("--output", required=True, help="folder to write")
     conv.set_defaults(func=convert)
+
+    up = commands.add_parser("upload", help="build a Hub folder with remote code and a model card, check it, push it")
+    up.add_argument("source", help="a model folder or Hub id, or an original checkpoint file with --model")
+    up.add_argument("--repo-id", required=True, help="OWNER/NAME on the Hub")
+    up.add_argument("--model", choices=PRESETS, default=None, help="which model a checkpoint file holds")
+    up.add_argument("--local-dir", default=None, help="build the folder here (default: a temporary folder)")
+    up.add_argument("--dry-run", action="store_true", help="build and check, list the files, push nothing")
+    up.add_argument("--private", action="store_true", help="create the repo as private")
+    up.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
+    up.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    up.add_argument("--commit-message", default=None)
+    up.add_argument("--license", default="cc-by-nc-4.0", help="license in the model card (default: Meta's)")
+    up.add_argument("--base-model", default=None, help="base_model in the model card")
+    up.set_defaults(func=upload)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # per-tensor loading bars would bury our one-line reports
     try:
         return args.func(args)
     except (CommandError, ValueError) as error:

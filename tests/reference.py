@@ -62,3 +62,25 @@ def original_model(name: str, seed: int = 0):
                 module.weight.copy_(1 + 0.1 * torch.randn(module.weight.shape, generator=generator))
                 module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=generator))
     return model.eval()
+
+
+def original_layout(model) -> dict:
+    """Our state dict written back in the original layout (inverse of the rename table), old weight norm."""
+    out = {}
+    for key, value in model.state_dict().items():
+        key = key.replace("parametrizations.weight.original0", "weight_g").replace(
+            "parametrizations.weight.original1", "weight_v")
+        if key.startswith("quantizer."):
+            out[key.replace("quantizer.layers.", "quantizer.vq.layers.").replace(".codebook.", "._codebook.")] = value
+            continue
+        parts = key.split(".")
+        parts[1] = "model"
+        key = ".".join(parts)
+        if key.startswith("decoder") and ".block." not in key and ".shortcut." not in key and "lstm" not in key:
+            layer = model.decoder.layers[int(parts[2])]
+            inner = "convtr" if type(layer).__name__ == "EncodecConvTranspose1d" else "conv"
+        else:
+            inner = "conv"
+        key = key.replace(".conv.", f".{inner}.{inner}.").replace(".norm.", f".{inner}.norm.")
+        out[key] = value.clone()
+    return out

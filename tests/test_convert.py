@@ -8,6 +8,7 @@ import torch
 from conftest import requires_original
 from encodec_hf import EncodecConfig, EncodecModel
 from encodec_hf.convert_encodec import convert_checkpoint, convert_state_dict, rename_key
+from reference import original_layout
 
 
 def test_rename_key_examples():
@@ -18,28 +19,6 @@ def test_rename_key_examples():
     assert rename_key("encoder.model.0.conv.norm.weight") == "encoder.layers.0.norm.weight"
     assert rename_key("encoder.model.13.lstm.weight_ih_l1") == "encoder.layers.13.lstm.weight_ih_l1"
     assert rename_key("quantizer.vq.layers.7._codebook.embed_avg") == "quantizer.layers.7.codebook.embed_avg"
-
-
-def original_layout(model: EncodecModel) -> dict:
-    """Our state dict written back in the original layout (inverse of the rename table), old weight norm."""
-    out = {}
-    for key, value in model.state_dict().items():
-        key = key.replace("parametrizations.weight.original0", "weight_g").replace(
-            "parametrizations.weight.original1", "weight_v")
-        if key.startswith("quantizer."):
-            out[key.replace("quantizer.layers.", "quantizer.vq.layers.").replace(".codebook.", "._codebook.")] = value
-            continue
-        parts = key.split(".")
-        parts[1] = "model"
-        key = ".".join(parts)
-        if key.startswith("decoder") and ".block." not in key and ".shortcut." not in key and "lstm" not in key:
-            layer = model.decoder.layers[int(parts[2])]
-            inner = "convtr" if type(layer).__name__ == "EncodecConvTranspose1d" else "conv"
-        else:
-            inner = "conv"
-        key = key.replace(".conv.", f".{inner}.{inner}.").replace(".norm.", f".{inner}.norm.")
-        out[key] = value.clone()
-    return out
 
 
 def test_audiocraft_32khz_checkpoint(tmp_path):

@@ -1,0 +1,318 @@
+"""Hub folders: remote code that loads without encodec_hf, model cards, and the push through a fake Hub.
+
+No Hub is reachable from these machines: the push runs through huggingface_hub with its HTTP client replaced by
+an httpx MockTransport that plays the Hub's endpoints and records every request.
+"""
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx2
+import numpy as np
+import pytest
+import torch
+import transformers
+from huggingface_hub import metadata_load
+from huggingface_hub.utils import _http
+
+from conftest import tiny_model
+from reference import original_layout
+from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
+from encodec_hf.cli import main
+from encodec_hf.hub_upload import FOLDER_FILES, HubUploadError, build_folder, load_source, upload
+
+BLOCK_ENCODEC_HF = """
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "encodec_hf" or name.startswith("encodec_hf."):
+            raise ImportError("encodec_hf is blocked in this process")
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def run_without_encodec_hf(code: str, cwd: Path):
+    script = cwd / "probe.py"
+    script.write_text(BLOCK_ENCODEC_HF + textwrap.dedent(code))
+    result = subprocess.run([sys.executable, str(script)], cwd=cwd, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def source_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("source") / "model"
+    model = tiny_model(chunked=True)
+    model.save_pretrained(folder)
+    EncodecFeatureExtractor.from_model_config(model.config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(source_folder, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("built") / "me--tiny"
+    upload(source_folder, "me/tiny", local_dir=folder, dry_run=True, report=lambda line: None)
+    return folder
+
+
+def test_folder_contents(built):
+    assert sorted(p.name for p in built.iterdir()) == sorted(FOLDER_FILES)
+    config = json.loads((built / "config.json").read_text())
+    assert config["auto_map"] == {"AutoConfig": "configuration_encodec.EncodecConfig",
+                                  "AutoModel": "modeling_encodec.EncodecModel"}
+    pre = json.loads((built / "preprocessor_config.json").read_text())
+    assert pre["auto_map"]["AutoProcessor"] == "processing.EncodecFeatureExtractor"
+    assert not list(built.glob("*.bin")) and not list(built.glob("*.pt"))  # no pickled weights
+
+
+def test_remote_code_loads_without_encodec_hf(built, tmp_path):
+    """Only transformers in the process: the Auto classes load the folder and give exactly our codes and audio."""
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal(1500).astype(np.float32) * 0.2, rng.standard_normal((2, 900)).astype(np.float32) * 0.2]
+    np.save(tmp_path / "a.npy", clips[0])
+    np.save(tmp_path / "b.npy", clips[1])
+    run_without_encodec_hf(f"""
+        import numpy as np, torch
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
+        folder = {str(built)!r}
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+        assert type(AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=True)).__name__ == "EncodecFeatureExtractor"
+        assert type(AutoConfig.from_pretrained(folder, trust_remote_code=True)).__module__.startswith("transformers_modules")
+        assert type(model).__module__.startswith("transformers_modules") and type(processor).__module__.startswith("transformers_modules")
+        assert not [m for m in sys.modules if m.startswith("encodec_hf")]
+        inputs = processor([np.load("a.npy"), np.load("b.npy")], sampling_rate=400, return_tensors="pt")
+        with torch.no_grad():
+            out = model.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=0.8)
+            audio = model.decode(out.audio_codes, out.audio_scales, inputs["padding_mask"]).audio_values
+        torch.save({{"codes": out.audio_codes, "scales": out.audio_scales, "audio": audio}}, "remote.pt")
+    """, tmp_path)
+    remote = torch.load(tmp_path / "remote.pt")
+    model = EncodecModel.from_pretrained(built).eval()
+    inputs = EncodecFeatureExtractor.from_pretrained(built)(clips, sampling_rate=400, return_tensors="pt")
+    with torch.no_grad():
+        ours = model.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=0.8)
+        audio = model.decode(ours.audio_codes, ours.audio_scales, inputs["padding_mask"]).audio_values
+    assert torch.equal(remote["codes"], ours.audio_codes)
+    assert all(torch.equal(a, b) for a, b in zip(remote["scales"], ours.audio_scales))
+    assert torch.equal(remote["audio"], audio)
+
+
+def test_loads_in_encodec_hf_and_transformers(built, source_folder):
+    source = EncodecModel.from_pretrained(source_folder)
+    ours = EncodecModel.from_pretrained(built)
+    theirs, info = transformers.EncodecModel.from_pretrained(built, output_loading_info=True)
+    assert not any(info.values())
+    for key, value in source.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value) and torch.equal(theirs.state_dict()[key], value), key
+    for field in ("sampling_rate", "audio_channels", "chunk_length_s", "overlap", "target_bandwidths", "norm_type",
+                  "upsampling_ratios", "codebook_size", "normalize", "use_causal_conv"):
+        assert getattr(theirs.config, field) == getattr(ours.config, field) == getattr(source.config, field), field
+
+
+def test_model_card(built, tmp_path):
+    card = (built / "README.md").read_text()
+    meta = metadata_load(built / "README.md")
+    assert meta["license"] == "cc-by-nc-4.0" and meta["library_name"] == "transformers"
+    assert {"audio", "audio-codec", "encodec"} <= set(meta["tags"])
+    assert "base_model" not in meta  # a local folder of random weights has none
+    assert "| 0.4 | 1 | 0.4 kbps (400 bits/s) |" in card and "| 0.8 | 2 | 0.8 kbps (800 bits/s) |" in card
+    assert "every 360 samples" in card and "RMS volume" in card
+    assert "arXiv:2210.13438" in card and "Copied from" in card
+    # its usage snippet runs, with only transformers, against the folder in place of the repo id
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1).replace('"me/tiny"', repr(str(built)))
+    result = run_without_encodec_hf(snippet, tmp_path)
+    # 1 s at 16 kHz resampled to 400 samples: 2 chunks (stride 360), 1 codebook at 0.4 kbps, stereo out
+    assert "torch.Size([2, 1, 1, 100]) torch.Size([1, 2, 400])" in result.stdout
+
+
+def test_card_names_the_official_base_model(tmp_path):
+    torch.manual_seed(0)
+    model = EncodecModel(EncodecConfig.from_preset("encodec_24khz"))
+    torch.save(original_layout(model), tmp_path / "encodec_24khz-d7cc33bc.th")
+    source = load_source(tmp_path / "encodec_24khz-d7cc33bc.th", "encodec_24khz")
+    assert source.base_model == "facebook/encodec_24khz"
+    folder = build_folder(source, tmp_path / "out", "me/e24", license="mit")
+    meta = metadata_load(folder / "README.md")
+    assert meta["base_model"] == "facebook/encodec_24khz" and meta["license"] == "mit"
+    card = (folder / "README.md").read_text()
+    assert "| 6 | 8 | 6 kbps (6000 bits/s) |" in card and "causal" in card and "sha256" in card
+
+
+# -- the push, through a fake Hub --------------------------------------------------------------------------------
+
+class FakeHub:
+    """Plays the Hub endpoints that create_repo, create_branch and upload_folder use; records every request."""
+
+    def __init__(self, fail: dict | None = None):
+        self.requests = []
+        self.fail = fail or {}
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        path = request.url.path
+        body = request.content
+        self.requests.append((request.method, path, dict(request.url.params), body))
+        for fragment, status in self.fail.items():
+            if fragment in path:
+                if status == "network":
+                    raise httpx2.ConnectError("connection refused", request=request)
+                return httpx2.Response(status, json={"error": "denied"}, request=request)
+        if path == "/api/repos/create":
+            payload = json.loads(body)
+            name = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+            return httpx2.Response(200, json={"url": f"https://huggingface.co/{name}", "name": name}, request=request)
+        if path == "/api/validate-yaml":  # huggingface_hub checks README.md's metadata before committing
+            return httpx2.Response(200, json={}, request=request)
+        if "/branch/" in path:
+            return httpx2.Response(200, json={}, request=request)
+        if "/preupload/" in path:
+            files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                     for f in json.loads(body)["files"]]
+            return httpx2.Response(200, json={"files": files}, request=request)
+        if "/commit/" in path:
+            repo = path.split("/api/models/")[1].split("/commit/")[0]
+            answer = {"commitUrl": f"https://huggingface.co/{repo}/commit/c0ffee", "commitOid": "c0ffee" * 6 + "c0ff"}
+            if request.url.params.get("create_pr"):
+                answer["pullRequestUrl"] = f"https://huggingface.co/{repo}/discussions/1"
+            return httpx2.Response(200, json=answer, request=request)
+        return httpx2.Response(404, json={"error": f"fake hub has no {request.method} {path}"}, request=request)
+
+    def commits(self):
+        out = []
+        for method, path, params, body in self.requests:
+            if "/commit/" in path:
+                lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+                header = next(l["value"] for l in lines if l["key"] == "header")
+                files = {l["value"]["path"]: base64.b64decode(l["value"]["content"]) for l in lines if l["key"] == "file"}
+                out.append((path, params, header, files))
+        return out
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_tests")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    hubs = []
+
+    def install(fail=None):
+        hub = FakeHub(fail)
+        _http.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
+        hubs.append(hub)
+        return hub
+
+    yield install
+    _http.set_client_factory(_http.default_client_factory)
+
+
+def test_push_sends_one_commit_with_every_file(fake_hub, source_folder, tmp_path, capsys):
+    hub = fake_hub()
+    code = main(["upload", str(source_folder), "--repo-id", "me/tiny", "--local-dir", str(tmp_path / "built"),
+                 "--private", "--revision", "v1", "--commit-message", "first upload"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "committed: https://huggingface.co/me/tiny/commit/c0ffee" in out.out
+    create = [json.loads(r[3]) for r in hub.requests if r[1] == "/api/repos/create"]
+    assert len(create) == 1
+    assert (create[0]["organization"], create[0]["name"]) == ("me", "tiny")
+    assert create[0].get("private") is True or create[0].get("visibility") == "private"
+    assert any(r[0] == "POST" and r[1] == "/api/models/me/tiny/branch/v1" for r in hub.requests)
+    commits = hub.commits()
+    assert len(commits) == 1
+    path, params, header, files = commits[0]
+    assert path == "/api/models/me/tiny/commit/v1" and header["summary"] == "first upload"
+    assert sorted(files) == sorted(FOLDER_FILES)
+    for name, content in files.items():
+        assert content == (tmp_path / "built" / name).read_bytes(), name
+    unexpected = [r[:2] for r in hub.requests if not any(s in r[1] for s in ("/repos/create", "/branch/",
+                                                                               "/preupload/", "/commit/",
+                                                                               "/validate-yaml"))]
+    assert unexpected == []
+
+
+def test_push_as_pull_request(fake_hub, source_folder, capsys):
+    hub = fake_hub()
+    assert main(["upload", str(source_folder), "--repo-id", "me/tiny", "--create-pr"]) == 0
+    assert "committed: https://huggingface.co/me/tiny/discussions/1" in capsys.readouterr().out
+    (path, params, _, _), = hub.commits()
+    assert params.get("create_pr") == "1" and path == "/api/models/me/tiny/commit/main"
+
+
+def test_dry_run_pushes_nothing(fake_hub, source_folder, capsys):
+    hub = fake_hub()
+    assert main(["upload", str(source_folder), "--repo-id", "me/tiny", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would upload 7 files" in out and re.search(r"model\.safetensors\s+[\d,]+ bytes", out)
+    assert hub.requests == []
+
+
+def test_mismatch_stops_the_upload(fake_hub, source_folder, monkeypatch, capsys):
+    hub = fake_hub()
+    real = EncodecModel.from_pretrained.__func__
+
+    def corrupted(cls, *args, **kwargs):
+        model = real(cls, *args, **kwargs)
+        if "built" in str(args[0]) or "encodec-hf-upload" in str(args[0]):
+            with torch.no_grad():
+                for layer in model.quantizer.layers:
+                    layer.codebook.embed.copy_(torch.roll(layer.codebook.embed, 1, 0))
+        return model
+
+    monkeypatch.setattr(EncodecModel, "from_pretrained", classmethod(corrupted))
+    assert main(["upload", str(source_folder), "--repo-id", "me/tiny"]) == 2
+    assert "does not reproduce the source model's codes" in capsys.readouterr().err
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize("fail, message", [
+    ({"/repos/create": 403}, "no permission to write to me/tiny (HTTP 403)"),
+    ({"/commit/": 401}, "no permission"),
+    ({"/preupload/": "network"}, "could not reach the Hugging Face Hub"),
+    ({"/commit/": 500}, "the Hub refused the upload"),
+])
+def test_push_failures_are_one_line(fake_hub, source_folder, capsys, fail, message):
+    hub = fake_hub(fail)
+    assert main(["upload", str(source_folder), "--repo-id", "me/tiny"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0, err
+    assert not any("/commit/" in r[1] and not fail.get("/commit/") for r in hub.requests)  # nothing half-uploaded
+
+
+def test_no_token(monkeypatch, tmp_path, source_folder, capsys):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_home"))
+    assert main(["upload", str(source_folder), "--repo-id", "me/tiny"]) == 2
+    assert "no Hugging Face token: set HF_TOKEN or run `hf auth login`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["SRC_FILE", "--repo-id", "me/x"], "say which model it holds with --model"),
+    (["SRC_FILE", "--repo-id", "me/x", "--model", "encodec_48khz"], "is not a encodec_48khz checkpoint"),
+    (["NO_DIR", "--repo-id", "me/x"], "is not an EnCodec model"),
+    (["SRC_DIR", "--repo-id", "nonsense"], "--repo-id must be OWNER/NAME"),
+])
+def test_bad_sources(tmp_path, source_folder, capsys, args, message):
+    torch.save(original_layout(EncodecModel(EncodecConfig.from_preset("encodec_24khz"))), tmp_path / "e24.th")
+    replace = {"SRC_FILE": str(tmp_path / "e24.th"), "NO_DIR": str(tmp_path), "SRC_DIR": str(source_folder)}
+    assert main(["upload", *[replace.get(a, a) for a in args]]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_local_dir_must_not_hold_other_files(tmp_path, source_folder):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(HubUploadError, match="holds other files"):
+        upload(source_folder, "me/x", local_dir=tmp_path, dry_run=True, report=lambda line: None)
+
+
+def test_import_registers_auto_classes_without_touching_builtin():
+    model = transformers.AutoModel.from_config(EncodecConfig(**tiny_model().config.to_diff_dict()))
+    assert isinstance(model, EncodecModel)
+    builtin = transformers.AutoModel.from_config(transformers.EncodecConfig())
+    assert type(builtin) is transformers.EncodecModel
+    assert type(transformers.AutoConfig.for_model("encodec")) is transformers.EncodecConfig
