@@ -12,6 +12,7 @@ from .modeling_encodec import (
     EncodecPreTrainedModel,
 )
 from .processing import EncodecFeatureExtractor
+from .tokenization import decode_tokens, tokenization_metadata, tokenize_dataset
 
 __version__ = "0.1.0"
 
@@ -43,4 +44,7 @@ __all__ = [
     "EncodecOutput",
     "EncodecEncoderOutput",
     "EncodecDecoderOutput",
+    "tokenize_dataset",
+    "decode_tokens",
+    "tokenization_metadata",
 ]

@@ -2,6 +2,8 @@
 
     encodec-hf roundtrip IN OUT [--model ID_OR_DIR] [--bandwidth BW] [-f]
     encodec-hf convert CHECKPOINT --model {encodec_24khz,encodec_32khz,encodec_48khz} --output DIR
+    encodec-hf tokenize INPUT --model ID_OR_DIR --output DIR [--bandwidth BW] [--audio-column NAME]
+                        [--batch-size N] [--split NAME] [--on-error {raise,skip}] [--id-column NAME]
     encodec-hf upload SOURCE --repo-id OWNER/NAME [--model NAME] [--local-dir DIR] [--dry-run] [--private]
                       [--revision REV] [--create-pr] [--commit-message MSG] [--license ID] [--base-model ID]
 """
@@ -141,6 +143,68 @@ def upload(args) -> int:
     return 0
 
 
+def load_input_dataset(source: str, split: str | None, audio_column: str):
+    """A dataset saved with save_to_disk, a folder of audio files, or a Hub dataset name, as a map-style
+    Dataset whose audio is read by soundfile (`Audio(decode=False)`: torchcodec needs a CUDA torch here)."""
+    import datasets
+    import soundfile
+
+    path = Path(source)
+    if path.is_dir() and any((path / name).exists() for name in ("state.json", "dataset_dict.json")):
+        loaded = datasets.load_from_disk(str(path))
+    elif path.is_dir():
+        extensions = {f".{ext.lower()}" for ext in soundfile.available_formats()}
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        if not files:
+            raise CommandError(f"{source} holds no dataset (save_to_disk) and no audio files soundfile reads")
+        loaded = datasets.Dataset.from_dict({audio_column: [str(p) for p in files],
+                                             "file": [str(p.relative_to(path)) for p in files]})
+        loaded = loaded.cast_column(audio_column, datasets.Audio(decode=False))
+    elif path.exists():
+        raise CommandError(f"{source} is a file; pass a dataset folder, a folder of audio files or a Hub dataset name")
+    else:
+        try:
+            loaded = datasets.load_dataset(source, split=split or "train")
+        except Exception as error:
+            raise CommandError(f"cannot load dataset {source!r} (not a local folder; the Hub could not be reached "
+                               f"or has no such dataset): {str(error).splitlines()[0]}") from error
+    if isinstance(loaded, datasets.DatasetDict):
+        chosen = split or ("train" if "train" in loaded else None)
+        if chosen not in loaded:
+            raise CommandError(f"{source} has splits {', '.join(loaded)}; choose one with --split")
+        loaded = loaded[chosen]
+    if audio_column not in loaded.column_names:
+        raise CommandError(f"{source} has no column {audio_column!r} (columns: {', '.join(loaded.column_names)}); "
+                           f"pass --audio-column")
+    if isinstance(loaded.features[audio_column], datasets.Audio):
+        loaded = loaded.cast_column(audio_column, datasets.Audio(decode=False))
+    return loaded
+
+
+def tokenize(args) -> int:
+    from .tokenization import tokenization_metadata, tokenize_to_disk
+
+    dataset = load_input_dataset(args.input, args.split, args.audio_column)
+    model, extractor = load_model(args.model)
+    import torch
+
+    if torch.cuda.is_available():
+        model.to("cuda")
+    bandwidth = args.bandwidth if args.bandwidth is not None else (
+        DEFAULT_BANDWIDTH if DEFAULT_BANDWIDTH in model.config.target_bandwidths else model.config.target_bandwidths[0])
+    output = tokenize_to_disk(dataset, model, extractor, args.output, bandwidth, rows_per_part=args.rows_per_part,
+                              audio_column=args.audio_column, batch_size=args.batch_size, id_column=args.id_column,
+                              on_error=args.on_error)
+    if output is not None:  # rank 0
+        import datasets
+
+        written = datasets.load_from_disk(str(output))
+        skipped = tokenization_metadata(written)["skipped_rows"]
+        print(f"wrote {len(written)} rows to {output} at {bandwidth:g} kbps"
+              + (f"; skipped {len(skipped)}: " + "; ".join(skipped[:5]) if skipped else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .configuration_encodec import PRESETS
 
@@ -161,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--model", required=True, choices=PRESETS, help="which model the checkpoint holds")
     conv.add_argument("--output", required=True, help="folder to write")
     conv.set_defaults(func=convert)
+
+    tok = commands.add_parser("tokenize", help="add EnCodec codes to every row of an audio dataset")
+    tok.add_argument("input", help="a dataset saved with save_to_disk, a folder of audio files, or a Hub dataset name")
+    tok.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or local folder (default {DEFAULT_MODEL})")
+    tok.add_argument("--output", required=True, help="folder to write (datasets.load_from_disk reads it)")
+    tok.add_argument("-b", "--bandwidth", type=float, default=None, help="kbps (default 6 when offered)")
+    tok.add_argument("--audio-column", default="audio")
+    tok.add_argument("--id-column", default=None, help="column that names rows in error reports")
+    tok.add_argument("--batch-size", type=int, default=16)
+    tok.add_argument("--split", default=None, help="split of a DatasetDict or Hub dataset (default train)")
+    tok.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                     help="rows whose audio cannot be read, is empty or holds NaN: stop, or skip and list them")
+    tok.add_argument("--rows-per-part", type=int, default=1000, help="rows per resumable part")
+    tok.set_defaults(func=tokenize)
 
     up = commands.add_parser("upload", help="build a Hub folder with remote code and a model card, check it, push it")
     up.add_argument("source", help="a model folder or Hub id, or an original checkpoint file with --model")

@@ -1,0 +1,348 @@
+"""Dataset tokenization: audio datasets to EnCodec codes for TTS and music language models, and back to audio.
+
+    tokenized = tokenize_dataset(dataset, model, feature_extractor, bandwidth=6.0)
+    audio = decode_tokens(model, tokenized[0])  # (channels, audio_length) float32
+
+New columns per row: `audio_codes` int16 shaped (num_chunks, num_quantizers, frames), exactly what
+`model.encode` gives for that row alone; `audio_scales` float32, one per chunk (empty for models that do not
+normalise); `audio_length`, samples at the model's rate. Every other column and the row order are kept. What is
+needed to decode a row alone (model, bandwidth, frame rate, chunking) is stored in the dataset's metadata
+(`tokenization_metadata`).
+
+`tokenize_to_disk` is the command line's engine: it writes parts of `rows_per_part` rows, skips parts already
+written (an interrupted run resumes without losing or repeating rows), and under `torchrun` each rank takes its
+contiguous shard (`datasets.distributed.split_dataset_by_node`), rank 0 joining the parts in row order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .modeling_encodec import EncodecModel, num_frames
+from .processing import EncodecFeatureExtractor, plan_chunks
+
+METADATA_KEY = "encodec_hf"
+CODE_COLUMNS = ("audio_codes", "audio_scales", "audio_length")
+
+
+def _features(dataset_features, remove: tuple[str, ...] = ()):
+    import datasets
+
+    features = datasets.Features({k: v for k, v in dataset_features.items() if k not in remove})
+    features["audio_codes"] = datasets.List(datasets.List(datasets.List(datasets.Value("int16"))))
+    features["audio_scales"] = datasets.List(datasets.Value("float32"))
+    features["audio_length"] = datasets.Value("int64")
+    return features
+
+
+def read_audio_value(value, sampling_rate: int | None = None):
+    """One dataset cell as (float32 (channels, samples), rate), whatever form `datasets` gave it in.
+
+    Accepted: a decoder with `get_all_samples()` (torchcodec's AudioDecoder, datasets 4+ decoded `Audio`;
+    read this way stereo stays stereo, where its `["array"]` mixes down), an undecoded `Audio(decode=False)`
+    dict with `bytes` or `path` (read with soundfile), a dict with `array` and `sampling_rate`, or a plain array
+    whose rate comes from `sampling_rate`.
+    """
+    import soundfile
+
+    if hasattr(value, "get_all_samples"):
+        samples = value.get_all_samples()
+        data = samples.data
+        data = data.detach().cpu().numpy() if hasattr(data, "detach") else np.asarray(data)
+        return np.asarray(data, dtype=np.float32), int(samples.sample_rate)
+    if isinstance(value, dict) and ("bytes" in value or "path" in value) and "array" not in value:
+        source = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
+        if source is None:
+            raise ValueError("the audio cell has neither bytes nor a path")
+        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
+        return data.T, int(rate)  # (T, C) -> (C, T)
+    if isinstance(value, dict) and "array" in value:
+        rate = value.get("sampling_rate", sampling_rate)
+        return value["array"], rate
+    if value is None:
+        raise ValueError("the audio cell is empty (None)")
+    return value, sampling_rate
+
+
+def _row_codes(encoded, item: int, length: int, config) -> tuple[list, list[float]]:
+    """Item `item`'s codes (num_chunks, Q, frames) and scales from a batch encode: what encoding it alone gives."""
+    plan = plan_chunks(length, config.chunk_length, config.chunk_stride)
+    frames = max(num_frames(size, config.hop_length) for _, size in plan)
+    codes = encoded.audio_codes[: len(plan), item, :, :frames]
+    scales = [] if encoded.audio_scales[0] is None else [float(s[item]) for s in encoded.audio_scales[: len(plan)]]
+    return codes.to(torch.int16).cpu().tolist(), scales  # nested lists: Arrow casts them to the int16 feature
+
+
+class _Encoder:
+    """The `.map` function: reads a batch of cells, encodes the readable ones, marks the others."""
+
+    def __init__(self, model, extractor, bandwidth, audio_column, sampling_rate_column, id_column, on_error, offset):
+        self.model, self.extractor, self.bandwidth = model, extractor, bandwidth
+        self.audio_column, self.sampling_rate_column, self.id_column = audio_column, sampling_rate_column, id_column
+        self.on_error, self.offset = on_error, offset
+
+    def __call__(self, batch: dict, indices: list[int], rank: int | None = None) -> dict:
+        if rank is not None and torch.get_num_threads() != 1:
+            # A worker forked by `.map(num_proc=...)`: torch's thread pool does not survive the fork, and using it
+            # there can hang; one thread per worker is also what many processes want.
+            torch.set_num_threads(1)
+        count = len(batch[self.audio_column])
+        arrays, good, errors = [], [], {}
+        for row in range(count):
+            rate = batch[self.sampling_rate_column][row] if self.sampling_rate_column else None
+            try:
+                value, value_rate = read_audio_value(batch[self.audio_column][row], rate)
+                arrays.append(self.extractor.prepare(value, value_rate, index=indices[row] + self.offset))
+                good.append(row)
+            except Exception as error:  # unreadable files, empty audio, NaN: reported, never dropped silently
+                index = indices[row] + self.offset
+                ident = batch[self.id_column][row] if self.id_column else None
+                message = f"row {index}" + (f" ({self.id_column}={ident!r})" if self.id_column else "") + \
+                    f": {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+                if self.on_error == "raise":
+                    raise ValueError(f"cannot tokenize {message}; pass on_error='skip' to skip such rows") from error
+                errors[row] = message
+        out = {"audio_codes": [[]] * count, "audio_scales": [[]] * count, "audio_length": [-1] * count,
+               "__error__": [errors.get(row, "") for row in range(count)]}
+        if arrays:
+            lengths = [a.shape[-1] for a in arrays]
+            # (B, C, T) padded to the longest; the model encodes each row at its real length from the mask
+            values = np.zeros((len(arrays), self.extractor.feature_size, max(lengths)), dtype=np.float32)
+            mask = np.zeros((len(arrays), max(lengths)), dtype=bool)
+            for k, array in enumerate(arrays):
+                values[k, :, : array.shape[-1]] = array
+                mask[k, : array.shape[-1]] = True
+            device = self.model.device
+            with torch.inference_mode():
+                encoded = self.model.encode(torch.from_numpy(values).to(device), torch.from_numpy(mask).to(device),
+                                            bandwidth=self.bandwidth)
+            for k, row in enumerate(good):
+                codes, scales = _row_codes(encoded, k, lengths[k], self.model.config)
+                out["audio_codes"][row] = codes
+                out["audio_scales"][row] = scales
+                out["audio_length"][row] = lengths[k]
+        return out
+
+
+def _metadata(model, bandwidth, skipped) -> dict:
+    config = model.config
+    return {
+        "model": str(getattr(config, "_name_or_path", "") or ""),
+        "bandwidth": bandwidth,
+        "num_quantizers": config.num_quantizers_for_bandwidth(bandwidth),
+        "frame_rate": config.frame_rate,
+        "sampling_rate": config.sampling_rate,
+        "audio_channels": config.audio_channels,
+        "hop_length": config.hop_length,
+        "chunk_length": config.chunk_length,
+        "chunk_stride": config.chunk_stride,
+        "codebook_size": config.codebook_size,
+        "skipped_rows": skipped,
+    }
+
+
+def _set_metadata(dataset, metadata: dict):
+    dataset.info.description = json.dumps({METADATA_KEY: metadata})
+    return dataset
+
+
+def tokenization_metadata(dataset) -> dict:
+    """What `tokenize_dataset` stored: model, bandwidth, num_quantizers, frame_rate, sampling_rate, chunking,
+    and `skipped_rows` (a list of "row N (id=...): reason")."""
+    try:
+        return json.loads(dataset.info.description or "")[METADATA_KEY]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError("this dataset carries no encodec-hf tokenization metadata") from error
+
+
+def tokenize_dataset(dataset, model: EncodecModel, feature_extractor: EncodecFeatureExtractor, bandwidth: float,
+                     audio_column: str = "audio", batch_size: int = 16, sampling_rate_column: str | None = None,
+                     id_column: str | None = None, on_error: str = "raise", num_proc: int | None = None,
+                     remove_audio_column: bool = False, _offset: int = 0):
+    """Add `audio_codes`, `audio_scales` and `audio_length` to every row of `dataset`.
+
+    Args:
+        dataset: a `datasets.Dataset` or `IterableDataset` (streaming); see `read_audio_value` for the audio
+            forms accepted. Any rate and channel count is resampled and converted by `feature_extractor`.
+        model, feature_extractor: an `EncodecModel` (on the GPU when it is there: move it with `.to("cuda")`)
+            and its extractor.
+        bandwidth: kbps, one of the model's bandwidths.
+        batch_size: rows per `.map` batch. The model encodes each row at its own length (never the padding),
+            so mixing long and short rows costs memory for the padded batch, not compute.
+        sampling_rate_column: column holding the rate when `audio_column` holds plain arrays.
+        id_column: column to name rows by in error reports.
+        on_error: "raise" (default) stops at the first row whose audio cannot be read, is empty or holds NaN;
+            "skip" leaves such rows out and lists them in the metadata's `skipped_rows` (for streaming datasets,
+            which have no end to list them at, they are logged as they come).
+        num_proc: processes for `.map` (map-style datasets).
+        remove_audio_column: drop the audio column from the result.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    bandwidth = model.config.check_bandwidth(bandwidth)
+    import datasets
+
+    streaming = isinstance(dataset, datasets.IterableDataset)
+    columns = list(dataset.features) if dataset.features is not None else None
+    if columns is not None and audio_column not in columns:
+        raise ValueError(f"dataset has no column {audio_column!r}; its columns are {columns}")
+    model.eval()
+    function = _Encoder(model, feature_extractor, bandwidth, audio_column, sampling_rate_column, id_column,
+                        on_error, _offset)
+    remove = (audio_column,) if remove_audio_column else ()
+    features = None
+    # Streaming datasets get no declared output features: declaring them makes datasets re-encode the Audio
+    # column of every example, which imports torchcodec (unusable with a CPU torch here).
+    if dataset.features is not None and not streaming:
+        features = _features(dataset.features, remove)
+        features["__error__"] = datasets.Value("string")
+    kwargs = dict(batched=True, batch_size=batch_size, with_indices=True, features=features,
+                  remove_columns=list(remove) or None)
+    if not streaming:
+        kwargs.update(num_proc=num_proc, with_rank=bool(num_proc and num_proc > 1), desc="Tokenizing with EnCodec")
+    mapped = dataset.map(function, **kwargs)
+
+    if streaming:
+        from transformers.utils import logging
+
+        logger = logging.get_logger(__name__)
+
+        def keep(error):
+            if error:
+                logger.warning(f"skipped {error}")
+            return not error
+
+        result = mapped.filter(keep, input_columns="__error__").remove_columns("__error__")
+        return _set_metadata(result, _metadata(model, bandwidth, "logged"))
+    errors = [e for e in mapped["__error__"] if e]
+    result = mapped.filter(lambda e: not e, input_columns="__error__") if errors else mapped
+    result = result.remove_columns("__error__")
+    return _set_metadata(result, _metadata(model, bandwidth, errors))
+
+
+def decode_tokens(model: EncodecModel, rows, audio_scales=None, audio_length=None):
+    """Audio from tokenized rows or from codes a language model generated.
+
+    `rows` is a row of a tokenized dataset (a dict with `audio_codes`, `audio_scales`, `audio_length`), a batch of
+    rows (`dataset[a:b]`, a dict of lists), or codes: an array shaped (num_chunks, num_quantizers, frames) or
+    (num_quantizers, frames) for one chunk, with `audio_scales` (one per chunk; required by models that
+    normalise) and `audio_length` (samples; defaults to what the frames cover).
+
+    Returns float32 (channels, audio_length) numpy audio, or a list of them for a batch.
+    """
+    if isinstance(rows, dict) and isinstance(rows.get("audio_length"), list):  # a batch of rows
+        return [decode_tokens(model, {k: rows[k][i] for k in CODE_COLUMNS}) for i in range(len(rows["audio_length"]))]
+    if isinstance(rows, dict):
+        codes, audio_scales, audio_length = rows["audio_codes"], rows.get("audio_scales"), rows.get("audio_length")
+    else:
+        codes = rows
+    codes = torch.as_tensor(np.asarray(codes), dtype=torch.long)
+    if codes.dim() == 2:
+        codes = codes[None]
+    if codes.dim() != 3:
+        raise ValueError(f"codes must be shaped (num_chunks, num_quantizers, frames) or (num_quantizers, frames), "
+                         f"got {tuple(codes.shape)}")
+    config = model.config
+    chunks, _, frames = codes.shape
+    if audio_length is None:
+        audio_length = (chunks - 1) * (config.chunk_stride or 0) + frames * config.hop_length
+    scales = None
+    if config.normalize:
+        if audio_scales is None or len(audio_scales) != chunks:
+            raise ValueError(f"this model normalises each chunk: pass audio_scales with one value per chunk "
+                             f"({chunks}), got {None if audio_scales is None else len(audio_scales)}")
+        scales = [torch.tensor([[float(s)]], device=model.device) for s in audio_scales]
+    mask = torch.ones(1, int(audio_length), dtype=torch.bool, device=model.device)
+    with torch.inference_mode():
+        audio = model.decode(codes[:, None].to(model.device), scales, mask).audio_values
+    return audio[0].float().cpu().numpy()
+
+
+# -- on disk, resumable, one process or many ----------------------------------------------------------------------
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+    return rank, world
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def tokenize_to_disk(dataset, model, feature_extractor, output: str | Path, bandwidth: float,
+                     rows_per_part: int = 1000, progress=None, **options) -> Path | None:
+    """Tokenize a map-style `dataset` into a folder that `datasets.load_from_disk` reads.
+
+    Parts of `rows_per_part` rows are written to `OUTPUT.parts/`; a part already there is not redone, so a run
+    that was interrupted resumes where it stopped. Under `torchrun` (RANK, WORLD_SIZE set) each rank takes its
+    contiguous shard (`split_dataset_by_node`) and rank 0 joins all parts in row order into OUTPUT, which is then
+    the dataset one process writes. Returns OUTPUT on rank 0, None on the others.
+    """
+    import datasets
+    from datasets.distributed import split_dataset_by_node
+
+    output = Path(output)
+    parts_dir = Path(str(output) + ".parts")
+    rank, world = _distributed()
+    shard = split_dataset_by_node(dataset, rank=rank, world_size=world) if world > 1 else dataset
+    # split_dataset_by_node gives contiguous shards: the first (n % world) hold one row more
+    base, extra = divmod(len(dataset), world)
+    offset = rank * base + min(rank, extra)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(shard), rows_per_part):
+        stop = min(start + rows_per_part, len(shard))
+        name = f"rows-{offset + start:012d}-{offset + stop:012d}"
+        if (parts_dir / name / "state.json").exists():
+            continue  # written by an earlier run
+        part = tokenize_dataset(shard.select(range(start, stop)), model, feature_extractor, bandwidth,
+                                _offset=offset + start, **options)
+        temporary = parts_dir / f".{name}.tmp-{rank}"
+        shutil.rmtree(temporary, ignore_errors=True)
+        part.save_to_disk(str(temporary))
+        temporary.rename(parts_dir / name)  # atomic: a part is there whole or not at all
+        if progress is not None:
+            progress(offset + stop)
+    _barrier(world)
+    if rank != 0:
+        return None
+    names = sorted(p.name for p in parts_dir.iterdir() if p.name.startswith("rows-"))
+    expected = 0
+    pieces, skipped = [], []
+    for name in names:
+        first, last = (int(n) for n in name.split("-")[1:])
+        if first != expected:
+            raise RuntimeError(f"rows {expected} to {first} are missing from {parts_dir}")
+        piece = datasets.load_from_disk(str(parts_dir / name))
+        skipped += tokenization_metadata(piece)["skipped_rows"]
+        pieces.append(piece)
+        expected = last
+    if expected != len(dataset):
+        raise RuntimeError(f"{parts_dir} covers {expected} rows of {len(dataset)}")
+    joined = datasets.concatenate_datasets(pieces) if pieces else tokenize_dataset(dataset, model, feature_extractor,
+                                                                                    bandwidth, **options)
+    _set_metadata(joined, _metadata(model, model.config.check_bandwidth(bandwidth), skipped))
+    if output.exists():
+        shutil.rmtree(output)
+    joined.save_to_disk(str(output))
+    shutil.rmtree(parts_dir)
+    return output
+
+
+__all__ = ["tokenize_dataset", "tokenize_to_disk", "decode_tokens", "read_audio_value", "tokenization_metadata"]

@@ -1,0 +1,96 @@
+"""The inference paths: exact (the original's operations) and fast (channels_last, batched), folded weight norm,
+reduced precision. Speed itself is measured in benchmarks/, never here."""
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from encodec_hf import EncodecModel
+
+LENGTHS = [1, 5, 361, 721, 1000]
+
+
+def relative_error(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_fast_decoding_stays_within_1e5_of_exact(chunked):
+    model = tiny_model(chunked=chunked)
+    for length in LENGTHS:
+        x = torch.randn(3, model.config.audio_channels, length) * 0.3
+        mask = torch.ones(3, length)
+        with torch.no_grad():
+            enc = model.encode(x, mask, bandwidth=0.8)
+            model.fast_decoding = False
+            exact = model.decode(enc.audio_codes, enc.audio_scales, mask).audio_values
+            model.fast_decoding = True
+            fast = model.decode(enc.audio_codes, enc.audio_scales, mask).audio_values
+        assert fast.shape == exact.shape
+        assert relative_error(fast, exact) < 1e-5, length
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_fast_encoding_rarely_flips_a_code(chunked):
+    model = tiny_model(chunked=chunked)
+    x = torch.randn(2, model.config.audio_channels, 3000) * 0.3
+    with torch.no_grad():
+        exact = model.encode(x, bandwidth=0.8).audio_codes
+        model.fast_encoding = True
+        fast = model.encode(x, bandwidth=0.8)
+        audio = model.decode(fast.audio_codes, fast.audio_scales, torch.ones(2, 3000)).audio_values
+    assert fast.audio_codes.shape == exact.shape
+    assert (fast.audio_codes != exact).float().mean() < 0.01
+    assert audio.shape == x.shape and torch.isfinite(audio).all()
+
+
+def test_cached_weights_follow_parameter_changes():
+    """Weight norm is folded once for the fast path, and refolded when a parameter changes."""
+    model = tiny_model()
+    x = torch.randn(1, 1, 200)
+    last = model.decoder.layers[-1].conv  # the decoder's final conv: its output is the audio
+    bias = last.bias.detach().clone().view(1, -1, 1)
+    with torch.no_grad():
+        codes = model.encode(x, bandwidth=0.8).audio_codes
+        before = model.decode(codes, [None], torch.ones(1, 200)).audio_values
+        last.parametrizations.weight.original0.mul_(2.0)  # g doubles, so W x doubles
+        after = model.decode(codes, [None], torch.ones(1, 200)).audio_values
+    torch.testing.assert_close(after - bias, 2 * (before - bias), rtol=1e-5, atol=1e-6)
+    assert any("parametrizations.weight.original0" in key for key in model.state_dict())
+
+
+def test_training_mode_gradients_flow():
+    model = tiny_model(chunked=True).train()
+    x = torch.randn(1, 2, 500, requires_grad=True)
+    embeddings = model.encoder(x, channels_last=True)
+    embeddings.sum().backward()
+    assert x.grad is not None and model.encoder.layers[0].conv.weight.grad is not None  # group-norm model: plain conv
+    weight_normed = tiny_model().train()
+    weight_normed.decoder(torch.randn(1, 8, 20), channels_last=True).sum().backward()
+    assert weight_normed.decoder.layers[0].conv.parametrizations.weight.original1.grad is not None
+
+
+def snr_db(reference, estimate):
+    return (10 * torch.log10(reference.pow(2).sum() / (reference - estimate).pow(2).sum())).item()
+
+
+@pytest.mark.parametrize("name", ["encodec_48khz", "encodec_24khz"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_end_to_end(converted, name, dtype):
+    _, folder = converted[name]
+    full = EncodecModel.from_pretrained(folder).eval()
+    low = EncodecModel.from_pretrained(folder, dtype=dtype).eval()
+    assert low.dtype == dtype
+    rate, channels = full.config.sampling_rate, full.config.audio_channels
+    x = torch.randn(1, channels, int(1.2 * rate), generator=torch.Generator().manual_seed(0)) * 0.2
+    mask = torch.ones(1, x.shape[-1])
+    with torch.no_grad():
+        enc = full.encode(x, mask, bandwidth=6.0)
+        reference = full.decode(enc.audio_codes, enc.audio_scales, mask).audio_values
+        decoded = low.decode(enc.audio_codes, enc.audio_scales, mask).audio_values  # same codes, low precision
+        low_enc = low.encode(x, mask, bandwidth=6.0)
+        roundtrip = low(x, mask, bandwidth=6.0).audio_values
+    assert decoded.dtype == torch.float32 and torch.isfinite(decoded).all() and torch.isfinite(roundtrip).all()
+    assert snr_db(reference, decoded) > 25
+    assert low_enc.audio_codes.shape == enc.audio_codes.shape
+    assert all(torch.isfinite(s).all() for s in low_enc.audio_scales if s is not None)

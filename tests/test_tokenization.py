@@ -1,0 +1,229 @@
+"""Dataset tokenization: every audio form datasets gives, exact rows, metadata and decoding, errors, streaming,
+num_proc, resumable parts, torchrun with 2 CPU processes, and the command line."""
+
+import io
+import os
+import socket
+import subprocess
+import sys
+
+import datasets
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import tiny_model
+from encodec_hf import EncodecFeatureExtractor, decode_tokens, tokenization_metadata, tokenize_dataset
+from encodec_hf import tokenization
+from encodec_hf.cli import main
+from encodec_hf.tokenization import tokenize_to_disk
+
+datasets.disable_progress_bars()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(chunked=True)
+
+
+@pytest.fixture(scope="module")
+def extractor(model):
+    return EncodecFeatureExtractor.from_model_config(model.config)
+
+
+@pytest.fixture
+def audio_files(tmp_path):
+    """Files at several rates and channel counts, as soundfile writes them."""
+    rng = np.random.default_rng(0)
+    specs = [("a.wav", 400, 2, 900), ("b.flac", 800, 1, 300), ("c.wav", 400, 1, 1), ("d.wav", 22_050, 2, 5000)]
+    paths = []
+    for name, rate, channels, frames in specs:
+        sf.write(tmp_path / name, (rng.standard_normal((frames, channels)) * 0.2).astype(np.float32), rate)
+        paths.append(str(tmp_path / name))
+    return paths
+
+
+def undecoded(paths, ids=None):
+    ds = datasets.Dataset.from_dict({"audio": paths, "id": ids or [f"r{i}" for i in range(len(paths))],
+                                     "n": list(range(len(paths)))})
+    return ds.cast_column("audio", datasets.Audio(decode=False))
+
+
+def expected_row(model, extractor, path):
+    """What model.encode gives for the row alone."""
+    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    inputs = extractor(data.T, sampling_rate=rate, return_tensors="pt")
+    with torch.no_grad():
+        enc = model.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=0.8)
+    scales = [float(s[0]) for s in enc.audio_scales]
+    return enc.audio_codes[:, 0].numpy(), scales, inputs["input_values"].shape[-1]
+
+
+def test_rows_are_what_encode_gives_alone(model, extractor, audio_files):
+    ds = undecoded(audio_files)
+    out = tokenize_dataset(ds, model, extractor, bandwidth=0.8, batch_size=3)
+    assert out.column_names == ["audio", "id", "n", "audio_codes", "audio_scales", "audio_length"]
+    assert out["n"] == [0, 1, 2, 3] and out["id"] == ds["id"]
+    # stored as int16 (datasets' numpy and torch formatters widen nested lists to int64 when reading)
+    assert str(out.data.column("audio_codes").type) == "list<item: list<item: list<item: int16>>>"
+    for row, path in zip(out, audio_files):
+        codes, scales, length = expected_row(model, extractor, path)
+        np.testing.assert_array_equal(np.array(row["audio_codes"]), codes)
+        np.testing.assert_allclose(row["audio_scales"], scales, rtol=1e-6)
+        assert row["audio_length"] == length
+
+
+def test_every_audio_form(model, extractor, audio_files):
+    data, rate = sf.read(audio_files[0], dtype="float32", always_2d=True)  # stereo, 400 Hz
+
+    class Decoder:  # stand-in for torchcodec's AudioDecoder (its wheels need a CUDA torch here)
+        def get_all_samples(self):
+            return type("Samples", (), {"data": torch.from_numpy(data.T.copy()), "sample_rate": rate})()
+
+    buffer = io.BytesIO()
+    sf.write(buffer, data, rate, format="WAV")
+    forms = {
+        "path": undecoded([audio_files[0]]),
+        "bytes": datasets.Dataset.from_dict({"audio": [{"bytes": buffer.getvalue(), "path": None}]}).cast_column(
+            "audio", datasets.Audio(decode=False)),
+        "array dict": datasets.Dataset.from_dict({"audio": [{"array": data.T.tolist(), "sampling_rate": rate}]}),
+        "array + rate column": datasets.Dataset.from_dict({"audio": [data.T.tolist()], "rate": [rate]}),
+    }
+    codes, _, _ = expected_row(model, extractor, audio_files[0])
+    for form, ds in forms.items():
+        column = {"sampling_rate_column": "rate"} if form == "array + rate column" else {}
+        out = tokenize_dataset(ds, model, extractor, bandwidth=0.8, **column)
+        np.testing.assert_array_equal(np.array(out[0]["audio_codes"]), codes, err_msg=form)
+    # decoded values by their interface, as a map function receives them
+    encoder = tokenization._Encoder(model, extractor, 0.8, "audio", None, None, "raise", 0)
+    result = encoder({"audio": [Decoder()]}, [0])
+    np.testing.assert_array_equal(result["audio_codes"][0], codes)
+
+
+def test_metadata_and_decoding(model, extractor, audio_files):
+    out = tokenize_dataset(undecoded(audio_files), model, extractor, bandwidth=0.8)
+    meta = tokenization_metadata(out)
+    assert (meta["bandwidth"], meta["frame_rate"], meta["num_quantizers"], meta["sampling_rate"]) == (0.8, 100, 2, 400)
+    assert meta["skipped_rows"] == []
+    for row, path in zip(out, audio_files):
+        audio = decode_tokens(model, row)
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+        inputs = extractor(data.T, sampling_rate=rate, return_tensors="pt")
+        with torch.no_grad():
+            expected = model(inputs["input_values"], inputs["padding_mask"], bandwidth=0.8).audio_values[0].numpy()
+        assert audio.shape == expected.shape == (2, row["audio_length"])
+        np.testing.assert_allclose(audio, expected, rtol=1e-5, atol=1e-6)
+    batch = decode_tokens(model, out[0:3])
+    assert [a.shape[-1] for a in batch] == out["audio_length"][:3]
+
+
+def test_decoding_generated_codes():
+    unchunked = tiny_model()
+    generated = np.random.default_rng(0).integers(0, 16, size=(2, 50))  # (num_quantizers, frames), as an LM emits
+    audio = decode_tokens(unchunked, generated)
+    assert audio.shape == (1, 200)
+    assert decode_tokens(unchunked, generated, audio_length=123).shape == (1, 123)
+    with pytest.raises(ValueError, match="audio_scales"):
+        decode_tokens(tiny_model(chunked=True), generated)
+
+
+def test_errors_are_reported_with_index_and_id(model, extractor, audio_files, tmp_path):
+    (tmp_path / "broken.wav").write_bytes(b"RIFF but not really")
+    sf.write(tmp_path / "nan.wav", np.full((100, 1), np.nan, dtype=np.float32), 400, subtype="FLOAT")
+    sf.write(tmp_path / "empty.wav", np.zeros((0, 1), dtype=np.float32), 400)
+    paths = [audio_files[0], str(tmp_path / "broken.wav"), str(tmp_path / "nan.wav"), audio_files[1],
+             str(tmp_path / "empty.wav")]
+    ds = undecoded(paths, ids=["ok1", "broken", "nan", "ok2", "empty"])
+    with pytest.raises(ValueError, match=r"cannot tokenize row 1 \(id='broken'\)"):
+        tokenize_dataset(ds, model, extractor, bandwidth=0.8, id_column="id")
+    out = tokenize_dataset(ds, model, extractor, bandwidth=0.8, id_column="id", on_error="skip", batch_size=2)
+    assert out["id"] == ["ok1", "ok2"]
+    skipped = tokenization_metadata(out)["skipped_rows"]
+    assert [s.split(":")[0] for s in skipped] == ["row 1 (id='broken')", "row 2 (id='nan')", "row 4 (id='empty')"]
+    assert "NaN" in skipped[1] and "empty" in skipped[2]
+
+
+def test_num_proc_and_streaming_give_the_same_rows(model, extractor, audio_files):
+    ds = undecoded(audio_files * 2)
+    one = tokenize_dataset(ds, model, extractor, bandwidth=0.8, batch_size=2)
+    two = tokenize_dataset(ds, model, extractor, bandwidth=0.8, batch_size=2, num_proc=2)
+    assert one["audio_codes"] == two["audio_codes"] and one["id"] == two["id"]
+    streamed = list(tokenize_dataset(ds.to_iterable_dataset(), model, extractor, bandwidth=0.8, batch_size=3))
+    assert [r["audio_codes"] for r in streamed] == one["audio_codes"]
+    assert [r["audio_length"] for r in streamed] == one["audio_length"]
+
+
+def test_resumes_after_an_interruption(model, extractor, audio_files, tmp_path, monkeypatch):
+    ds = undecoded(audio_files * 3)  # 12 rows, parts of 2
+    reference = tokenize_dataset(ds, model, extractor, bandwidth=0.8)
+    real = tokenization.tokenize_dataset
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(kwargs["_offset"])
+        if len(calls) == 4:
+            raise KeyboardInterrupt("power cut")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tokenization, "tokenize_dataset", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2)
+    assert sorted(p.name for p in (tmp_path / "out.parts").iterdir() if not p.name.startswith(".")) == \
+        ["rows-000000000000-000000000002", "rows-000000000002-000000000004", "rows-000000000004-000000000006"]
+    calls.clear()
+    monkeypatch.setattr(tokenization, "tokenize_dataset", lambda *a, **k: (calls.append(k["_offset"]), real(*a, **k))[1])
+    tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2)
+    assert calls == [6, 8, 10]  # only the missing parts were done
+    written = datasets.load_from_disk(str(tmp_path / "out"))
+    assert written["audio_codes"] == reference["audio_codes"] and written["n"] == reference["n"]
+    assert not (tmp_path / "out.parts").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_write_the_one_process_dataset(model, extractor, audio_files, tmp_path):
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    extractor.save_pretrained(folder)
+    undecoded(audio_files * 2 + audio_files[:1]).save_to_disk(str(tmp_path / "input"))  # 9 rows: uneven shards
+    single = main(["tokenize", str(tmp_path / "input"), "--model", str(folder), "--output", str(tmp_path / "one"),
+                   "-b", "0.8", "--rows-per-part", "2"])
+    assert single == 0
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(free_port()), "-m", "encodec_hf", "tokenize", str(tmp_path / "input"), "--model",
+         str(folder), "--output", str(tmp_path / "two"), "-b", "0.8", "--rows-per-part", "2"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = datasets.load_from_disk(str(tmp_path / "one"))
+    two = datasets.load_from_disk(str(tmp_path / "two"))
+    assert len(one) == len(two) == 9
+    for column in one.column_names:
+        assert one[column] == two[column], column
+
+
+def test_cli_folder_of_files_and_errors(model, extractor, audio_files, tmp_path, capsys):
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    extractor.save_pretrained(folder)
+    audio_dir = os.path.dirname(audio_files[0])
+    assert main(["tokenize", audio_dir, "--model", str(folder), "--output", str(tmp_path / "out"), "-b", "0.8"]) == 0
+    assert "wrote 4 rows" in capsys.readouterr().out
+    written = datasets.load_from_disk(str(tmp_path / "out"))
+    assert written["file"] == ["a.wav", "b.flac", "c.wav", "d.wav"]
+    assert main(["tokenize", "someone/some-dataset", "--model", str(folder), "--output", str(tmp_path / "x")]) == 2
+    assert "cannot load dataset 'someone/some-dataset'" in capsys.readouterr().err
+    # a folder of files gets the audio column it is asked for
+    assert main(["tokenize", audio_dir, "--model", str(folder), "--output", str(tmp_path / "y"), "-b", "0.8",
+                 "--audio-column", "sound"]) == 0
+    assert "sound" in datasets.load_from_disk(str(tmp_path / "y")).column_names
+    capsys.readouterr()
+    assert main(["tokenize", str(tmp_path / "out"), "--model", str(folder), "--output", str(tmp_path / "z"),
+                 "--audio-column", "nope"]) == 2
+    assert "has no column 'nope'" in capsys.readouterr().err
