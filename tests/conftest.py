@@ -48,6 +48,16 @@ def tiny_model(seed: int = 0, **overrides) -> EncodecModel:
     return model
 
 
+def save_tiny_folder(folder, model: EncodecModel | None = None) -> Path:
+    """A model folder as `encodec-hf convert` writes it (config, weights, preprocessor config)."""
+    from encodec_hf import EncodecFeatureExtractor
+
+    model = model if model is not None else tiny_model(chunked=True)
+    model.save_pretrained(folder)
+    EncodecFeatureExtractor.from_model_config(model.config).save_pretrained(folder)
+    return Path(folder)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

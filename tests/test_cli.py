@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import tiny_model, requires_original
+from conftest import requires_original, save_tiny_folder
 from reference import original_model
 
 
@@ -21,12 +21,7 @@ def run(*args, env=None):
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    model = tiny_model(chunked=True)
-    model.save_pretrained(folder)
-    from encodec_hf import EncodecFeatureExtractor
-    EncodecFeatureExtractor.from_model_config(model.config).save_pretrained(folder)
-    return folder
+    return save_tiny_folder(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @requires_original()

@@ -21,7 +21,7 @@ import transformers
 from huggingface_hub import metadata_load
 from huggingface_hub.utils import _http
 
-from conftest import tiny_model
+from conftest import save_tiny_folder, tiny_model
 from reference import original_layout
 from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
 from encodec_hf.cli import main
@@ -48,11 +48,7 @@ def run_without_encodec_hf(code: str, cwd: Path):
 
 @pytest.fixture(scope="module")
 def source_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("source") / "model"
-    model = tiny_model(chunked=True)
-    model.save_pretrained(folder)
-    EncodecFeatureExtractor.from_model_config(model.config).save_pretrained(folder)
-    return folder
+    return save_tiny_folder(tmp_path_factory.mktemp("source") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import tiny_model
+from conftest import save_tiny_folder, tiny_model
 from encodec_hf import EncodecFeatureExtractor, decode_tokens, tokenization_metadata, tokenize_dataset
 from encodec_hf import tokenization
 from encodec_hf.cli import main
@@ -187,9 +187,7 @@ def free_port() -> int:
 
 
 def test_torchrun_two_processes_write_the_one_process_dataset(model, extractor, audio_files, tmp_path):
-    folder = tmp_path / "model"
-    model.save_pretrained(folder)
-    extractor.save_pretrained(folder)
+    folder = save_tiny_folder(tmp_path / "model", model)
     undecoded(audio_files * 2 + audio_files[:1]).save_to_disk(str(tmp_path / "input"))  # 9 rows: uneven shards
     single = main(["tokenize", str(tmp_path / "input"), "--model", str(folder), "--output", str(tmp_path / "one"),
                    "-b", "0.8", "--rows-per-part", "2"])
@@ -209,9 +207,7 @@ def test_torchrun_two_processes_write_the_one_process_dataset(model, extractor, 
 
 
 def test_cli_folder_of_files_and_errors(model, extractor, audio_files, tmp_path, capsys):
-    folder = tmp_path / "model"
-    model.save_pretrained(folder)
-    extractor.save_pretrained(folder)
+    folder = save_tiny_folder(tmp_path / "model", model)
     audio_dir = os.path.dirname(audio_files[0])
     assert main(["tokenize", audio_dir, "--model", str(folder), "--output", str(tmp_path / "out"), "-b", "0.8"]) == 0
     assert "wrote 4 rows" in capsys.readouterr().out
