@@ -2,6 +2,8 @@
 
     encodec-hf roundtrip IN OUT [--model ID_OR_DIR] [--bandwidth BW] [-f]
     encodec-hf convert CHECKPOINT --model {encodec_24khz,encodec_32khz,encodec_48khz} --output DIR
+    encodec-hf compress IN OUT.ecdc [--model ID_OR_DIR] [-b BW] [--lm] [-f]
+    encodec-hf decompress IN.ecdc OUT.wav [--model ID_OR_DIR] [-f] [-r]
     encodec-hf tokenize INPUT --model ID_OR_DIR --output DIR [--bandwidth BW] [--audio-column NAME]
                         [--batch-size N] [--split NAME] [--on-error {raise,skip}] [--id-column NAME]
     encodec-hf upload SOURCE --repo-id OWNER/NAME [--model NAME] [--local-dir DIR] [--dry-run] [--private]
@@ -72,18 +74,15 @@ def load_model(name_or_path: str):
     return model.eval(), extractor
 
 
-def _progress_bar(model, seconds: float):
-    """A tqdm bar over encode + decode chunks, for files long enough to need one."""
+def _progress_bar(model, seconds: float, stages: tuple[str, ...] = ("encode", "decode")):
+    """A tqdm bar over the chunks of each stage in turn, for files long enough to need one."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=None, unit="chunk", disable=seconds < PROGRESS_MIN_SECONDS, leave=False)
-    offset = {"encode": 0, "decode": None}
 
     def update(stage: str, done: int, total: int) -> None:
-        if offset["decode"] is None:
-            offset["decode"] = total  # decode counts after all encode chunks
-            bar.total = 2 * total
-        bar.n = done + (offset["decode"] if stage == "decode" else 0)
+        bar.total = len(stages) * total
+        bar.n = done + stages.index(stage) * total
         bar.set_description(stage)
         bar.refresh()
 
@@ -91,18 +90,25 @@ def _progress_bar(model, seconds: float):
     return bar
 
 
+def _default_bandwidth(model, requested):
+    options = model.config.target_bandwidths
+    return requested if requested is not None else (DEFAULT_BANDWIDTH if DEFAULT_BANDWIDTH in options else options[0])
+
+
+def _check_output(path: str, force: bool) -> Path:
+    output = Path(path)
+    if output.exists() and not force:
+        raise CommandError(f"{str(output)!r} exists; pass -f to overwrite it")
+    return output
+
+
 def roundtrip(args) -> int:
     import torch
 
-    output = Path(args.output)
-    if output.exists() and not args.force:
-        raise CommandError(f"{str(output)!r} exists; pass -f to overwrite it")
+    output = _check_output(args.output, args.force)
     audio, rate = read_audio(args.input)
     model, extractor = load_model(args.model)
-    options = model.config.target_bandwidths
-    bandwidth = args.bandwidth if args.bandwidth is not None else (
-        DEFAULT_BANDWIDTH if DEFAULT_BANDWIDTH in options else options[0])
-    bandwidth = model.config.check_bandwidth(bandwidth)
+    bandwidth = model.config.check_bandwidth(_default_bandwidth(model, args.bandwidth))
 
     inputs = extractor(audio, sampling_rate=rate, return_tensors="pt")
     seconds = inputs["input_values"].shape[-1] / model.config.sampling_rate
@@ -120,6 +126,53 @@ def roundtrip(args) -> int:
     kbps = codebooks * model.config.codebook_nbits * model.config.frame_rate / 1000
     print(f"{args.input} -> {output}: {seconds:.2f} s, {codebooks} codebooks, {kbps:g} kbps, "
           f"{seconds / elapsed:.1f}x real time (encode + decode, {elapsed:.2f} s)")
+    return 0
+
+
+def compress_command(args) -> int:
+    from .compression import compress
+
+    output = _check_output(args.output, args.force)
+    audio, rate = read_audio(args.input)
+    model, extractor = load_model(args.model)
+    seconds = audio.shape[-1] / rate
+    bar = _progress_bar(model, seconds, ("encode",))
+    start = time.perf_counter()
+    data = compress(model, audio, rate, bandwidth=_default_bandwidth(model, args.bandwidth), use_lm=args.lm,
+                    feature_extractor=extractor)
+    elapsed = time.perf_counter() - start
+    bar.close()
+    output.write_bytes(data)
+    print(f"{args.input} -> {output}: {len(data):,} bytes for {seconds:.2f} s, "
+          f"{8 * len(data) / seconds / 1000:.2f} kbps, {seconds / elapsed:.1f}x real time")
+    return 0
+
+
+def decompress_command(args) -> int:
+    import numpy as np
+
+    from .compression import decompress
+
+    output = _check_output(args.output, args.force)
+    try:
+        data = Path(args.input).read_bytes()
+    except OSError as error:
+        raise CommandError(f"cannot read {args.input!r}: {error}") from error
+    model, _ = load_model(args.model)
+    bar = _progress_bar(model, len(data) / 1000, ("decode",))  # ~ seconds at 6-8 kbps
+    start = time.perf_counter()
+    try:
+        audio, rate = decompress(data, model)
+    except EOFError as error:
+        raise CommandError(f"{args.input}: {error}") from error
+    elapsed = time.perf_counter() - start
+    bar.close()
+    if args.rescale:
+        audio = audio * min(0.99 / max(float(np.abs(audio).max()), 1e-12), 1.0)
+    write_audio(output, audio, rate)
+    seconds = audio.shape[-1] / rate
+    print(f"{args.input} -> {output}: {seconds:.2f} s from {len(data):,} bytes, "
+          f"{8 * len(data) / seconds / 1000:.2f} kbps, {seconds / elapsed:.1f}x real time")
     return 0
 
 
@@ -190,8 +243,7 @@ def tokenize(args) -> int:
 
     if torch.cuda.is_available():
         model.to("cuda")
-    bandwidth = args.bandwidth if args.bandwidth is not None else (
-        DEFAULT_BANDWIDTH if DEFAULT_BANDWIDTH in model.config.target_bandwidths else model.config.target_bandwidths[0])
+    bandwidth = _default_bandwidth(model, args.bandwidth)
     output = tokenize_to_disk(dataset, model, extractor, args.output, bandwidth, rows_per_part=args.rows_per_part,
                               audio_column=args.audio_column, batch_size=args.batch_size, id_column=args.id_column,
                               on_error=args.on_error)
@@ -219,6 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"kbps, one of the model's bandwidths (default {DEFAULT_BANDWIDTH:g} when offered)")
     trip.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
     trip.set_defaults(func=roundtrip)
+
+    comp = commands.add_parser("compress", help="compress an audio file to EnCodec's .ecdc format")
+    comp.add_argument("input", help="audio file to read (any format soundfile reads)")
+    comp.add_argument("output", help=".ecdc file to write")
+    comp.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or local folder (default {DEFAULT_MODEL})")
+    comp.add_argument("-b", "--bandwidth", type=float, default=None, help="kbps (default 6 when offered)")
+    comp.add_argument("--lm", action="store_true", help="entropy-code with EnCodec's language model (not yet)")
+    comp.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
+    comp.set_defaults(func=compress_command)
+
+    dec = commands.add_parser("decompress", help="decode an .ecdc file to audio")
+    dec.add_argument("input", help=".ecdc file to read")
+    dec.add_argument("output", help="audio file to write, at the model's sample rate")
+    dec.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or local folder (default {DEFAULT_MODEL})")
+    dec.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
+    dec.add_argument("-r", "--rescale", action="store_true", help="scale down to avoid clipping instead of clipping")
+    dec.set_defaults(func=decompress_command)
 
     conv = commands.add_parser("convert", help="convert an original EnCodec or audiocraft checkpoint to a Hub folder")
     conv.add_argument("checkpoint", help="encodec_24khz-*.th, encodec_48khz-*.th or compression_state_dict.bin")

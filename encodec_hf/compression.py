@@ -1,0 +1,216 @@
+"""Compressed files in EnCodec 0.1.1's .ecdc format, version 0, without the entropy-coding language model.
+
+Layout, as EnCodec 0.1.1 writes it (`encodec/binary.py`, `encodec/compress.py`):
+
+    header   b"ECDC" | version (uint8, 0) | metadata length (uint32, big-endian)   struct "!4sBI"
+    metadata JSON: {"m": model name, "al": audio length in samples, "nc": codebooks, "lm": false}
+    chunks   for each chunk of the model's chunk plan:
+               scale as a big-endian float32 (models that normalise: the 48 kHz one)
+               codes frame by frame, codebook by codebook, each in codebook_nbits (10) bits, packed
+               least-significant bit first and padded to a whole byte at the chunk's end
+
+Files written here are byte-identical to the original's for the same weights and input, and the original's files
+decode here. Reading checks every field against the model and the bytes available, so a truncated, corrupted,
+foreign or lying file ends in a ValueError or EOFError, never a hang or garbage audio.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .modeling_encodec import EncodecModel, num_frames
+from .processing import EncodecFeatureExtractor, plan_chunks
+
+MAGIC = b"ECDC"
+HEADER = struct.Struct("!4sBI")
+SCALE = struct.Struct("!f")
+VERSION = 0
+MAX_METADATA_BYTES = 1 << 16  # the original's metadata is about 60 bytes; a larger claim is corruption
+MAX_SECONDS = 24 * 3600  # refuse files that claim more than a day of audio rather than allocate for it
+
+
+def model_name(model: EncodecModel) -> str:
+    """The name the format records: encodec_24khz, encodec_32khz or encodec_48khz, from the configuration."""
+    rate = model.config.sampling_rate
+    return f"encodec_{rate // 1000}khz" if rate % 1000 == 0 else f"encodec_{rate}hz"
+
+
+# -- bit packing -------------------------------------------------------------------------------------------------
+# Vectorised with numpy; the original pushes one value at a time through a Python loop.
+
+
+def pack_bits(values: np.ndarray, bits: int) -> bytes:
+    """Pack non-negative ints into `bits` bits each, least-significant bit first, padded to a whole byte.
+
+    Example, bits=10: [1, 2] -> bits 1000000000 0100000000 (+4 zero bits) -> bytes 0x01 0x08 0x00.
+    """
+    values = np.asarray(values, dtype=np.int64).reshape(-1)
+    if values.size and (values.min() < 0 or values.max() >= 1 << bits):
+        raise ValueError(f"values must lie in [0, {1 << bits}) to be packed in {bits} bits")
+    bit_matrix = (values[:, None] >> np.arange(bits)) & 1  # (N, bits), least significant first
+    return np.packbits(bit_matrix.astype(np.uint8).reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
+    """The first `count` values of `bits` bits each from `data` (the inverse of `pack_bits`)."""
+    needed = (count * bits + 7) // 8
+    if len(data) < needed:
+        raise EOFError(f"the stream ended early: {count} codes need {needed} bytes, {len(data)} remain")
+    bit_array = np.unpackbits(np.frombuffer(data[:needed], dtype=np.uint8), bitorder="little")
+    bit_matrix = bit_array[: count * bits].reshape(count, bits).astype(np.int64)
+    return (bit_matrix << np.arange(bits)).sum(axis=1)
+
+
+# -- header --------------------------------------------------------------------------------------------------------
+
+
+def write_header(stream, metadata: dict) -> None:
+    body = json.dumps(metadata).encode("utf-8")  # default separators, as the original: byte-identical files
+    stream.write(HEADER.pack(MAGIC, VERSION, len(body)))
+    stream.write(body)
+
+
+def _read_exactly(stream, size: int, what: str) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise EOFError(f"the file ended inside the {what}: {size} bytes expected, {len(data)} found")
+    return data
+
+
+def read_header(stream) -> dict:
+    """The metadata of an .ecdc stream; ValueError for anything that is not a version-0 ECDC header."""
+    magic, version, size = HEADER.unpack(_read_exactly(stream, HEADER.size, "header"))
+    if magic != MAGIC:
+        raise ValueError(f"not an EnCodec file: it starts with {magic!r}, not {MAGIC!r}")
+    if version != VERSION:
+        raise ValueError(f"ECDC version {version} is not supported (this reader knows version {VERSION})")
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"the header claims {size} bytes of metadata; at most {MAX_METADATA_BYTES} are plausible")
+    try:
+        metadata = json.loads(_read_exactly(stream, size, "metadata").decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"the file's metadata is not valid JSON: {error}") from error
+    if not isinstance(metadata, dict) or not {"m", "al", "nc", "lm"} <= set(metadata):
+        raise ValueError(f"the file's metadata lacks its fields m, al, nc, lm: {metadata!r}")
+    return metadata
+
+
+def _check_metadata(metadata: dict, model: EncodecModel) -> tuple[int, int]:
+    name, length, codebooks, use_lm = metadata["m"], metadata["al"], metadata["nc"], metadata["lm"]
+    if name != model_name(model):
+        raise ValueError(f"the file was made with {name!r}; this model is {model_name(model)!r}")
+    if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= MAX_SECONDS * model.config.sampling_rate:
+        raise ValueError(f"the file's audio length {length!r} is not a plausible number of samples")
+    if not isinstance(codebooks, int) or isinstance(codebooks, bool) or not 1 <= codebooks <= model.config.num_quantizers:
+        raise ValueError(f"the file's codebook count {codebooks!r} is not in 1..{model.config.num_quantizers}")
+    if use_lm is not False:
+        if use_lm is True:
+            raise ValueError("the file was entropy-coded with EnCodec's language model, which this version of "
+                             "encodec-hf cannot decode yet")
+        raise ValueError(f"the file's 'lm' field is {use_lm!r}, not a boolean")
+    return length, codebooks
+
+
+# -- compress / decompress -------------------------------------------------------------------------------------------
+
+
+def compress_codes(model: EncodecModel, audio_codes: torch.Tensor, audio_scales, audio_length: int) -> bytes:
+    """The .ecdc bytes of one clip's codes, (num_chunks, 1, num_quantizers, frames) as `encode` returns them."""
+    config = model.config
+    plan = plan_chunks(audio_length, config.chunk_length, config.chunk_stride)
+    if audio_codes.shape[0] != len(plan) or audio_codes.shape[1] != 1:
+        raise ValueError(f"expected the codes of one clip of {audio_length} samples ({len(plan)} chunks), got "
+                         f"shape {tuple(audio_codes.shape)}")
+    stream = io.BytesIO()
+    codebooks = audio_codes.shape[2]
+    write_header(stream, {"m": model_name(model), "al": int(audio_length), "nc": int(codebooks), "lm": False})
+    for index, (_, size) in enumerate(plan):
+        if config.normalize:
+            stream.write(SCALE.pack(float(audio_scales[index].reshape(-1)[0])))
+        frames = num_frames(size, config.hop_length)
+        chunk = audio_codes[index, 0, :, :frames].cpu().numpy()  # (K, T)
+        stream.write(pack_bits(chunk.T.reshape(-1), config.codebook_nbits))  # frame by frame: t-major
+    return stream.getvalue()
+
+
+def compress(model: EncodecModel, audio, sampling_rate: int, bandwidth: float | None = None,
+             use_lm: bool = False, feature_extractor: EncodecFeatureExtractor | None = None) -> bytes:
+    """Compress one clip ((samples,) or (channels, samples), any rate) to .ecdc bytes."""
+    if use_lm:
+        raise ValueError("use_lm=True needs EnCodec's entropy-coding language model, which encodec-hf does not "
+                         "support yet; compress without it (files are then about 25-40 % larger)")
+    config = model.config
+    bandwidth = config.target_bandwidths[0] if bandwidth is None else config.check_bandwidth(bandwidth)
+    extractor = feature_extractor or EncodecFeatureExtractor.from_model_config(config)
+    inputs = extractor(audio, sampling_rate=sampling_rate, return_tensors="pt")
+    if inputs["input_values"].shape[0] != 1:
+        raise ValueError("compress takes one clip; compress a batch clip by clip")
+    length = inputs["input_values"].shape[-1]
+    with torch.inference_mode():
+        encoded = model.encode(inputs["input_values"].to(model.device), bandwidth=bandwidth)
+    return compress_codes(model, encoded.audio_codes, encoded.audio_scales, length)
+
+
+def decompress(data: bytes, model: EncodecModel) -> tuple[np.ndarray, int]:
+    """Decode .ecdc bytes with `model`: float32 audio (channels, samples) and its sample rate."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"decompress takes bytes, got {type(data).__name__}")
+    stream = io.BytesIO(bytes(data))
+    length, codebooks = _check_metadata(read_header(stream), model)
+    config = model.config
+    plan = plan_chunks(length, config.chunk_length, config.chunk_stride)
+    # Before allocating anything, the bytes must be able to hold what the metadata claims.
+    per_chunk = [(SCALE.size if config.normalize else 0)
+                 + (num_frames(size, config.hop_length) * codebooks * config.codebook_nbits + 7) // 8
+                 for _, size in plan]
+    remaining = len(data) - stream.tell()
+    if sum(per_chunk) > remaining:
+        raise EOFError(f"the file is truncated: its metadata needs {sum(per_chunk)} bytes of codes, "
+                       f"{remaining} remain")
+    if sum(per_chunk) < remaining:
+        raise ValueError(f"the file has {remaining - sum(per_chunk)} bytes more than its metadata accounts for")
+    frames = num_frames(min(length, config.chunk_length or length), config.hop_length)
+    codes = torch.zeros(len(plan), 1, codebooks, frames, dtype=torch.long)
+    scales = []
+    for index, (_, size) in enumerate(plan):
+        if config.normalize:
+            (scale,) = SCALE.unpack(_read_exactly(stream, SCALE.size, "scale"))
+            if not np.isfinite(scale) or scale <= 0:
+                raise ValueError(f"chunk {index}'s scale {scale} is not a positive finite number")
+            scales.append(torch.tensor([[scale]], dtype=torch.float32))
+        chunk_frames = num_frames(size, config.hop_length)
+        count = chunk_frames * codebooks
+        raw = _read_exactly(stream, (count * config.codebook_nbits + 7) // 8, "codes")
+        values = unpack_bits(raw, config.codebook_nbits, count)
+        if values.max(initial=0) >= config.codebook_size:
+            raise ValueError(f"chunk {index} holds codes beyond the codebook size {config.codebook_size}")
+        codes[index, 0, :, :chunk_frames] = torch.from_numpy(values.reshape(chunk_frames, codebooks).T.copy())
+    mask = torch.ones(1, length, dtype=torch.bool, device=model.device)
+    with torch.inference_mode():
+        audio = model.decode(codes.to(model.device), scales if config.normalize else None, mask).audio_values
+    return audio[0].float().cpu().numpy(), config.sampling_rate
+
+
+def compress_file(model: EncodecModel, source: str | Path, target: str | Path, bandwidth: float | None = None,
+                  use_lm: bool = False) -> int:
+    """Compress an audio file (anything soundfile reads) to an .ecdc file; returns the bytes written."""
+    import soundfile
+
+    audio, rate = soundfile.read(str(source), dtype="float32", always_2d=True)
+    data = compress(model, audio.T, rate, bandwidth=bandwidth, use_lm=use_lm)
+    Path(target).write_bytes(data)
+    return len(data)
+
+
+def decompress_file(model: EncodecModel, source: str | Path) -> tuple[np.ndarray, int]:
+    return decompress(Path(source).read_bytes(), model)
+
+
+__all__ = ["compress", "decompress", "compress_codes", "compress_file", "decompress_file", "pack_bits",
+           "unpack_bits", "read_header", "write_header", "model_name"]

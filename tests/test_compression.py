@@ -1,0 +1,188 @@
+"""The .ecdc format without the language model: byte-identical to EnCodec 0.1.1, readable both ways, and a reader
+that fails cleanly on anything else (fuzzed with hypothesis)."""
+
+import io
+import struct
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import requires_original, save_tiny_folder, tiny_model
+from encodec_hf import EncodecModel
+from encodec_hf.cli import main
+from encodec_hf.compression import HEADER, compress, decompress, pack_bits, unpack_bits, write_header
+
+
+def test_pack_bits_worked_example_and_round_trip():
+    assert pack_bits([1, 2], 10) == bytes([0x01, 0x08, 0x00])
+    rng = np.random.default_rng(0)
+    for bits in (1, 3, 10, 11, 16):
+        values = rng.integers(0, 1 << bits, 333)
+        assert (unpack_bits(pack_bits(values, bits), bits, 333) == values).all()
+    with pytest.raises(EOFError):
+        unpack_bits(b"\x00", 10, 2)
+    with pytest.raises(ValueError):
+        pack_bits([1024], 10)
+
+
+@requires_original()
+def test_bit_packing_is_the_originals():
+    from encodec import binary
+
+    values = np.random.default_rng(1).integers(0, 1024, 1001)
+    stream = io.BytesIO()
+    packer = binary.BitPacker(10, stream)
+    for value in values.tolist():
+        packer.push(value)
+    packer.flush()
+    assert stream.getvalue() == pack_bits(values, 10)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name", ["encodec_24khz", "encodec_48khz"])
+def test_byte_identical_to_the_original_and_reads_its_files(converted, name):
+    original, folder = converted[name]
+    original_compress = sys.modules["encodec.compress"]
+    model = EncodecModel.from_pretrained(folder).eval()
+    rate, channels = original.sample_rate, original.channels
+    original.name = name  # random-weight models are named "unset"; the format records the model's name
+    generator = torch.Generator().manual_seed(3)
+    cases = [(length, bandwidth) for length in (1, 333, rate + 17) for bandwidth in original.target_bandwidths]
+    cases.append((int(2.3 * rate), original.target_bandwidths[1]))  # several chunks, a short last one
+    for length, bandwidth in cases:
+        audio = torch.randn(channels, length, generator=generator) * 0.2
+        original.set_target_bandwidth(bandwidth)
+        with torch.no_grad():
+            theirs = original_compress.compress(original, audio, use_lm=False)
+            expected = original.decode(original.encode(audio[None]))[0, :, :length].numpy()
+        ours = compress(model, audio.numpy(), rate, bandwidth=bandwidth)
+        assert ours == theirs, (length, bandwidth)
+        decoded, decoded_rate = decompress(theirs, model)
+        assert decoded_rate == rate and decoded.shape == expected.shape
+        assert np.linalg.norm(decoded - expected) / np.linalg.norm(expected) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model(chunked=True)
+
+
+@pytest.fixture(scope="module")
+def good_file(tiny):
+    audio = np.random.default_rng(0).standard_normal((2, 1000)).astype(np.float32) * 0.2
+    return compress(tiny, audio, 400, bandwidth=0.8)
+
+
+def test_round_trip(tiny, good_file):
+    audio, rate = decompress(good_file, tiny)
+    assert rate == 400 and audio.shape == (2, 1000) and audio.dtype == np.float32
+    with torch.no_grad():
+        x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 1000)).astype(np.float32) * 0.2)[None]
+        expected = tiny(x, bandwidth=0.8).audio_values[0].numpy()
+    np.testing.assert_allclose(audio, expected, rtol=1e-5, atol=1e-6)
+
+
+def rewrite(data: bytes, **changes) -> bytes:
+    """The same file with its metadata changed."""
+    import json
+
+    _, _, size = HEADER.unpack(data[: HEADER.size])
+    metadata = json.loads(data[HEADER.size : HEADER.size + size])
+    metadata.update(changes)
+    stream = io.BytesIO()
+    write_header(stream, metadata)
+    return stream.getvalue() + data[HEADER.size + size :]
+
+
+def test_bad_files(tiny, good_file):
+    other = tiny_model(sampling_rate=800)
+    cases = [
+        (good_file[:-1], EOFError, "truncated"),
+        (good_file[:5], EOFError, "header"),
+        (b"", EOFError, "header"),
+        (b"RIFF" + good_file[4:], ValueError, "not an EnCodec file"),
+        (good_file[:4] + b"\x01" + good_file[5:], ValueError, "version 1 is not supported"),
+        (good_file + b"\x00", ValueError, "more than its metadata accounts for"),
+        (rewrite(good_file, al=10**12), ValueError, "audio length"),
+        (rewrite(good_file, al=2000), EOFError, "truncated"),
+        (rewrite(good_file, al=-5), ValueError, "audio length"),
+        (rewrite(good_file, nc=7), ValueError, "codebook count"),
+        (rewrite(good_file, nc=1), ValueError, "more than its metadata"),
+        (rewrite(good_file, lm=True), ValueError, "language model"),
+        (rewrite(good_file, lm="yes"), ValueError, "'lm' field"),
+        (rewrite(good_file, m="encodec_48khz"), ValueError, "made with 'encodec_48khz'"),
+        (good_file[:5] + struct.pack("!I", 10**9) + good_file[9:], ValueError, "metadata"),
+        (good_file[:9] + b"{not json" + good_file[18:], ValueError, "JSON"),
+    ]
+    for data, error, message in cases:
+        with pytest.raises(error, match=message):
+            decompress(data, tiny)
+    with pytest.raises(ValueError, match="made with"):
+        decompress(good_file, other)
+    nan_scale = bytearray(good_file)
+    start = HEADER.size + HEADER.unpack(good_file[: HEADER.size])[2]  # the first chunk's scale follows the metadata
+    nan_scale[start : start + 4] = struct.pack("!f", float("nan"))
+    with pytest.raises(ValueError, match="scale"):
+        decompress(bytes(nan_scale), tiny)
+
+
+@settings(max_examples=400, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzzed_files_fail_cleanly(tiny, good_file, data):
+    """Mutated files decode to audio of the promised shape or raise ValueError / EOFError: nothing else."""
+    mutated = bytearray(good_file)
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
+        position = data.draw(st.integers(0, max(0, len(mutated) - 1)))
+        if kind == "flip" and mutated:
+            mutated[position] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "set" and mutated:
+            mutated[position] = data.draw(st.integers(0, 255))
+        elif kind == "insert":
+            mutated[position:position] = data.draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete" and mutated:
+            del mutated[position : position + data.draw(st.integers(1, 8))]
+        elif kind == "truncate":
+            del mutated[position:]
+    try:
+        audio, rate = decompress(bytes(mutated), tiny)
+    except (ValueError, EOFError):
+        return
+    assert rate == 400 and audio.ndim == 2 and audio.shape[0] == 2 and np.isfinite(audio).all()
+
+
+def test_cli_compress_decompress(tmp_path, tiny, capsys):
+    import soundfile as sf
+
+    folder = save_tiny_folder(tmp_path / "model", tiny)
+    audio = np.random.default_rng(0).standard_normal((2000, 2)).astype(np.float32) * 0.2
+    sf.write(tmp_path / "in.wav", audio, 400, subtype="FLOAT")
+    assert main(["compress", str(tmp_path / "in.wav"), str(tmp_path / "x.ecdc"), "--model", str(folder),
+                 "-b", "0.8"]) == 0
+    out = capsys.readouterr().out
+    size = (tmp_path / "x.ecdc").stat().st_size
+    assert f"{size:,} bytes for 5.00 s" in out and f"{8 * size / 5 / 1000:.2f} kbps" in out
+    assert main(["decompress", str(tmp_path / "x.ecdc"), str(tmp_path / "out.wav"), "--model", str(folder)]) == 0
+    written, rate = sf.read(tmp_path / "out.wav", always_2d=True)
+    assert rate == 400 and written.shape == (2000, 2)
+    decoded, _ = decompress((tmp_path / "x.ecdc").read_bytes(), tiny)
+    np.testing.assert_allclose(written.T, np.clip(decoded, -0.99, 0.99), atol=1 / 32768 + 1e-6)
+    assert main(["decompress", str(tmp_path / "x.ecdc"), str(tmp_path / "loud.wav"), "--model", str(folder), "-r"]) == 0
+    loud, _ = sf.read(tmp_path / "loud.wav", always_2d=True)
+    assert np.abs(loud).max() <= 0.99 + 1e-4
+    capsys.readouterr()
+    for args, message in [
+        (["compress", str(tmp_path / "in.wav"), str(tmp_path / "x.ecdc"), "--model", str(folder)], "pass -f"),
+        (["compress", str(tmp_path / "in.wav"), str(tmp_path / "y.ecdc"), "--model", str(folder), "--lm"],
+         "language model"),
+        (["decompress", str(tmp_path / "in.wav"), str(tmp_path / "z.wav"), "--model", str(folder)],
+         "not an EnCodec file"),
+    ]:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.strip().count("\n") == 0, err
