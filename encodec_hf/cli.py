@@ -263,31 +263,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="encodec-hf", description="EnCodec neural audio codec, Hugging Face style.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    trip = commands.add_parser("roundtrip", help="encode and decode an audio file, report bit rate and speed")
-    trip.add_argument("input", help="audio file to read (any format soundfile reads)")
-    trip.add_argument("output", help="audio file to write, at the model's sample rate")
-    trip.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or local folder (default {DEFAULT_MODEL})")
-    trip.add_argument("-b", "--bandwidth", type=float, default=None,
-                      help=f"kbps, one of the model's bandwidths (default {DEFAULT_BANDWIDTH:g} when offered)")
-    trip.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
-    trip.set_defaults(func=roundtrip)
+    def file_command(name, help, input_help, output_help, func, bandwidth=True):
+        """A command from one file to another through a model: the arguments they all share."""
+        command = commands.add_parser(name, help=help)
+        command.add_argument("input", help=input_help)
+        command.add_argument("output", help=output_help)
+        command.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or local folder (default {DEFAULT_MODEL})")
+        if bandwidth:
+            command.add_argument("-b", "--bandwidth", type=float, default=None,
+                                 help=f"kbps, one of the model's bandwidths (default {DEFAULT_BANDWIDTH:g} when offered)")
+        command.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
+        command.set_defaults(func=func)
+        return command
 
-    comp = commands.add_parser("compress", help="compress an audio file to EnCodec's .ecdc format")
-    comp.add_argument("input", help="audio file to read (any format soundfile reads)")
-    comp.add_argument("output", help=".ecdc file to write")
-    comp.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or local folder (default {DEFAULT_MODEL})")
-    comp.add_argument("-b", "--bandwidth", type=float, default=None, help="kbps (default 6 when offered)")
-    comp.add_argument("--lm", action="store_true", help="entropy-code with EnCodec's language model (not yet)")
-    comp.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
-    comp.set_defaults(func=compress_command)
-
-    dec = commands.add_parser("decompress", help="decode an .ecdc file to audio")
-    dec.add_argument("input", help=".ecdc file to read")
-    dec.add_argument("output", help="audio file to write, at the model's sample rate")
-    dec.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or local folder (default {DEFAULT_MODEL})")
-    dec.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
-    dec.add_argument("-r", "--rescale", action="store_true", help="scale down to avoid clipping instead of clipping")
-    dec.set_defaults(func=decompress_command)
+    file_command("roundtrip", "encode and decode an audio file, report bit rate and speed",
+                 "audio file to read (any format soundfile reads)", "audio file to write, at the model's sample rate",
+                 roundtrip)
+    compress = file_command("compress", "compress an audio file to EnCodec's .ecdc format",
+                            "audio file to read (any format soundfile reads)", ".ecdc file to write", compress_command)
+    compress.add_argument("--lm", action="store_true", help="entropy-code with EnCodec's language model (not yet)")
+    decompress = file_command("decompress", "decode an .ecdc file to audio", ".ecdc file to read",
+                              "audio file to write, at the model's sample rate", decompress_command, bandwidth=False)
+    decompress.add_argument("-r", "--rescale", action="store_true",
+                            help="scale down to avoid clipping instead of clipping")
 
     conv = commands.add_parser("convert", help="convert an original EnCodec or audiocraft checkpoint to a Hub folder")
     conv.add_argument("checkpoint", help="encodec_24khz-*.th, encodec_48khz-*.th or compression_state_dict.bin")
