@@ -3,7 +3,8 @@
 A folder built here loads three ways, with the same tensors:
 - `transformers.AutoModel.from_pretrained(folder, trust_remote_code=True)` (and `AutoProcessor`,
   `AutoFeatureExtractor`, `AutoConfig`), for someone who has only transformers installed: the `auto_map`
-  entries point at the copies of `configuration_encodec.py`, `modeling_encodec.py` and `processing.py`;
+  entries point at the copies of `configuration_encodec.py`, `modeling_encodec.py`, `processing.py` and
+  `streaming.py`;
 - `encodec_hf.EncodecModel.from_pretrained(folder)`;
 - `transformers.EncodecModel.from_pretrained(folder)`, whose numbers differ on the 48 kHz model's last chunk.
 
@@ -27,7 +28,9 @@ from .convert_encodec import convert_state_dict, load_original_state_dict
 from .modeling_encodec import EncodecModel
 from .processing import EncodecFeatureExtractor
 
-REMOTE_CODE = ("configuration_encodec.py", "modeling_encodec.py", "processing.py")
+# modeling_encodec.py imports streaming.py (for stream_encoder / stream_decoder): transformers copies every module
+# the model's file imports, so it ships too.
+REMOTE_CODE = ("configuration_encodec.py", "modeling_encodec.py", "processing.py", "streaming.py")
 CONFIG_AUTO_MAP = {
     "AutoConfig": "configuration_encodec.EncodecConfig",
     "AutoModel": "modeling_encodec.EncodecModel",

@@ -525,6 +525,21 @@ class EncodecModel(EncodecPreTrainedModel):
         self.quantizer = EncodecResidualVectorQuantizer(config)
         self.post_init()
 
+    # -- streaming --------------------------------------------------------------------------------------------------
+
+    def stream_encoder(self, bandwidth: float | None = None, batch_size: int = 1):
+        """A `StreamEncoder`: push audio in pieces, get codes as frames (causal models) or chunks complete."""
+        from .streaming import StreamEncoder
+
+        return StreamEncoder(self, bandwidth=bandwidth, batch_size=batch_size)
+
+    def stream_decoder(self, batch_size: int = 1, audio_length: int | None = None):
+        """A `StreamDecoder`: push codes in pieces, get the audio samples that are final. With `audio_length`
+        (the samples encode saw) the stream ends exactly there, else on a whole frame."""
+        from .streaming import StreamDecoder
+
+        return StreamDecoder(self, batch_size=batch_size, audio_length=audio_length)
+
     # -- input checks -------------------------------------------------------------------------------------------
 
     def _check_audio(self, input_values: torch.Tensor) -> None:

@@ -1,0 +1,120 @@
+"""Streaming: concatenated streams equal offline encode and decode for any split; the start-up delay; bad use."""
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from encodec_hf import EncodecConfig, EncodecModel
+from encodec_hf.streaming import STARTUP_DELAY_FRAMES
+
+
+def split_push(stream, tensor, sizes_seed, max_piece, *extra):
+    """Push `tensor` in random pieces along its last axis; return everything the stream gave, flush included."""
+    generator = torch.Generator().manual_seed(sizes_seed)
+    outputs, position = [], 0
+    while position < tensor.shape[-1]:
+        size = int(torch.randint(1, max_piece + 1, (1,), generator=generator))
+        outputs.append(stream.push(tensor[..., position : position + size], *extra))
+        position += size
+    outputs.append(stream.flush())
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def model_24k(converted):
+    _, folder = converted["encodec_24khz"]
+    return EncodecModel.from_pretrained(folder).eval()
+
+
+@pytest.mark.parametrize("length", [1, 5, 37, 319, 320, 1000, 24_000 + 7])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_causal_streams_equal_offline(model_24k, length, seed):
+    x = torch.randn(2, 1, length, generator=torch.Generator().manual_seed(length + seed)) * 0.2
+    with torch.inference_mode():
+        offline = model_24k.encode(x, bandwidth=6.0).audio_codes[0]  # (B, Q, F)
+        reference = model_24k.decode(offline[None], [None], torch.ones(2, length)).audio_values
+        codes = torch.cat(split_push(model_24k.stream_encoder(bandwidth=6.0, batch_size=2), x, seed, 700), dim=-1)
+        audio = torch.cat(split_push(model_24k.stream_decoder(batch_size=2, audio_length=length), offline, seed, 9),
+                          dim=-1)
+    assert torch.equal(codes, offline)
+    assert audio.shape == reference.shape
+    assert ((audio - reference).norm() / reference.norm()) < 1e-5
+
+
+def test_tiny_causal_streams_one_sample_at_a_time():
+    model = tiny_model()
+    x = torch.randn(1, 1, 203) * 0.3
+    with torch.inference_mode():
+        offline = model.encode(x, bandwidth=0.8).audio_codes[0]
+        codes = torch.cat(split_push(model.stream_encoder(bandwidth=0.8), x, 0, 1), dim=-1)
+        decoded = torch.cat(split_push(model.stream_decoder(), offline, 0, 1), dim=-1)  # whole frames
+        reference = model.decode(offline[None], [None]).audio_values
+    assert torch.equal(codes, offline)
+    torch.testing.assert_close(decoded, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_startup_delay(model_24k):
+    """After n samples, at least floor(n / 320) - D frames are out; after k frames, (k - D) x 320 samples."""
+    x = torch.randn(1, 1, 24_000, generator=torch.Generator().manual_seed(0)) * 0.2
+    worst_encoder = worst_decoder = 0
+    with torch.inference_mode():
+        encoder, frames_out = model_24k.stream_encoder(bandwidth=6.0), 0
+        for end in range(40, 24_001, 40):
+            frames_out += encoder.push(x[..., end - 40 : end]).shape[-1]
+            worst_encoder = max(worst_encoder, end // 320 - frames_out)
+        codes = model_24k.encode(x, bandwidth=6.0).audio_codes[0]
+        decoder, samples_out = model_24k.stream_decoder(), 0
+        for k in range(codes.shape[-1]):
+            samples_out += decoder.push(codes[..., k : k + 1]).shape[-1]
+            worst_decoder = max(worst_decoder, (k + 1) * 320 - samples_out)
+    assert worst_encoder == STARTUP_DELAY_FRAMES
+    assert worst_decoder == STARTUP_DELAY_FRAMES * 320
+
+
+@pytest.mark.parametrize("length", [1, 48_000, 47_700, 100_000])
+def test_chunk_streams_of_the_48k_model(converted, length):
+    _, folder = converted["encodec_48khz"]
+    model = EncodecModel.from_pretrained(folder).eval()
+    model.fast_decoding = False  # each chunk alone, as the stream decodes it: bit for bit
+    x = torch.randn(1, 2, length, generator=torch.Generator().manual_seed(length)) * 0.2
+    with torch.inference_mode():
+        offline = model.encode(x, bandwidth=6.0)
+        reference = model.decode(offline.audio_codes, offline.audio_scales, torch.ones(1, length)).audio_values
+        encoder = model.stream_encoder(bandwidth=6.0)
+        chunks = []
+        for piece in split_push(encoder, x, 0, 30_011):
+            chunks += piece
+        decoder = model.stream_decoder(audio_length=length)
+        audio = torch.cat([decoder.push(codes, scale) for codes, scale in chunks] + [decoder.flush()], dim=-1)
+    assert len(chunks) == offline.audio_codes.shape[0]
+    for index, (codes, scale) in enumerate(chunks):
+        assert torch.equal(codes, offline.audio_codes[index, :, :, : codes.shape[-1]])
+        assert torch.equal(scale, offline.audio_scales[index])
+    assert torch.equal(audio, reference)
+
+
+def test_bad_use():
+    causal = tiny_model()
+    encoder = causal.stream_encoder(bandwidth=0.8)
+    with pytest.raises(ValueError, match=r"takes \(1, 1, samples\)"):
+        encoder.push(torch.zeros(1, 2, 10))
+    with pytest.raises(ValueError, match="NaN"):
+        encoder.push(torch.full((1, 1, 10), float("nan")))
+    encoder.push(torch.zeros(1, 1, 10))
+    encoder.flush()
+    with pytest.raises(ValueError, match="flushed"):
+        encoder.push(torch.zeros(1, 1, 10))
+    decoder = causal.stream_decoder()
+    with pytest.raises(ValueError, match="codebooks"):
+        decoder.push(torch.zeros(1, 5, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[0, 16\)"):
+        decoder.push(torch.full((1, 2, 3), 16, dtype=torch.long))
+    with pytest.raises(ValueError, match="batch of 1"):
+        decoder.push(torch.zeros(2, 2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="bandwidth"):
+        causal.stream_encoder(bandwidth=3.0)
+    chunked = tiny_model(chunked=True)
+    with pytest.raises(ValueError, match="scales"):
+        chunked.stream_decoder().push(torch.zeros(1, 2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="causal"):
+        EncodecModel(EncodecConfig.from_preset("encodec_32khz")).stream_encoder()
