@@ -113,11 +113,12 @@ class _ConvTransposeState:
     def __init__(self, layer: EncodecConvTranspose1d):
         self.layer = layer
         self.previous = None  # the last input frame, whose kernel overlaps the next frame's
-        self.skip = layer.padding_left  # samples offline decoding trims at the start
         stride = layer.conv.stride[0]
         kernel = layer.conv.kernel_size[0]
         if kernel != 2 * stride:
             raise ValueError("streaming supports EnCodec's transposed convolutions (kernel = 2 x stride) only")
+        if layer.padding_left:
+            raise ValueError("streaming supports causal models with trim_right_ratio = 1 only (EnCodec's)")
         self.stride = stride
 
     def push(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,16 +133,11 @@ class _ConvTransposeState:
         start = 0 if self.previous is None else s
         out = y[..., start : start + x.shape[-1] * s]
         self.previous = x[..., -1:]
-        if self.skip:
-            cut = min(self.skip, out.shape[-1])
-            out, self.skip = out[..., cut:], self.skip - cut
         return out
 
     def flush(self) -> torch.Tensor:
-        # Offline output ends padding_right samples before the last frame's tail: nothing is left to emit when
-        # all the trimming is on the right (trim_right_ratio = 1, EnCodec's causal models).
-        if self.layer.padding_left:
-            raise ValueError("streaming supports causal models with trim_right_ratio = 1 only")
+        # Offline output ends where the last frame's own tail starts (all the trimming is on the right with
+        # trim_right_ratio = 1), and every sample before it was final when its frame arrived: nothing is left.
         return None
 
 

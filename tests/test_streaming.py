@@ -118,3 +118,43 @@ def test_bad_use():
         chunked.stream_decoder().push(torch.zeros(1, 2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="causal"):
         EncodecModel(EncodecConfig.from_preset("encodec_32khz")).stream_encoder()
+
+
+class RecordingReader:
+    """A file object that remembers how far it has been read."""
+
+    def __init__(self, data: bytes):
+        import io
+
+        self.stream, self.size, self.high_water = io.BytesIO(data), len(data), 0
+
+    def read(self, size=-1):
+        out = self.stream.read(size)
+        self.high_water = self.stream.tell()
+        return out
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_ecdc_decodes_while_it_is_read(chunked):
+    import numpy as np
+
+    from encodec_hf.compression import compress, decompress, decompress_iter
+
+    model = tiny_model(chunked=chunked)
+    model.fast_decoding = False
+    channels = model.config.audio_channels
+    audio = np.random.default_rng(0).standard_normal((channels, 1500)).astype(np.float32) * 0.2
+    data = compress(model, audio, 400, bandwidth=0.8)
+    reference, _ = decompress(data, model)
+    reader = RecordingReader(data)
+    pieces, read_when_first = [], None
+    for piece in decompress_iter(reader, model, frames_per_step=5):
+        if read_when_first is None:
+            read_when_first = reader.high_water
+        pieces.append(piece)
+    assert read_when_first < reader.size  # audio came out before the whole file was read
+    streamed = np.concatenate(pieces, axis=-1)
+    assert streamed.shape == reference.shape
+    assert np.linalg.norm(streamed - reference) / np.linalg.norm(reference) < 1e-5
+    with pytest.raises(EOFError):
+        list(decompress_iter(RecordingReader(data[:-3]), model))
