@@ -1,7 +1,7 @@
 """The `encodec-hf` command line: argument parsing over library functions, errors as one readable line.
 
     encodec-hf roundtrip IN OUT [--model ID_OR_DIR] [--bandwidth BW] [-f]
-    encodec-hf convert CHECKPOINT --model {encodec_24khz,encodec_32khz,encodec_48khz} --output DIR
+    encodec-hf convert CHECKPOINT --model {encodec_24khz,encodec_32khz,encodec_48khz} --output DIR [--lm-checkpoint LM]
     encodec-hf compress IN OUT.ecdc [--model ID_OR_DIR] [-b BW] [--lm] [-f]
     encodec-hf decompress IN.ecdc OUT.wav [--model ID_OR_DIR] [-f] [-r]
     encodec-hf tokenize INPUT --model ID_OR_DIR --output DIR [--bandwidth BW] [--audio-column NAME]
@@ -179,8 +179,9 @@ def decompress_command(args) -> int:
 def convert(args) -> int:
     from .convert_encodec import convert_checkpoint
 
-    convert_checkpoint(args.checkpoint, args.model, args.output)
-    print(f"wrote {args.output} (config.json, model.safetensors, preprocessor_config.json) from {args.checkpoint}")
+    convert_checkpoint(args.checkpoint, args.model, args.output, lm_checkpoint=args.lm_checkpoint)
+    extra = ", language_model.safetensors" if args.lm_checkpoint else ""
+    print(f"wrote {args.output} (config.json, model.safetensors, preprocessor_config.json{extra}) from {args.checkpoint}")
     return 0
 
 
@@ -281,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                  roundtrip)
     compress = file_command("compress", "compress an audio file to EnCodec's .ecdc format",
                             "audio file to read (any format soundfile reads)", ".ecdc file to write", compress_command)
-    compress.add_argument("--lm", action="store_true", help="entropy-code with EnCodec's language model (not yet)")
+    compress.add_argument("--lm", action="store_true",
+                          help="entropy-code with the model's language model (converted with --lm-checkpoint)")
     decompress = file_command("decompress", "decode an .ecdc file to audio", ".ecdc file to read",
                               "audio file to write, at the model's sample rate", decompress_command, bandwidth=False)
     decompress.add_argument("-r", "--rescale", action="store_true",
@@ -291,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("checkpoint", help="encodec_24khz-*.th, encodec_48khz-*.th or compression_state_dict.bin")
     conv.add_argument("--model", required=True, choices=PRESETS, help="which model the checkpoint holds")
     conv.add_argument("--output", required=True, help="folder to write")
+    conv.add_argument("--lm-checkpoint", default=None,
+                      help="the original's entropy-coding language model (encodec_lm_24khz-*.th, encodec_lm_48khz-*.th)")
     conv.set_defaults(func=convert)
 
     tok = commands.add_parser("tokenize", help="add EnCodec codes to every row of an audio dataset")

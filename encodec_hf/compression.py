@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .language_model import ArithmeticDecoder, ArithmeticEncoder, quantized_cdf
 from .modeling_encodec import EncodecModel, num_frames
 from .processing import EncodecFeatureExtractor, plan_chunks
 
@@ -101,7 +102,7 @@ def read_header(stream) -> dict:
     return metadata
 
 
-def _check_metadata(metadata: dict, model: EncodecModel) -> tuple[int, int]:
+def _check_metadata(metadata: dict, model: EncodecModel) -> tuple[int, int, bool]:
     name, length, codebooks, use_lm = metadata["m"], metadata["al"], metadata["nc"], metadata["lm"]
     if name != model_name(model):
         raise ValueError(f"the file was made with {name!r}; this model is {model_name(model)!r}")
@@ -109,33 +110,62 @@ def _check_metadata(metadata: dict, model: EncodecModel) -> tuple[int, int]:
         raise ValueError(f"the file's audio length {length!r} is not a plausible number of samples")
     if not isinstance(codebooks, int) or isinstance(codebooks, bool) or not 1 <= codebooks <= model.config.num_quantizers:
         raise ValueError(f"the file's codebook count {codebooks!r} is not in 1..{model.config.num_quantizers}")
-    if use_lm is not False:
-        if use_lm is True:
-            raise ValueError("the file was entropy-coded with EnCodec's language model, which this version of "
-                             "encodec-hf cannot decode yet")
+    if not isinstance(use_lm, bool):
         raise ValueError(f"the file's 'lm' field is {use_lm!r}, not a boolean")
-    return length, codebooks
+    if use_lm and model.language_model is None:
+        raise ValueError("the file was entropy-coded with EnCodec's language model, and this model's folder has none "
+                         "(convert it with `encodec-hf convert ... --lm-checkpoint LM.th`)")
+    return length, codebooks, use_lm
 
 
 # -- compress / decompress -------------------------------------------------------------------------------------------
 
 
-def compress_codes(model: EncodecModel, audio_codes: torch.Tensor, audio_scales, audio_length: int) -> bytes:
+def _language_model(model: EncodecModel):
+    if model.language_model is None:
+        raise ValueError("use_lm=True needs the model's entropy-coding language model: convert it into the model's "
+                         "folder with `encodec-hf convert CHECKPOINT --model NAME --output DIR --lm-checkpoint LM.th`")
+    return model.language_model.to(model.device)
+
+
+def _encode_with_lm(language_model, chunk: torch.Tensor) -> bytes:
+    """Arithmetic-code one chunk's codes (K, T), stepping the language model frame by frame as the original does
+    (its probabilities must be bit for bit the decoder's)."""
+    bits: list[int] = []
+    coder = ArithmeticEncoder(bits.append)
+    states, offset = None, 0
+    previous = torch.zeros(1, chunk.shape[0], 1, dtype=torch.long, device=chunk.device)  # 0: no previous frame
+    for t in range(chunk.shape[1]):
+        probabilities, states, offset = language_model(previous, states, offset)  # (1, card, K, 1)
+        previous = 1 + chunk[None, :, t : t + 1]
+        for k, value in enumerate(chunk[:, t].tolist()):
+            coder.push(value, quantized_cdf(probabilities[0, :, k, 0]))
+    coder.flush()
+    return pack_bits(np.array(bits, dtype=np.int64), 1)
+
+
+def compress_codes(model: EncodecModel, audio_codes: torch.Tensor, audio_scales, audio_length: int,
+                   use_lm: bool = False) -> bytes:
     """The .ecdc bytes of one clip's codes, (num_chunks, 1, num_quantizers, frames) as `encode` returns them."""
     config = model.config
     plan = plan_chunks(audio_length, config.chunk_length, config.chunk_stride)
     if audio_codes.shape[0] != len(plan) or audio_codes.shape[1] != 1:
         raise ValueError(f"expected the codes of one clip of {audio_length} samples ({len(plan)} chunks), got "
                          f"shape {tuple(audio_codes.shape)}")
+    language_model = _language_model(model) if use_lm else None
     stream = io.BytesIO()
     codebooks = audio_codes.shape[2]
-    write_header(stream, {"m": model_name(model), "al": int(audio_length), "nc": int(codebooks), "lm": False})
+    write_header(stream, {"m": model_name(model), "al": int(audio_length), "nc": int(codebooks), "lm": use_lm})
     for index, (_, size) in enumerate(plan):
         if config.normalize:
             stream.write(SCALE.pack(float(audio_scales[index].reshape(-1)[0])))
         frames = num_frames(size, config.hop_length)
-        chunk = audio_codes[index, 0, :, :frames].cpu().numpy()  # (K, T)
-        stream.write(pack_bits(chunk.T.reshape(-1), config.codebook_nbits))  # frame by frame: t-major
+        chunk = audio_codes[index, 0, :, :frames]  # (K, T)
+        if language_model is not None:
+            with torch.inference_mode():
+                stream.write(_encode_with_lm(language_model, chunk.to(model.device)))
+        else:
+            stream.write(pack_bits(chunk.cpu().numpy().T.reshape(-1), config.codebook_nbits))  # t-major
     return stream.getvalue()
 
 
@@ -143,8 +173,7 @@ def compress(model: EncodecModel, audio, sampling_rate: int, bandwidth: float | 
              use_lm: bool = False, feature_extractor: EncodecFeatureExtractor | None = None) -> bytes:
     """Compress one clip ((samples,) or (channels, samples), any rate) to .ecdc bytes."""
     if use_lm:
-        raise ValueError("use_lm=True needs EnCodec's entropy-coding language model, which encodec-hf does not "
-                         "support yet; compress without it (files are then about 25-40 % larger)")
+        _language_model(model)  # fail before encoding when there is none
     config = model.config
     bandwidth = config.target_bandwidths[0] if bandwidth is None else config.check_bandwidth(bandwidth)
     extractor = feature_extractor or EncodecFeatureExtractor.from_model_config(config)
@@ -154,80 +183,45 @@ def compress(model: EncodecModel, audio, sampling_rate: int, bandwidth: float | 
     length = inputs["input_values"].shape[-1]
     with torch.inference_mode():
         encoded = model.encode(inputs["input_values"].to(model.device), bandwidth=bandwidth)
-    return compress_codes(model, encoded.audio_codes, encoded.audio_scales, length)
-
-
-def decompress(data: bytes, model: EncodecModel) -> tuple[np.ndarray, int]:
-    """Decode .ecdc bytes with `model`: float32 audio (channels, samples) and its sample rate."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ValueError(f"decompress takes bytes, got {type(data).__name__}")
-    stream = io.BytesIO(bytes(data))
-    length, codebooks = _check_metadata(read_header(stream), model)
-    config = model.config
-    plan = plan_chunks(length, config.chunk_length, config.chunk_stride)
-    # Before allocating anything, the bytes must be able to hold what the metadata claims.
-    per_chunk = [(SCALE.size if config.normalize else 0)
-                 + (num_frames(size, config.hop_length) * codebooks * config.codebook_nbits + 7) // 8
-                 for _, size in plan]
-    remaining = len(data) - stream.tell()
-    if sum(per_chunk) > remaining:
-        raise EOFError(f"the file is truncated: its metadata needs {sum(per_chunk)} bytes of codes, "
-                       f"{remaining} remain")
-    if sum(per_chunk) < remaining:
-        raise ValueError(f"the file has {remaining - sum(per_chunk)} bytes more than its metadata accounts for")
-    frames = num_frames(min(length, config.chunk_length or length), config.hop_length)
-    codes = torch.zeros(len(plan), 1, codebooks, frames, dtype=torch.long)
-    scales = []
-    for index, (_, size) in enumerate(plan):
-        if config.normalize:
-            (scale,) = SCALE.unpack(_read_exactly(stream, SCALE.size, "scale"))
-            if not np.isfinite(scale) or scale <= 0:
-                raise ValueError(f"chunk {index}'s scale {scale} is not a positive finite number")
-            scales.append(torch.tensor([[scale]], dtype=torch.float32))
-        chunk_frames = num_frames(size, config.hop_length)
-        count = chunk_frames * codebooks
-        raw = _read_exactly(stream, (count * config.codebook_nbits + 7) // 8, "codes")
-        values = unpack_bits(raw, config.codebook_nbits, count)
-        if values.max(initial=0) >= config.codebook_size:
-            raise ValueError(f"chunk {index} holds codes beyond the codebook size {config.codebook_size}")
-        codes[index, 0, :, :chunk_frames] = torch.from_numpy(values.reshape(chunk_frames, codebooks).T.copy())
-    mask = torch.ones(1, length, dtype=torch.bool, device=model.device)
-    with torch.inference_mode():
-        audio = model.decode(codes.to(model.device), scales if config.normalize else None, mask).audio_values
-    return audio[0].float().cpu().numpy(), config.sampling_rate
+    return compress_codes(model, encoded.audio_codes, encoded.audio_scales, length, use_lm=use_lm)
 
 
 class _BitReader:
-    """Reads `bits`-bit codes from a byte stream as they are needed, for decoding a file while it arrives."""
+    """Reads bits from a byte stream as they are needed, least significant first; a chunk's data ends on a whole
+    byte, so `end_chunk` drops the padding bits of its last byte."""
 
-    def __init__(self, stream, bits: int):
-        self.stream, self.bits = stream, bits
-        self.spare = np.zeros(0, dtype=np.uint8)  # bits read but not used yet, least significant first
+    def __init__(self, stream):
+        self.stream = stream
+        self.spare = np.zeros(0, dtype=np.uint8)
 
     def read(self, count: int) -> np.ndarray:
-        needed = count * self.bits - self.spare.size
+        needed = count - self.spare.size
         if needed > 0:
             data = _read_exactly(self.stream, (needed + 7) // 8, "codes")
             self.spare = np.concatenate([self.spare, np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")])
-        bits = self.spare[: count * self.bits].reshape(count, self.bits).astype(np.int64)
-        self.spare = self.spare[count * self.bits :]
-        return (bits << np.arange(self.bits)).sum(axis=1)
+        out, self.spare = self.spare[:count], self.spare[count:]
+        return out
+
+    def read_values(self, count: int, bits: int) -> np.ndarray:
+        matrix = self.read(count * bits).reshape(count, bits).astype(np.int64)
+        return (matrix << np.arange(bits)).sum(axis=1)
+
+    def read_bit(self) -> int | None:
+        try:
+            return int(self.read(1)[0])
+        except EOFError:
+            return None
 
     def end_chunk(self) -> None:
-        self.spare = np.zeros(0, dtype=np.uint8)  # a chunk's codes end on a whole byte: the rest is padding
+        self.spare = np.zeros(0, dtype=np.uint8)
 
 
-def decompress_iter(stream, model: EncodecModel, frames_per_step: int = 8):
-    """Decode an .ecdc file object while it is being read: yields float32 (channels, n) pieces of audio as soon
-    as they are final, reading only the bytes they need. Concatenated, the pieces are `decompress`'s audio
-    (within 1e-5; chunk by chunk for the 48 kHz model, `frames_per_step` frames at a time for causal ones).
-    """
-    length, codebooks = _check_metadata(read_header(stream), model)
+def _chunk_pieces(stream, model: EncodecModel, length: int, codebooks: int, use_lm: bool, step: int | None):
+    """Read the chunks after the header: yields (chunk index, first frame, codes (K, n), scale or None), with at
+    most `step` frames a piece (None: whole chunks)."""
     config = model.config
-    if config.chunk_length is None and not config.use_causal_conv:
-        raise ValueError("decoding while reading needs a causal or a chunked model")
-    decoder = model.stream_decoder(audio_length=length)
-    reader = _BitReader(stream, config.codebook_nbits)
+    reader = _BitReader(stream)
+    language_model = model.language_model.to(model.device) if use_lm else None
     for index, (_, size) in enumerate(plan_chunks(length, config.chunk_length, config.chunk_stride)):
         scale = None
         if config.normalize:
@@ -236,17 +230,76 @@ def decompress_iter(stream, model: EncodecModel, frames_per_step: int = 8):
                 raise ValueError(f"chunk {index}'s scale {value} is not a positive finite number")
             scale = torch.tensor([[value]], dtype=torch.float32)
         frames = num_frames(size, config.hop_length)
-        step = frames if config.chunk_length is not None else max(1, frames_per_step)
-        for first in range(0, frames, step):
-            count = min(step, frames - first)
-            values = reader.read(count * codebooks)
-            if values.max(initial=0) >= config.codebook_size:
-                raise ValueError(f"chunk {index} holds codes beyond the codebook size {config.codebook_size}")
-            codes = torch.from_numpy(values.reshape(count, codebooks).T.copy())[None]  # (1, K, count)
-            piece = decoder.push(codes.to(model.device), scale)
-            if piece.shape[-1]:
-                yield piece[0].cpu().numpy()
+        piece = frames if step is None else max(1, step)
+        if language_model is not None:
+            decoder = ArithmeticDecoder(reader.read_bit)
+            states, offset = None, 0
+            previous = torch.zeros(1, codebooks, 1, dtype=torch.long, device=model.device)
+        for first in range(0, frames, piece):
+            count = min(piece, frames - first)
+            if language_model is None:
+                values = reader.read_values(count * codebooks, config.codebook_nbits)
+                if values.max(initial=0) >= config.codebook_size:
+                    raise ValueError(f"chunk {index} holds codes beyond the codebook size {config.codebook_size}")
+                codes = torch.from_numpy(values.reshape(count, codebooks).T.copy())
+            else:
+                codes = torch.zeros(codebooks, count, dtype=torch.long)
+                with torch.inference_mode():
+                    for t in range(count):
+                        probabilities, states, offset = language_model(previous, states, offset)
+                        for k in range(codebooks):
+                            codes[k, t] = decoder.pull(quantized_cdf(probabilities[0, :, k, 0]))
+                        previous = 1 + codes[None, :, t : t + 1].to(model.device)
+            yield index, first, codes, scale
         reader.end_chunk()
+
+
+def decompress(data: bytes, model: EncodecModel) -> tuple[np.ndarray, int]:
+    """Decode .ecdc bytes with `model`: float32 audio (channels, samples) and its sample rate."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"decompress takes bytes, got {type(data).__name__}")
+    stream = io.BytesIO(bytes(data))
+    length, codebooks, use_lm = _check_metadata(read_header(stream), model)
+    config = model.config
+    plan = plan_chunks(length, config.chunk_length, config.chunk_stride)
+    if not use_lm:
+        # Before allocating anything, the bytes must be able to hold what the metadata claims.
+        needed = sum((SCALE.size if config.normalize else 0)
+                     + (num_frames(size, config.hop_length) * codebooks * config.codebook_nbits + 7) // 8
+                     for _, size in plan)
+        remaining = len(data) - stream.tell()
+        if needed > remaining:
+            raise EOFError(f"the file is truncated: its metadata needs {needed} bytes of codes, {remaining} remain")
+    frames = num_frames(min(length, config.chunk_length or length), config.hop_length)
+    codes = torch.zeros(len(plan), 1, codebooks, frames, dtype=torch.long)
+    scales = [None] * len(plan)
+    for index, first, piece, scale in _chunk_pieces(stream, model, length, codebooks, use_lm, None):
+        codes[index, 0, :, first : first + piece.shape[-1]] = piece
+        scales[index] = scale
+    left = len(data) - stream.tell()
+    if left:
+        raise ValueError(f"the file has {left} bytes more than its metadata accounts for")
+    mask = torch.ones(1, length, dtype=torch.bool, device=model.device)
+    with torch.inference_mode():
+        audio = model.decode(codes.to(model.device), scales if config.normalize else None, mask).audio_values
+    return audio[0].float().cpu().numpy(), config.sampling_rate
+
+
+def decompress_iter(stream, model: EncodecModel, frames_per_step: int = 8):
+    """Decode an .ecdc file object while it is being read: yields float32 (channels, n) pieces of audio as soon
+    as they are final, reading only the bytes they need. Concatenated, the pieces are `decompress`'s audio
+    (within 1e-5; chunk by chunk for the 48 kHz model, `frames_per_step` frames at a time for causal ones).
+    """
+    length, codebooks, use_lm = _check_metadata(read_header(stream), model)
+    config = model.config
+    if config.chunk_length is None and not config.use_causal_conv:
+        raise ValueError("decoding while reading needs a causal or a chunked model")
+    decoder = model.stream_decoder(audio_length=length)
+    step = None if config.chunk_length is not None else frames_per_step
+    for _, _, codes, scale in _chunk_pieces(stream, model, length, codebooks, use_lm, step):
+        piece = decoder.push(codes[None].to(model.device), scale)
+        if piece.shape[-1]:
+            yield piece[0].cpu().numpy()
     piece = decoder.flush()
     if piece.shape[-1]:
         yield piece[0].cpu().numpy()

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .configuration_encodec import PRESETS, EncodecConfig
+from .language_model import EncodecLanguageModel
 from .modeling_encodec import EncodecModel
 from .processing import EncodecFeatureExtractor
 
@@ -89,8 +90,31 @@ def convert_state_dict(source: dict[str, torch.Tensor], config: EncodecConfig) -
     return converted
 
 
-def convert_checkpoint(checkpoint: str | Path, model_name: str, output: str | Path) -> EncodecModel:
-    """Convert `checkpoint` for the preset `model_name` and save a Hub folder in `output`."""
+def convert_language_model(checkpoint: str | Path, config: EncodecConfig, output: str | Path) -> EncodecLanguageModel:
+    """Convert an original `encodec_lm_24khz-*.th` / `encodec_lm_48khz-*.th` into the model folder `output`
+    (language_model.safetensors and its config), checking every key and shape. Its parameter names are the
+    original's, so the key map is the identity."""
+    state = load_original_state_dict(checkpoint)
+    model = EncodecLanguageModel.for_model(config)
+    expected = model.state_dict()
+    unused, missing = sorted(set(state) - set(expected)), sorted(set(expected) - set(state))
+    if unused:
+        raise ValueError(f"unused tensor {unused[0]!r} in the language model checkpoint ({len(unused)} in all)")
+    if missing:
+        raise ValueError(f"missing tensor {missing[0]!r} in the language model checkpoint ({len(missing)} in all)")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise ValueError(f"shape mismatch for {key!r}: checkpoint has {tuple(tensor.shape)}, this model's "
+                             f"language model needs {tuple(expected[key].shape)} (is --model right?)")
+    model.load_state_dict(state, strict=True)
+    model.eval().save(output)
+    return model
+
+
+def convert_checkpoint(checkpoint: str | Path, model_name: str, output: str | Path,
+                       lm_checkpoint: str | Path | None = None) -> EncodecModel:
+    """Convert `checkpoint` for the preset `model_name` and save a Hub folder in `output`; with `lm_checkpoint`,
+    the entropy-coding language model too."""
     if model_name not in PRESETS:
         raise ValueError(f"--model must be one of {', '.join(PRESETS)}, got {model_name!r}")
     config = EncodecConfig.from_preset(model_name)
@@ -102,7 +126,10 @@ def convert_checkpoint(checkpoint: str | Path, model_name: str, output: str | Pa
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
     EncodecFeatureExtractor.from_model_config(config).save_pretrained(output)
+    if lm_checkpoint is not None:
+        convert_language_model(lm_checkpoint, config, output)
     return model
 
 
-__all__ = ["KEY_RENAMES", "rename_key", "load_original_state_dict", "convert_state_dict", "convert_checkpoint"]
+__all__ = ["KEY_RENAMES", "rename_key", "load_original_state_dict", "convert_state_dict", "convert_checkpoint",
+           "convert_language_model"]

@@ -28,9 +28,10 @@ from .convert_encodec import convert_state_dict, load_original_state_dict
 from .modeling_encodec import EncodecModel
 from .processing import EncodecFeatureExtractor
 
-# modeling_encodec.py imports streaming.py (for stream_encoder / stream_decoder): transformers copies every module
-# the model's file imports, so it ships too.
-REMOTE_CODE = ("configuration_encodec.py", "modeling_encodec.py", "processing.py", "streaming.py")
+# modeling_encodec.py imports streaming.py (stream_encoder / stream_decoder) and language_model.py (from_pretrained
+# finds one in the folder): transformers copies every module the model's file imports, so they ship too.
+REMOTE_CODE = ("configuration_encodec.py", "modeling_encodec.py", "processing.py", "streaming.py",
+               "language_model.py")
 CONFIG_AUTO_MAP = {
     "AutoConfig": "configuration_encodec.EncodecConfig",
     "AutoModel": "modeling_encodec.EncodecModel",
@@ -40,6 +41,7 @@ PROCESSOR_AUTO_MAP = {
     "AutoProcessor": "processing.EncodecFeatureExtractor",
 }
 FOLDER_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", *REMOTE_CODE)
+OPTIONAL_FILES = ("language_model.safetensors", "language_model_config.json")  # the entropy-coding LM, if any
 META_LICENSE = "cc-by-nc-4.0"  # Meta's EnCodec weights
 OFFICIAL_CHECKPOINTS = {  # file names of the released weights -> the Hub model they are
     "encodec_24khz-d7cc33bc.th": "facebook/encodec_24khz",
@@ -203,12 +205,14 @@ def build_folder(source: Source, local_dir: str | Path, repo_id: str, license: s
     """Write the folder to publish into `local_dir` (which must be empty or hold only such a folder)."""
     folder = Path(local_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    strangers = sorted(p.name for p in folder.iterdir() if p.name not in FOLDER_FILES)
+    strangers = sorted(p.name for p in folder.iterdir() if p.name not in FOLDER_FILES + OPTIONAL_FILES)
     if strangers:
         raise HubUploadError(f"--local-dir {folder} holds other files ({', '.join(strangers[:5])}); "
                              f"use an empty folder")
     source.model.save_pretrained(folder)  # safetensors, never pickle
     source.extractor.save_pretrained(folder)
+    if source.model.language_model is not None:
+        source.model.language_model.save(folder)
     _add_auto_map(folder / "config.json", CONFIG_AUTO_MAP)
     _add_auto_map(folder / "preprocessor_config.json", PROCESSOR_AUTO_MAP)
     package = Path(__file__).resolve().parent
@@ -222,10 +226,10 @@ def build_folder(source: Source, local_dir: str | Path, repo_id: str, license: s
 def check_folder(folder: str | Path, source_model: EncodecModel) -> None:
     """Reload the built folder and require the same codes as the source model on a short clip."""
     folder = Path(folder)
-    present = sorted(p.name for p in folder.iterdir())
+    present = sorted(p.name for p in folder.iterdir() if p.name not in OPTIONAL_FILES)
     if sorted(FOLDER_FILES) != present:
-        raise HubUploadError(f"{folder} should hold exactly {', '.join(sorted(FOLDER_FILES))}; it holds "
-                             f"{', '.join(present)}")
+        raise HubUploadError(f"{folder} should hold exactly {', '.join(sorted(FOLDER_FILES))} (and optionally "
+                             f"{', '.join(OPTIONAL_FILES)}); it holds {', '.join(present)}")
     reloaded = EncodecModel.from_pretrained(folder).eval()
     config = source_model.config
     generator = torch.Generator().manual_seed(0)

@@ -18,6 +18,7 @@ import functools
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -524,6 +525,21 @@ class EncodecModel(EncodecPreTrainedModel):
         self.decoder = EncodecDecoder(config)
         self.quantizer = EncodecResidualVectorQuantizer(config)
         self.post_init()
+
+    # The entropy-coding language model, when the model's folder has one (language_model.safetensors, written by
+    # `encodec-hf convert --lm-checkpoint`). Kept out of the module tree on purpose: state_dict() and
+    # save_pretrained stay exactly the official layout.
+    language_model = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        folder = Path(str(pretrained_model_name_or_path))
+        if (folder / "language_model.safetensors").is_file():
+            from .language_model import EncodecLanguageModel
+
+            object.__setattr__(model, "language_model", EncodecLanguageModel.load(folder))
+        return model
 
     # -- streaming --------------------------------------------------------------------------------------------------
 

@@ -186,3 +186,118 @@ def test_cli_compress_decompress(tmp_path, tiny, capsys):
         assert main(args) == 2
         err = capsys.readouterr().err
         assert message in err and err.strip().count("\n") == 0, err
+
+
+# -- with the entropy-coding language model -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def with_lm(converted, tmp_path_factory):
+    """{name: (original model with a random LM attached, our folder converted with --lm-checkpoint)}."""
+    import encodec
+
+    from encodec_hf.convert_encodec import convert_checkpoint
+
+    out = {}
+    for name in ("encodec_24khz", "encodec_48khz"):
+        original, _ = converted[name]
+        torch.manual_seed(5)
+        lm = encodec.model.LMModel(original.quantizer.n_q, original.quantizer.bins, num_layers=5, dim=200,
+                                   past_context=int(3.5 * original.frame_rate)).eval()
+        root = tmp_path_factory.mktemp(f"{name}-lm")
+        torch.save(original.state_dict(), root / "model.th")
+        torch.save(lm.state_dict(), root / "lm.th")
+        convert_checkpoint(root / "model.th", name, root / "hf", lm_checkpoint=root / "lm.th")
+        out[name] = (original, lm, root / "hf")
+    return out
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name", ["encodec_24khz", "encodec_48khz"])
+def test_language_model_files_match_the_original_both_ways(with_lm, name, monkeypatch):
+    original, lm, folder = with_lm[name]
+    original_compress = sys.modules["encodec.compress"]
+    monkeypatch.setattr(original, "name", name)
+    monkeypatch.setattr(original, "get_lm_model", lambda: lm)  # the original downloads its LM; ours is random
+    monkeypatch.setitem(original_compress.MODELS, name, lambda: original)  # and builds its model by name
+    model = EncodecModel.from_pretrained(folder).eval()
+    assert model.language_model is not None
+    audio = torch.randn(original.channels, int(1.1 * original.sample_rate), generator=torch.Generator().manual_seed(9)) * 0.2
+    original.set_target_bandwidth(6.0)
+    with torch.no_grad():
+        theirs = original_compress.compress(original, audio, use_lm=True)
+        their_audio, _ = original_compress.decompress(theirs)
+    ours = compress(model, audio.numpy(), original.sample_rate, bandwidth=6.0, use_lm=True)
+    assert ours == theirs  # byte for byte
+    plain = compress(model, audio.numpy(), original.sample_rate, bandwidth=6.0)
+    assert len(ours) != len(plain)  # the coded stream really is a different encoding of the same codes
+    decoded, _ = decompress(theirs, model)
+    reference, _ = decompress(plain, model)
+    np.testing.assert_array_equal(decoded, reference)  # same codes, same audio
+    with torch.no_grad():
+        their_view, _ = original_compress.decompress(ours)
+    assert np.linalg.norm(their_view.numpy() - reference) / np.linalg.norm(reference) < 1e-5
+
+
+def test_language_model_needed_and_converted_strictly(tmp_path, good_file):
+    from encodec_hf.convert_encodec import convert_language_model
+    from encodec_hf.language_model import EncodecLanguageModel
+
+    tiny = tiny_model(chunked=True)
+    with pytest.raises(ValueError, match="--lm-checkpoint"):
+        compress(tiny, np.zeros((2, 100), np.float32), 400, bandwidth=0.8, use_lm=True)
+    with pytest.raises(ValueError, match="has none"):
+        decompress(rewrite(good_file, lm=True), tiny)
+    lm = EncodecLanguageModel.for_model(tiny.config)
+    state = lm.state_dict()
+    torch.save({k: v for k, v in state.items() if k != "linears.0.bias"}, tmp_path / "missing.th")
+    with pytest.raises(ValueError, match="missing tensor 'linears.0.bias'"):
+        convert_language_model(tmp_path / "missing.th", tiny.config, tmp_path)
+    torch.save(dict(state, extra=torch.zeros(1)), tmp_path / "extra.th")
+    with pytest.raises(ValueError, match="unused tensor 'extra'"):
+        convert_language_model(tmp_path / "extra.th", tiny.config, tmp_path)
+    torch.save(dict(state, **{"emb.0.weight": torch.zeros(3, 200)}), tmp_path / "shape.th")
+    with pytest.raises(ValueError, match="shape mismatch for 'emb.0.weight'"):
+        convert_language_model(tmp_path / "shape.th", tiny.config, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_with_lm(tmp_path_factory):
+    from encodec_hf.language_model import EncodecLanguageModel
+
+    folder = save_tiny_folder(tmp_path_factory.mktemp("tiny-lm") / "model")
+    torch.manual_seed(1)
+    EncodecLanguageModel.for_model(EncodecModel.from_pretrained(folder).config).eval().save(folder)
+    model = EncodecModel.from_pretrained(folder).eval()
+    audio = np.random.default_rng(0).standard_normal((2, 500)).astype(np.float32) * 0.2  # 2 chunks, 225 frames
+    return model, compress(model, audio, 400, bandwidth=0.8, use_lm=True), compress(model, audio, 400, bandwidth=0.8)
+
+
+def test_language_model_round_trip_and_streaming(tiny_with_lm):
+    from encodec_hf.compression import decompress_iter
+
+    model, coded, plain = tiny_with_lm
+    decoded, _ = decompress(coded, model)
+    np.testing.assert_array_equal(decoded, decompress(plain, model)[0])
+    streamed = np.concatenate(list(decompress_iter(io.BytesIO(coded), model)), axis=-1)
+    assert np.linalg.norm(streamed - decoded) / np.linalg.norm(decoded) < 1e-5
+
+
+@settings(max_examples=50, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzzed_language_model_files_fail_cleanly(tiny_with_lm, data):
+    model, coded, _ = tiny_with_lm
+    mutated = bytearray(coded)
+    position = data.draw(st.integers(0, len(mutated) - 1))
+    kind = data.draw(st.sampled_from(["flip", "truncate", "insert"]))
+    if kind == "flip":
+        mutated[position] ^= 1 << data.draw(st.integers(0, 7))
+    elif kind == "truncate":
+        del mutated[position:]
+    else:
+        mutated[position:position] = data.draw(st.binary(min_size=1, max_size=4))
+    try:
+        audio, _ = decompress(bytes(mutated), model)
+    except (ValueError, EOFError):
+        return
+    assert audio.shape[0] == 2 and np.isfinite(audio).all()
