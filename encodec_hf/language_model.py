@@ -144,23 +144,34 @@ def quantized_cdf(pdf: torch.Tensor, total_range_bits: int = TOTAL_RANGE_BITS, r
     return torch.cumsum(ranges, dim=-1).tolist()
 
 
-class ArithmeticEncoder:
+class _Range:
+    """The current range [low, high] of an arithmetic coder, held to `max_bit + 1` bits."""
+
+    low = high = 0
+    max_bit = -1
+
+    def _drop_common_prefix(self):
+        """Yield (bit, position) for each leading bit low and high share, removing it: the range only narrows,
+        so those bits are settled."""
+        while self.max_bit >= 0:
+            top = self.low >> self.max_bit
+            if top != self.high >> self.max_bit:
+                break
+            self.low -= top << self.max_bit
+            self.high -= top << self.max_bit
+            self.max_bit -= 1
+            yield top, self.max_bit + 1
+
+
+class ArithmeticEncoder(_Range):
     """Integer arithmetic coder over a `total_range_bits` range; bits go out through `write_bit`."""
 
     def __init__(self, write_bit, total_range_bits: int = TOTAL_RANGE_BITS):
         self.write_bit, self.bits = write_bit, total_range_bits
-        self.low = self.high = 0
-        self.max_bit = -1
 
     def _flush_common_prefix(self):
-        while self.max_bit >= 0:
-            top_low, top_high = self.low >> self.max_bit, self.high >> self.max_bit
-            if top_low != top_high:
-                break
-            self.low -= top_low << self.max_bit
-            self.high -= top_low << self.max_bit
-            self.max_bit -= 1
-            self.write_bit(top_low)
+        for bit, _ in self._drop_common_prefix():
+            self.write_bit(bit)
 
     def push(self, symbol: int, cdf: list[int]) -> None:
         while self.high - self.low + 1 < 2**self.bits:
@@ -179,13 +190,12 @@ class ArithmeticEncoder:
             self.max_bit -= 1
 
 
-class ArithmeticDecoder:
+class ArithmeticDecoder(_Range):
     """The inverse of `ArithmeticEncoder`; bits come in through `read_bit` (None at the end of the stream)."""
 
     def __init__(self, read_bit, total_range_bits: int = TOTAL_RANGE_BITS):
         self.read_bit, self.bits = read_bit, total_range_bits
-        self.low = self.high = self.current = 0
-        self.max_bit = -1
+        self.current = 0
 
     def pull(self, cdf: list[int]) -> int:
         while self.high - self.low + 1 < 2**self.bits:
@@ -209,14 +219,8 @@ class ArithmeticDecoder:
                 break
         else:
             raise ValueError("corrupted arithmetic-coded stream: no symbol matches it")
-        while self.max_bit >= 0:
-            top_low, top_high = self.low >> self.max_bit, self.high >> self.max_bit
-            if top_low != top_high:
-                break
-            self.low -= top_low << self.max_bit
-            self.high -= top_low << self.max_bit
-            self.current -= top_low << self.max_bit
-            self.max_bit -= 1
+        for bit, position in self._drop_common_prefix():
+            self.current -= bit << position
         return middle
 
 
