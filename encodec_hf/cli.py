@@ -139,7 +139,7 @@ def compress_command(args) -> int:
     bar = _progress_bar(model, seconds, ("encode",))
     start = time.perf_counter()
     data = compress(model, audio, rate, bandwidth=_default_bandwidth(model, args.bandwidth), use_lm=args.lm,
-                    feature_extractor=extractor)
+                    feature_extractor=extractor, container_version=args.container)
     elapsed = time.perf_counter() - start
     bar.close()
     output.write_bytes(data)
@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "audio file to read (any format soundfile reads)", ".ecdc file to write", compress_command)
     compress.add_argument("--lm", action="store_true",
                           help="entropy-code with the model's language model (converted with --lm-checkpoint)")
+    compress.add_argument("--container", type=int, choices=(0, 1), default=0,
+                          help="0: EnCodec 0.1.1's format (default); 1: chunks framed with a CRC32, so that a damaged "
+                               "byte loses one chunk")
     decompress = file_command("decompress", "decode an .ecdc file to audio", ".ecdc file to read",
                               "audio file to write, at the model's sample rate", decompress_command, bandwidth=False)
     decompress.add_argument("-r", "--rescale", action="store_true",

@@ -9,6 +9,10 @@ Layout, as EnCodec 0.1.1 writes it (`encodec/binary.py`, `encodec/compress.py`):
                codes frame by frame, codebook by codebook, each in codebook_nbits (10) bits, packed
                least-significant bit first and padded to a whole byte at the chunk's end
 
+Version 1, opt-in (`container_version=1`), frames every chunk as `payload length (uint32) | CRC32 of the payload
+(uint32) | payload`, the payload being the chunk's version-0 bytes: a damaged byte then loses one chunk (its samples
+come out silent and a warning names it), not the rest of the file. Version 0 stays the default, for the original.
+
 Files written here are byte-identical to the original's for the same weights and input, and the original's files
 decode here. Reading checks every field against the model and the bytes available, so a truncated, corrupted,
 foreign or lying file ends in a ValueError or EOFError, never a hang or garbage audio.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +37,8 @@ MAGIC = b"ECDC"
 HEADER = struct.Struct("!4sBI")
 SCALE = struct.Struct("!f")
 VERSION = 0
+VERSIONS = (0, 1)
+FRAME = struct.Struct("!II")  # version 1: payload length, CRC32 of the payload
 MAX_METADATA_BYTES = 1 << 16  # the original's metadata is about 60 bytes; a larger claim is corruption
 MAX_SECONDS = 24 * 3600  # refuse files that claim more than a day of audio rather than allocate for it
 
@@ -71,9 +78,9 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
 # -- header --------------------------------------------------------------------------------------------------------
 
 
-def write_header(stream, metadata: dict) -> None:
+def write_header(stream, metadata: dict, version: int = VERSION) -> None:
     body = json.dumps(metadata).encode("utf-8")  # default separators, as the original: byte-identical files
-    stream.write(HEADER.pack(MAGIC, VERSION, len(body)))
+    stream.write(HEADER.pack(MAGIC, version, len(body)))
     stream.write(body)
 
 
@@ -84,13 +91,13 @@ def _read_exactly(stream, size: int, what: str) -> bytes:
     return data
 
 
-def read_header(stream) -> dict:
-    """The metadata of an .ecdc stream; ValueError for anything that is not a version-0 ECDC header."""
+def read_header(stream) -> tuple[int, dict]:
+    """The version and metadata of an .ecdc stream; ValueError for anything that is not an ECDC header."""
     magic, version, size = HEADER.unpack(_read_exactly(stream, HEADER.size, "header"))
     if magic != MAGIC:
         raise ValueError(f"not an EnCodec file: it starts with {magic!r}, not {MAGIC!r}")
-    if version != VERSION:
-        raise ValueError(f"ECDC version {version} is not supported (this reader knows version {VERSION})")
+    if version not in VERSIONS:
+        raise ValueError(f"ECDC version {version} is not supported (this reader knows versions 0 and 1)")
     if size > MAX_METADATA_BYTES:
         raise ValueError(f"the header claims {size} bytes of metadata; at most {MAX_METADATA_BYTES} are plausible")
     try:
@@ -99,7 +106,7 @@ def read_header(stream) -> dict:
         raise ValueError(f"the file's metadata is not valid JSON: {error}") from error
     if not isinstance(metadata, dict) or not {"m", "al", "nc", "lm"} <= set(metadata):
         raise ValueError(f"the file's metadata lacks its fields m, al, nc, lm: {metadata!r}")
-    return metadata
+    return version, metadata
 
 
 def _check_metadata(metadata: dict, model: EncodecModel) -> tuple[int, int, bool]:
@@ -145,7 +152,7 @@ def _encode_with_lm(language_model, chunk: torch.Tensor) -> bytes:
 
 
 def compress_codes(model: EncodecModel, audio_codes: torch.Tensor, audio_scales, audio_length: int,
-                   use_lm: bool = False) -> bytes:
+                   use_lm: bool = False, container_version: int = VERSION) -> bytes:
     """The .ecdc bytes of one clip's codes, (num_chunks, 1, num_quantizers, frames) as `encode` returns them."""
     config = model.config
     plan = plan_chunks(audio_length, config.chunk_length, config.chunk_stride)
@@ -155,23 +162,34 @@ def compress_codes(model: EncodecModel, audio_codes: torch.Tensor, audio_scales,
     language_model = _language_model(model) if use_lm else None
     stream = io.BytesIO()
     codebooks = audio_codes.shape[2]
-    write_header(stream, {"m": model_name(model), "al": int(audio_length), "nc": int(codebooks), "lm": use_lm})
+    if container_version not in VERSIONS:
+        raise ValueError(f"container_version must be 0 (EnCodec 0.1.1's) or 1 (CRC-framed chunks), got "
+                         f"{container_version!r}")
+    write_header(stream, {"m": model_name(model), "al": int(audio_length), "nc": int(codebooks), "lm": use_lm},
+                 container_version)
     for index, (_, size) in enumerate(plan):
+        payload = io.BytesIO()
         if config.normalize:
-            stream.write(SCALE.pack(float(audio_scales[index].reshape(-1)[0])))
+            payload.write(SCALE.pack(float(audio_scales[index].reshape(-1)[0])))
         frames = num_frames(size, config.hop_length)
         chunk = audio_codes[index, 0, :, :frames]  # (K, T)
         if language_model is not None:
             with torch.inference_mode():
-                stream.write(_encode_with_lm(language_model, chunk.to(model.device)))
+                payload.write(_encode_with_lm(language_model, chunk.to(model.device)))
         else:
-            stream.write(pack_bits(chunk.cpu().numpy().T.reshape(-1), config.codebook_nbits))  # t-major
+            payload.write(pack_bits(chunk.cpu().numpy().T.reshape(-1), config.codebook_nbits))  # t-major
+        data = payload.getvalue()
+        if container_version == 1:
+            stream.write(FRAME.pack(len(data), zlib.crc32(data)))
+        stream.write(data)
     return stream.getvalue()
 
 
 def compress(model: EncodecModel, audio, sampling_rate: int, bandwidth: float | None = None,
-             use_lm: bool = False, feature_extractor: EncodecFeatureExtractor | None = None) -> bytes:
-    """Compress one clip ((samples,) or (channels, samples), any rate) to .ecdc bytes."""
+             use_lm: bool = False, feature_extractor: EncodecFeatureExtractor | None = None,
+             container_version: int = VERSION) -> bytes:
+    """Compress one clip ((samples,) or (channels, samples), any rate) to .ecdc bytes (version 0, the original's,
+    unless `container_version=1`)."""
     if use_lm:
         _language_model(model)  # fail before encoding when there is none
     config = model.config
@@ -183,7 +201,8 @@ def compress(model: EncodecModel, audio, sampling_rate: int, bandwidth: float | 
     length = inputs["input_values"].shape[-1]
     with torch.inference_mode():
         encoded = model.encode(inputs["input_values"].to(model.device), bandwidth=bandwidth)
-    return compress_codes(model, encoded.audio_codes, encoded.audio_scales, length, use_lm=use_lm)
+    return compress_codes(model, encoded.audio_codes, encoded.audio_scales, length, use_lm=use_lm,
+                          container_version=container_version)
 
 
 class _BitReader:
@@ -216,64 +235,109 @@ class _BitReader:
         self.spare = np.zeros(0, dtype=np.uint8)
 
 
-def _chunk_pieces(stream, model: EncodecModel, length: int, codebooks: int, use_lm: bool, step: int | None):
-    """Read the chunks after the header: yields (chunk index, first frame, codes (K, n), scale or None), with at
-    most `step` frames a piece (None: whole chunks)."""
+def _read_chunk(source, reader, model, index: int, size: int, codebooks: int, language_model, step):
+    """One chunk's pieces: (first frame, codes (K, n), scale or None), at most `step` frames a piece."""
     config = model.config
-    reader = _BitReader(stream)
+    scale = None
+    if config.normalize:
+        (value,) = SCALE.unpack(_read_exactly(source, SCALE.size, "scale"))
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"chunk {index}'s scale {value} is not a positive finite number")
+        scale = torch.tensor([[value]], dtype=torch.float32)
+    frames = num_frames(size, config.hop_length)
+    piece = frames if step is None else max(1, step)
+    if language_model is not None:
+        decoder = ArithmeticDecoder(reader.read_bit)
+        states, offset = None, 0
+        previous = torch.zeros(1, codebooks, 1, dtype=torch.long, device=model.device)
+    for first in range(0, frames, piece):
+        count = min(piece, frames - first)
+        if language_model is None:
+            values = reader.read_values(count * codebooks, config.codebook_nbits)
+            if values.max(initial=0) >= config.codebook_size:
+                raise ValueError(f"chunk {index} holds codes beyond the codebook size {config.codebook_size}")
+            codes = torch.from_numpy(values.reshape(count, codebooks).T.copy())
+        else:
+            codes = torch.zeros(codebooks, count, dtype=torch.long)
+            with torch.inference_mode():
+                for t in range(count):
+                    probabilities, states, offset = language_model(previous, states, offset)
+                    for k in range(codebooks):
+                        codes[k, t] = decoder.pull(quantized_cdf(probabilities[0, :, k, 0]))
+                    previous = 1 + codes[None, :, t : t + 1].to(model.device)
+        yield first, codes, scale
+    reader.end_chunk()
+
+
+def _plain_chunk_bytes(config, size: int, codebooks: int) -> int:
+    """The exact size of a chunk's version-0 bytes without the language model."""
+    return (SCALE.size if config.normalize else 0) + \
+        (num_frames(size, config.hop_length) * codebooks * config.codebook_nbits + 7) // 8
+
+
+def _chunk_pieces(stream, model: EncodecModel, version: int, length: int, codebooks: int, use_lm: bool,
+                  step: int | None):
+    """Read the chunks after the header: yields (chunk index, first frame, codes (K, n) or None for a damaged
+    chunk of a version-1 file, scale or None), at most `step` frames a piece (None: whole chunks)."""
+    config = model.config
     language_model = model.language_model.to(model.device) if use_lm else None
+    shared = _BitReader(stream)
     for index, (_, size) in enumerate(plan_chunks(length, config.chunk_length, config.chunk_stride)):
-        scale = None
-        if config.normalize:
-            (value,) = SCALE.unpack(_read_exactly(stream, SCALE.size, "scale"))
-            if not np.isfinite(value) or value <= 0:
-                raise ValueError(f"chunk {index}'s scale {value} is not a positive finite number")
-            scale = torch.tensor([[value]], dtype=torch.float32)
-        frames = num_frames(size, config.hop_length)
-        piece = frames if step is None else max(1, step)
-        if language_model is not None:
-            decoder = ArithmeticDecoder(reader.read_bit)
-            states, offset = None, 0
-            previous = torch.zeros(1, codebooks, 1, dtype=torch.long, device=model.device)
-        for first in range(0, frames, piece):
-            count = min(piece, frames - first)
-            if language_model is None:
-                values = reader.read_values(count * codebooks, config.codebook_nbits)
-                if values.max(initial=0) >= config.codebook_size:
-                    raise ValueError(f"chunk {index} holds codes beyond the codebook size {config.codebook_size}")
-                codes = torch.from_numpy(values.reshape(count, codebooks).T.copy())
-            else:
-                codes = torch.zeros(codebooks, count, dtype=torch.long)
-                with torch.inference_mode():
-                    for t in range(count):
-                        probabilities, states, offset = language_model(previous, states, offset)
-                        for k in range(codebooks):
-                            codes[k, t] = decoder.pull(quantized_cdf(probabilities[0, :, k, 0]))
-                        previous = 1 + codes[None, :, t : t + 1].to(model.device)
+        if version == 0:
+            for first, codes, scale in _read_chunk(stream, shared, model, index, size, codebooks, language_model, step):
+                yield index, first, codes, scale
+            continue
+        claimed, checksum = FRAME.unpack(_read_exactly(stream, FRAME.size, f"chunk {index}'s frame"))
+        expected = None if use_lm else _plain_chunk_bytes(config, size, codebooks)
+        # A damaged length would lose the frames after it; without the language model the size is known.
+        payload_size = expected if expected is not None else claimed
+        if expected is None and claimed > 64 + 4 * _plain_chunk_bytes(config, size, codebooks):
+            raise ValueError(f"chunk {index}'s frame claims {claimed} bytes, more than a chunk can hold: the file "
+                             f"is damaged beyond this point")
+        payload = _read_exactly(stream, payload_size, f"chunk {index}")
+        if claimed != payload_size or zlib.crc32(payload) != checksum:
+            yield index, 0, None, None  # damaged: the caller silences this chunk
+            continue
+        source = io.BytesIO(payload)
+        for first, codes, scale in _read_chunk(source, _BitReader(source), model, index, size, codebooks,
+                                               language_model, step):
             yield index, first, codes, scale
-        reader.end_chunk()
+        if source.tell() != len(payload):
+            raise ValueError(f"chunk {index} holds {len(payload) - source.tell()} bytes more than its codes")
 
 
-def decompress(data: bytes, model: EncodecModel) -> tuple[np.ndarray, int]:
-    """Decode .ecdc bytes with `model`: float32 audio (channels, samples) and its sample rate."""
+def decompress(data: bytes, model: EncodecModel, on_damage: str = "silence") -> tuple[np.ndarray, int]:
+    """Decode .ecdc bytes with `model`: float32 audio (channels, samples) and its sample rate.
+
+    `on_damage` applies to version-1 files, whose chunks carry a CRC32: "silence" (default) decodes the other
+    chunks, silences the damaged ones and logs a warning naming them; "raise" raises a ValueError instead.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ValueError(f"decompress takes bytes, got {type(data).__name__}")
+    if on_damage not in ("silence", "raise"):
+        raise ValueError(f"on_damage must be 'silence' or 'raise', got {on_damage!r}")
     stream = io.BytesIO(bytes(data))
-    length, codebooks, use_lm = _check_metadata(read_header(stream), model)
+    version, metadata = read_header(stream)
+    length, codebooks, use_lm = _check_metadata(metadata, model)
     config = model.config
     plan = plan_chunks(length, config.chunk_length, config.chunk_stride)
     if not use_lm:
         # Before allocating anything, the bytes must be able to hold what the metadata claims.
-        needed = sum((SCALE.size if config.normalize else 0)
-                     + (num_frames(size, config.hop_length) * codebooks * config.codebook_nbits + 7) // 8
+        needed = sum(_plain_chunk_bytes(config, size, codebooks) + (FRAME.size if version == 1 else 0)
                      for _, size in plan)
         remaining = len(data) - stream.tell()
         if needed > remaining:
             raise EOFError(f"the file is truncated: its metadata needs {needed} bytes of codes, {remaining} remain")
     frames = num_frames(min(length, config.chunk_length or length), config.hop_length)
     codes = torch.zeros(len(plan), 1, codebooks, frames, dtype=torch.long)
-    scales = [None] * len(plan)
-    for index, first, piece, scale in _chunk_pieces(stream, model, length, codebooks, use_lm, None):
+    scales = [torch.ones(1, 1)] * len(plan)
+    damaged = []
+    for index, first, piece, scale in _chunk_pieces(stream, model, version, length, codebooks, use_lm, None):
+        if piece is None:
+            if on_damage == "raise":
+                raise ValueError(f"chunk {index} of the file is damaged (its CRC32 does not match)")
+            damaged.append(index)
+            continue
         codes[index, 0, :, first : first + piece.shape[-1]] = piece
         scales[index] = scale
     left = len(data) - stream.tell()
@@ -282,7 +346,15 @@ def decompress(data: bytes, model: EncodecModel) -> tuple[np.ndarray, int]:
     mask = torch.ones(1, length, dtype=torch.bool, device=model.device)
     with torch.inference_mode():
         audio = model.decode(codes.to(model.device), scales if config.normalize else None, mask).audio_values
-    return audio[0].float().cpu().numpy(), config.sampling_rate
+    audio = audio[0].float().cpu().numpy()
+    if damaged:
+        from transformers.utils import logging
+
+        for index in damaged:
+            start, size = plan[index]
+            audio[:, start : start + size] = 0.0
+        logging.get_logger(__name__).warning(f"damaged chunk(s) {damaged} of the .ecdc file decoded as silence")
+    return audio, config.sampling_rate
 
 
 def decompress_iter(stream, model: EncodecModel, frames_per_step: int = 8):
@@ -290,13 +362,16 @@ def decompress_iter(stream, model: EncodecModel, frames_per_step: int = 8):
     as they are final, reading only the bytes they need. Concatenated, the pieces are `decompress`'s audio
     (within 1e-5; chunk by chunk for the 48 kHz model, `frames_per_step` frames at a time for causal ones).
     """
-    length, codebooks, use_lm = _check_metadata(read_header(stream), model)
+    version, metadata = read_header(stream)
+    length, codebooks, use_lm = _check_metadata(metadata, model)
     config = model.config
     if config.chunk_length is None and not config.use_causal_conv:
         raise ValueError("decoding while reading needs a causal or a chunked model")
     decoder = model.stream_decoder(audio_length=length)
     step = None if config.chunk_length is not None else frames_per_step
-    for _, _, codes, scale in _chunk_pieces(stream, model, length, codebooks, use_lm, step):
+    for index, _, codes, scale in _chunk_pieces(stream, model, version, length, codebooks, use_lm, step):
+        if codes is None:
+            raise ValueError(f"chunk {index} of the file is damaged (its CRC32 does not match)")
         piece = decoder.push(codes[None].to(model.device), scale)
         if piece.shape[-1]:
             yield piece[0].cpu().numpy()

@@ -105,7 +105,7 @@ def test_bad_files(tiny, good_file):
         (good_file[:5], EOFError, "header"),
         (b"", EOFError, "header"),
         (b"RIFF" + good_file[4:], ValueError, "not an EnCodec file"),
-        (good_file[:4] + b"\x01" + good_file[5:], ValueError, "version 1 is not supported"),
+        (good_file[:4] + b"\x02" + good_file[5:], ValueError, "version 2 is not supported"),
         (good_file + b"\x00", ValueError, "more than its metadata accounts for"),
         (rewrite(good_file, al=10**12), ValueError, "audio length"),
         (rewrite(good_file, al=2000), EOFError, "truncated"),
@@ -301,3 +301,87 @@ def test_fuzzed_language_model_files_fail_cleanly(tiny_with_lm, data):
     except (ValueError, EOFError):
         return
     assert audio.shape[0] == 2 and np.isfinite(audio).all()
+
+
+# -- version 1: chunks framed with their length and a CRC32 --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def framed(tiny):
+    audio = np.random.default_rng(2).standard_normal((2, 1000)).astype(np.float32) * 0.2  # 3 chunks
+    return audio, compress(tiny, audio, 400, bandwidth=0.8), compress(tiny, audio, 400, bandwidth=0.8,
+                                                                       container_version=1)
+
+
+def chunk_offsets(tiny, data):
+    """Where each framed chunk's payload starts, read from the frames."""
+    from encodec_hf.compression import FRAME
+
+    position = HEADER.size + HEADER.unpack(data[: HEADER.size])[2]
+    offsets = []
+    while position < len(data):
+        size, _ = FRAME.unpack(data[position : position + FRAME.size])
+        offsets.append(position + FRAME.size)
+        position += FRAME.size + size
+    return offsets
+
+
+def test_version_1_round_trip(tiny, framed):
+    _, plain, data = framed
+    assert data[4] == 1 and len(data) == len(plain) + 3 * 8
+    np.testing.assert_array_equal(decompress(data, tiny)[0], decompress(plain, tiny)[0])
+
+
+def test_a_damaged_byte_loses_one_chunk(tiny, framed, caplog):
+    from encodec_hf.processing import plan_chunks
+
+    _, plain, data = framed
+    reference, _ = decompress(plain, tiny)
+    offsets = chunk_offsets(tiny, data)
+    damaged = bytearray(data)
+    damaged[offsets[1] + 5] ^= 0x40  # one bit in the second chunk's codes
+    audio, _ = decompress(bytes(damaged), tiny)
+    (start, size), = [plan_chunks(1000, 400, 360)[1]]
+    assert (audio[:, start : start + size] == 0).all()
+    np.testing.assert_array_equal(audio[:, :start], reference[:, :start])
+    np.testing.assert_array_equal(audio[:, start + size :], reference[:, start + size :])
+    with pytest.raises(ValueError, match="chunk 1 of the file is damaged"):
+        decompress(bytes(damaged), tiny, on_damage="raise")
+    # a damaged length field: without the language model the chunk's size is known, so the rest stays in sync
+    length_damaged = bytearray(data)
+    length_damaged[offsets[0] - 8] ^= 0x01
+    audio, _ = decompress(bytes(length_damaged), tiny)
+    start, size = plan_chunks(1000, 400, 360)[0]
+    assert (audio[:, :size] == 0).all()
+    np.testing.assert_array_equal(audio[:, size:], reference[:, size:])
+
+
+def test_version_1_with_the_language_model(tiny_with_lm):
+    model, coded, plain = tiny_with_lm
+    audio = np.random.default_rng(0).standard_normal((2, 500)).astype(np.float32) * 0.2
+    framed_lm = compress(model, audio, 400, bandwidth=0.8, use_lm=True, container_version=1)
+    np.testing.assert_array_equal(decompress(framed_lm, model)[0], decompress(plain, model)[0])
+    damaged = bytearray(framed_lm)
+    damaged[-3] ^= 0x10  # the last chunk's stream
+    decoded, _ = decompress(bytes(damaged), model)
+    assert np.isfinite(decoded).all() and (decoded[:, -10:] == 0).all()
+
+
+@settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzzed_version_1_files_fail_cleanly(tiny, framed, data):
+    mutated = bytearray(framed[2])
+    for _ in range(data.draw(st.integers(1, 3))):
+        position = data.draw(st.integers(0, max(0, len(mutated) - 1)))
+        kind = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+        if kind == "flip" and mutated:
+            mutated[position] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "insert":
+            mutated[position:position] = data.draw(st.binary(min_size=1, max_size=6))
+        elif mutated:
+            del mutated[position : position + data.draw(st.integers(1, 6))]
+    try:
+        audio, _ = decompress(bytes(mutated), tiny)
+    except (ValueError, EOFError):
+        return
+    assert audio.shape == (2, 1000) and np.isfinite(audio).all()
