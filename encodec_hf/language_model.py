@@ -72,7 +72,8 @@ class StreamingTransformer(nn.Module):
         positions = torch.arange(steps, device=x.device).view(1, -1, 1) + offset
         x = self.norm_in(x) + sin_embedding(positions, channels, self.max_period)
         new_states = []
-        for state, layer in zip(states, self.layers):
+        # the original keeps one state more than it has layers (the last is never read): zip stops at the layers
+        for state, layer in zip(states, self.layers, strict=False):
             x, attended = layer(x, state, self.past_context)
             new_states.append(torch.cat([state, attended], dim=1)[:, -self.past_context :, :])
         return x, new_states, offset + steps

@@ -301,7 +301,7 @@ class EncodecResnetBlock(nn.Module):
         kernel_sizes = (config.residual_kernel_size, 1)
         hidden = dim // config.compress
         block = []
-        for i, (kernel_size, dilation) in enumerate(zip(kernel_sizes, dilations)):
+        for i, (kernel_size, dilation) in enumerate(zip(kernel_sizes, dilations, strict=True)):
             in_chs = dim if i == 0 else hidden
             out_chs = dim if i == len(kernel_sizes) - 1 else hidden
             block += [nn.ELU(), EncodecConv1d(config, in_chs, out_chs, kernel_size, dilation=dilation)]
@@ -429,7 +429,7 @@ class EncodecResidualVectorQuantizer(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         # (num_quantizers, B, F) -> (B, D, F)
         quantized = torch.tensor(0.0, device=codes.device)
-        for layer, indices in zip(self.layers, codes):
+        for layer, indices in zip(self.layers, codes, strict=False):  # codes may use fewer codebooks
             quantized = quantized + layer.decode(indices)
         return quantized
 

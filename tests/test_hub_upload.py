@@ -97,7 +97,7 @@ def test_remote_code_loads_without_encodec_hf(built, tmp_path):
         ours = model.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=0.8)
         audio = model.decode(ours.audio_codes, ours.audio_scales, inputs["padding_mask"]).audio_values
     assert torch.equal(remote["codes"], ours.audio_codes)
-    assert all(torch.equal(a, b) for a, b in zip(remote["scales"], ours.audio_scales))
+    assert all(torch.equal(a, b) for a, b in zip(remote["scales"], ours.audio_scales, strict=True))
     assert torch.equal(remote["audio"], audio)
 
 
@@ -182,11 +182,11 @@ class FakeHub:
 
     def commits(self):
         out = []
-        for method, path, params, body in self.requests:
+        for _, path, params, body in self.requests:
             if "/commit/" in path:
-                lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
-                header = next(l["value"] for l in lines if l["key"] == "header")
-                files = {l["value"]["path"]: base64.b64decode(l["value"]["content"]) for l in lines if l["key"] == "file"}
+                entries = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+                header = next(e["value"] for e in entries if e["key"] == "header")
+                files = {e["value"]["path"]: base64.b64decode(e["value"]["content"]) for e in entries if e["key"] == "file"}
                 out.append((path, params, header, files))
         return out
 

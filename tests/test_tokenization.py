@@ -67,7 +67,7 @@ def test_rows_are_what_encode_gives_alone(model, extractor, audio_files):
     assert out["n"] == [0, 1, 2, 3] and out["id"] == ds["id"]
     # stored as int16 (datasets' numpy and torch formatters widen nested lists to int64 when reading)
     assert str(out.data.column("audio_codes").type) == "list<item: list<item: list<item: int16>>>"
-    for row, path in zip(out, audio_files):
+    for row, path in zip(out, audio_files, strict=True):
         codes, scales, length = expected_row(model, extractor, path)
         np.testing.assert_array_equal(np.array(row["audio_codes"]), codes)
         np.testing.assert_allclose(row["audio_scales"], scales, rtol=1e-6)
@@ -106,7 +106,7 @@ def test_metadata_and_decoding(model, extractor, audio_files):
     meta = tokenization_metadata(out)
     assert (meta["bandwidth"], meta["frame_rate"], meta["num_quantizers"], meta["sampling_rate"]) == (0.8, 100, 2, 400)
     assert meta["skipped_rows"] == []
-    for row, path in zip(out, audio_files):
+    for row, path in zip(out, audio_files, strict=True):
         audio = decode_tokens(model, row)
         data, rate = sf.read(path, dtype="float32", always_2d=True)
         inputs = extractor(data.T, sampling_rate=rate, return_tensors="pt")
