@@ -67,12 +67,7 @@ def pack_bits(values: np.ndarray, bits: int) -> bytes:
 
 def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     """The first `count` values of `bits` bits each from `data` (the inverse of `pack_bits`)."""
-    needed = (count * bits + 7) // 8
-    if len(data) < needed:
-        raise EOFError(f"the stream ended early: {count} codes need {needed} bytes, {len(data)} remain")
-    bit_array = np.unpackbits(np.frombuffer(data[:needed], dtype=np.uint8), bitorder="little")
-    bit_matrix = bit_array[: count * bits].reshape(count, bits).astype(np.int64)
-    return (bit_matrix << np.arange(bits)).sum(axis=1)
+    return _BitReader(io.BytesIO(data)).read_values(count, bits)
 
 
 # -- header --------------------------------------------------------------------------------------------------------
