@@ -41,6 +41,9 @@ VERSIONS = (0, 1)
 FRAME = struct.Struct("!II")  # version 1: payload length, CRC32 of the payload
 MAX_METADATA_BYTES = 1 << 16  # the original's metadata is about 60 bytes; a larger claim is corruption
 MAX_SECONDS = 24 * 3600  # refuse files that claim more than a day of audio rather than allocate for it
+# Arithmetic coding spends about 7 bits per code on real audio (6 -> 4.1 kbps); no stream spends less than this,
+# so a file claiming more codes than its bytes could carry at this rate is lying about its length.
+MIN_BITS_PER_CODE = 0.01
 
 
 def model_name(model: EncodecModel) -> str:
@@ -316,13 +319,18 @@ def decompress(data: bytes, model: EncodecModel, on_damage: str = "silence") -> 
     length, codebooks, use_lm = _check_metadata(metadata, model)
     config = model.config
     plan = plan_chunks(length, config.chunk_length, config.chunk_stride)
+    # Before allocating anything, the bytes must be able to hold what the metadata claims.
+    remaining = len(data) - stream.tell()
     if not use_lm:
-        # Before allocating anything, the bytes must be able to hold what the metadata claims.
         needed = sum(_plain_chunk_bytes(config, size, codebooks) + (FRAME.size if version == 1 else 0)
                      for _, size in plan)
-        remaining = len(data) - stream.tell()
         if needed > remaining:
             raise EOFError(f"the file is truncated: its metadata needs {needed} bytes of codes, {remaining} remain")
+    else:
+        claimed = codebooks * sum(num_frames(size, config.hop_length) for _, size in plan)
+        if claimed * MIN_BITS_PER_CODE > 8 * remaining:
+            raise ValueError(f"the file claims {claimed} codes in {remaining} bytes, more than arithmetic coding can "
+                             f"pack: its audio length {length} is not plausible")
     frames = num_frames(min(length, config.chunk_length or length), config.hop_length)
     codes = torch.zeros(len(plan), 1, codebooks, frames, dtype=torch.long)
     scales = [torch.ones(1, 1)] * len(plan)

@@ -272,6 +272,14 @@ def tiny_with_lm(tmp_path_factory):
     return model, compress(model, audio, 400, bandwidth=0.8, use_lm=True), compress(model, audio, 400, bandwidth=0.8)
 
 
+def test_language_model_file_with_a_lying_length(tiny_with_lm):
+    """No byte count bounds an entropy-coded file: its claimed length is checked against what its bytes could
+    carry before anything is allocated."""
+    model, coded, _ = tiny_with_lm
+    with pytest.raises(ValueError, match="audio length 30000000 is not plausible"):
+        decompress(rewrite(coded, al=30_000_000), model)
+
+
 def test_language_model_round_trip_and_streaming(tiny_with_lm):
     from encodec_hf.compression import decompress_iter
 
