@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="entropy-code with the model's language model (converted with --lm-checkpoint)")
     compress.add_argument("--container", type=int, choices=(0, 1), default=0,
                           help="0: EnCodec 0.1.1's format (default); 1: chunks framed with a CRC32, so that a damaged "
-                               "byte loses one chunk")
+                               "byte loses one chunk, and with --lm the language model's deterministic mode (files "
+                               "that decode on any machine, coded several times faster)")
     decompress = file_command("decompress", "decode an .ecdc file to audio", ".ecdc file to read",
                               "audio file to write, at the model's sample rate", decompress_command, bandwidth=False)
     decompress.add_argument("-r", "--rescale", action="store_true",

@@ -86,15 +86,15 @@ def test_round_trip(tiny, good_file):
     np.testing.assert_allclose(audio, expected, rtol=1e-5, atol=1e-6)
 
 
-def rewrite(data: bytes, **changes) -> bytes:
-    """The same file with its metadata changed."""
+def rewrite(data: bytes, version: int | None = None, **changes) -> bytes:
+    """The same file with its metadata (and version, if given) changed."""
     import json
 
-    _, _, size = HEADER.unpack(data[: HEADER.size])
+    _, old_version, size = HEADER.unpack(data[: HEADER.size])
     metadata = json.loads(data[HEADER.size : HEADER.size + size])
     metadata.update(changes)
     stream = io.BytesIO()
-    write_header(stream, metadata)
+    write_header(stream, metadata, old_version if version is None else version)
     return stream.getvalue() + data[HEADER.size + size :]
 
 
@@ -236,6 +236,27 @@ def test_language_model_files_match_the_original_both_ways(with_lm, name, monkey
     with torch.no_grad():
         their_view, _ = original_compress.decompress(ours)
     assert np.linalg.norm(their_view.numpy() - reference) / np.linalg.norm(reference) < 1e-5
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name", ["encodec_24khz", "encodec_48khz"])
+def test_deterministic_mode_on_the_full_size_models(with_lm, name):
+    """The official architecture (5 layers, 1024 entries, 3.5 s of context) in the deterministic mode: the file
+    decodes to the codes the model encoded, and few positions are risky."""
+    from encodec_hf.language_model import DeterministicRunner
+
+    _, _, folder = with_lm[name]
+    model = EncodecModel.from_pretrained(folder).eval()
+    rate, channels = model.config.sampling_rate, model.config.audio_channels
+    audio = np.random.default_rng(4).standard_normal((channels, int(2.2 * rate))).astype(np.float32) * 0.2
+    coded = compress(model, audio, rate, bandwidth=6.0, use_lm=True, container_version=1)
+    plain = compress(model, audio, rate, bandwidth=6.0)
+    np.testing.assert_array_equal(decompress(coded, model)[0], decompress(plain, model)[0])
+    codes = torch.randint(0, 1025, (2, 8, 60))
+    with torch.inference_mode():
+        probabilities = DeterministicRunner(model.language_model, 2, max_block=60)(codes)
+        reference, _, _ = model.language_model(codes, None, 0)  # the original's float32 computation
+    assert (probabilities - reference.permute(0, 3, 2, 1).double()).abs().max() < 1e-5
 
 
 def test_language_model_needed_and_converted_strictly(tmp_path, good_file):
@@ -393,3 +414,197 @@ def test_fuzzed_version_1_files_fail_cleanly(tiny, framed, data):
     except (ValueError, EOFError):
         return
     assert audio.shape == (2, 1000) and np.isfinite(audio).all()
+
+
+# -- the language model's deterministic mode (version 1) -----------------------------------------------------------
+
+def test_deterministic_cdf_worked_example():
+    from encodec_hf.language_model import deterministic_cdf
+
+    cdf, risky = deterministic_cdf(torch.tensor([[0.3, 0.7], [0.25, 0.75]], dtype=torch.float64))
+    assert cdf[0].tolist() == [5032960, 16776959] and risky.tolist() == [False, True]
+    with pytest.raises(ValueError, match="float64"):
+        deterministic_cdf(torch.tensor([0.5, 0.5]))
+
+
+def test_deterministic_cdf_is_the_originals_formula_in_integers():
+    """With probabilities already on the 2**-16 grid, the ranges are `quantized_cdf`'s (the original's formula)."""
+    from encodec_hf.language_model import deterministic_cdf, quantized_cdf
+
+    generator = torch.Generator().manual_seed(0)
+    for card, temperature in ((1024, 1.0), (1024, 8.0), (16, 3.0)):
+        pdf = torch.softmax(temperature * torch.randn(50, card, generator=generator, dtype=torch.float64), -1)
+        cdf, risky = deterministic_cdf(pdf.clone())
+        grid = (pdf * 2**16).floor() / 2**16
+        for row in range(50):
+            assert cdf[row].long().tolist() == quantized_cdf(grid[row], roundoff=2**-16), (card, row)
+            assert int(cdf[row, -1]) <= 2**24
+        near = ((pdf * 2**16 - (pdf * 2**16).round()).abs() < 2**-24) & ((pdf * 2**16).round() >= 1)
+        assert risky.tolist() == near.any(-1).tolist()
+
+
+def test_deterministic_runner_is_the_language_model_in_float64():
+    """Teacher-forced blocks of any size, one frame at a time, batched or alone: the same probabilities up to
+    float64 rounding, and the original's streaming computation (our module, float32) up to float32 rounding; a
+    short past context makes the attention window slide."""
+    from encodec_hf.language_model import DeterministicRunner, EncodecLanguageModel
+
+    torch.manual_seed(0)
+    lm = EncodecLanguageModel(4, 64, past_context=7).eval()
+    previous = torch.randint(0, 65, (3, 3, 40))  # (B, K, T): 3 of the 4 codebooks, as a file at a lower bandwidth
+    with torch.inference_mode():
+        whole = DeterministicRunner(lm, 3, max_block=40)(previous)  # (B, T, K, card)
+        runner = DeterministicRunner(lm, 3, max_block=6)
+        blocks = torch.cat([runner(previous[..., t : t + 6]) for t in range(0, 40, 6)], dim=1)
+        runner = DeterministicRunner(lm, 1)
+        alone = torch.cat([runner(previous[1:2, :, t : t + 1]) for t in range(40)], dim=1)
+        states, offset, steps = None, 0, []
+        for t in range(40):
+            probabilities, states, offset = lm(previous[..., t : t + 1], states, offset)
+            steps.append(probabilities)
+    module = torch.cat(steps, dim=-1).permute(0, 3, 2, 1).double()  # (B, card, K, T) -> (B, T, K, card)
+    assert whole.dtype == torch.float64 and whole.shape == (3, 40, 3, 64)
+    assert (whole - blocks).abs().max() < 1e-14 and (whole[1:2] - alone).abs().max() < 1e-14
+    assert (whole - module).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="blocks of at most 6 frames"):
+        DeterministicRunner(lm, 3, max_block=6)(previous[..., :7])
+
+
+@pytest.fixture(scope="module")
+def deterministic(tiny_with_lm):
+    model, _, plain = tiny_with_lm
+    audio = np.random.default_rng(0).standard_normal((2, 500)).astype(np.float32) * 0.2
+    return model, audio, compress(model, audio, 400, bandwidth=0.8, use_lm=True, container_version=1), plain
+
+
+def metadata_of(data: bytes) -> dict:
+    import json
+
+    size = HEADER.unpack(data[: HEADER.size])[2]
+    return json.loads(data[HEADER.size : HEADER.size + size])
+
+
+def test_deterministic_files_round_trip(deterministic):
+    from encodec_hf.compression import decompress_iter
+
+    model, audio, coded, plain = deterministic
+    assert coded[4] == 1 and metadata_of(coded)["dlm"] == 1
+    reference, _ = decompress(plain, model)
+    np.testing.assert_array_equal(decompress(coded, model)[0], reference)  # the same codes
+    streamed = np.concatenate(list(decompress_iter(io.BytesIO(coded), model)), axis=-1)
+    assert np.abs(streamed - reference).max() < 1e-5
+    exact = compress(model, audio, 400, bandwidth=0.8, use_lm=True, container_version=1, deterministic_lm=False)
+    assert "dlm" not in metadata_of(exact)
+    np.testing.assert_array_equal(decompress(exact, model)[0], reference)
+    with pytest.raises(ValueError, match="needs use_lm=True and container_version=1"):
+        compress(model, audio, 400, bandwidth=0.8, use_lm=True, deterministic_lm=True)
+
+
+def test_deterministic_bytes_do_not_depend_on_batching_or_threads(deterministic, monkeypatch):
+    """The point of the mode: however the work is grouped, the bytes are the same, and any grouping decodes."""
+    import encodec_hf.compression as compression
+
+    model, audio, coded, plain = deterministic
+    reference, _ = decompress(plain, model)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(compression, "LM_ENCODE_ELEMENTS", 1)  # one chunk at a time
+    monkeypatch.setattr(compression, "LM_BLOCK_FRAMES", 7)  # teacher forcing in short blocks
+    monkeypatch.setattr(compression, "CDF_ELEMENTS", 1)  # ranges a frame at a time
+    try:
+        torch.set_num_threads(1)
+        assert compress(model, audio, 400, bandwidth=0.8, use_lm=True, container_version=1) == coded
+    finally:
+        torch.set_num_threads(threads)
+    for batch in (1, 2):
+        monkeypatch.setattr(compression, "LM_DECODE_BATCH", batch)
+        np.testing.assert_array_equal(decompress(coded, model)[0], reference)
+
+
+def test_risky_positions_are_listed_and_coded_uniformly(deterministic, monkeypatch):
+    """With a wide guard most distributions are risky: the file lists them, and both sides agree."""
+    import encodec_hf.language_model as language_model
+    from encodec_hf.compression import FRAME, read_varint
+
+    model, audio, coded, plain = deterministic
+    assert coded[HEADER.size + HEADER.unpack(coded[: HEADER.size])[2] + FRAME.size + 4] == 0  # none here
+    monkeypatch.setattr(language_model, "GUARD", 0.2)
+    wide = compress(model, audio, 400, bandwidth=0.8, use_lm=True, container_version=1)
+    first_chunk = HEADER.size + HEADER.unpack(wide[: HEADER.size])[2] + FRAME.size + 4  # after frame and scale
+    count = read_varint(io.BytesIO(wide[first_chunk:]), 10**6)
+    assert count > 50  # of 2 codebooks x 100 frames
+    np.testing.assert_array_equal(decompress(wide, model)[0], decompress(plain, model)[0])
+
+
+def test_varint_worked_example_and_limits():
+    from encodec_hf.compression import read_varint, write_varint
+
+    for value, encoded in ((0, b"\x00"), (127, b"\x7f"), (300, b"\xac\x02")):
+        stream = io.BytesIO()
+        write_varint(stream, value)
+        assert stream.getvalue() == encoded and read_varint(io.BytesIO(encoded), 300) == value
+    with pytest.raises(ValueError, match="exceeds 299"):
+        read_varint(io.BytesIO(b"\xac\x02"), 299)
+    with pytest.raises(EOFError):
+        read_varint(io.BytesIO(b"\xac"), 300)
+    with pytest.raises(ValueError, match="unsigned"):
+        write_varint(io.BytesIO(), -1)
+
+
+def test_bad_deterministic_files(deterministic):
+    from encodec_hf.compression import FRAME
+
+    model, _, coded, plain = deterministic
+    for bad, match in ((rewrite(coded, dlm=2), "mode 2"), (rewrite(coded, version=0), "version 0"),
+                       (rewrite(plain, dlm=1), "lm False")):
+        with pytest.raises(ValueError, match=match):
+            decompress(bad, model)
+    # a risky position beyond the chunk's codes, with a CRC32 that matches
+    import zlib
+
+    start = HEADER.size + HEADER.unpack(coded[: HEADER.size])[2]
+    size, _ = FRAME.unpack(coded[start : start + FRAME.size])
+    payload = bytearray(coded[start + FRAME.size : start + FRAME.size + size])
+    payload[4:5] = b"\x02\x96\x01\x3c"  # 2 risky positions, gaps 150 and 60: 150, 211 (chunk 0: 2 x 100 codes)
+    forged = coded[:start] + FRAME.pack(len(payload), zlib.crc32(payload)) + bytes(payload) + \
+        coded[start + FRAME.size + size :]
+    with pytest.raises(ValueError, match="211 lies beyond the chunk's 200 codes"):
+        decompress(forged, model)
+
+
+@settings(max_examples=50, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzzed_deterministic_files_fail_cleanly(deterministic, data):
+    model, _, coded, _ = deterministic
+    mutated = bytearray(coded)
+    for _ in range(data.draw(st.integers(1, 3))):
+        position = data.draw(st.integers(0, max(0, len(mutated) - 1)))
+        kind = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+        if kind == "flip" and mutated:
+            mutated[position] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "insert":
+            mutated[position:position] = data.draw(st.binary(min_size=1, max_size=4))
+        elif mutated:
+            del mutated[position : position + data.draw(st.integers(1, 4))]
+    try:
+        audio, _ = decompress(bytes(mutated), model)
+    except (ValueError, EOFError):
+        return
+    assert audio.shape[0] == 2 and np.isfinite(audio).all()
+
+
+def test_cli_deterministic_files(tmp_path, deterministic, capsys):
+    import soundfile as sf
+
+    model, audio, coded, plain = deterministic
+    folder = save_tiny_folder(tmp_path / "model", model)
+    model.language_model.save(folder)
+    sf.write(tmp_path / "in.wav", audio.T, 400, subtype="FLOAT")
+    assert main(["compress", str(tmp_path / "in.wav"), str(tmp_path / "x.ecdc"), "--model", str(folder),
+                 "-b", "0.8", "--lm", "--container", "1"]) == 0
+    assert "kbps" in capsys.readouterr().out
+    assert (tmp_path / "x.ecdc").read_bytes() == coded
+    assert main(["decompress", str(tmp_path / "x.ecdc"), str(tmp_path / "out.wav"), "--model", str(folder)]) == 0
+    written, _ = sf.read(tmp_path / "out.wav", always_2d=True)
+    reference, _ = decompress(plain, model)
+    np.testing.assert_allclose(written.T, np.clip(reference, -0.99, 0.99), atol=1 / 32768 + 1e-6)
