@@ -395,22 +395,27 @@ def test_version_1_with_the_language_model(tiny_with_lm):
     assert np.isfinite(decoded).all() and (decoded[:, -10:] == 0).all()
 
 
+def mutate(data: bytes, draw) -> bytes:
+    """1 to 3 random edits of `data`: a flipped bit, up to 6 inserted bytes, or up to 6 deleted."""
+    mutated = bytearray(data)
+    for _ in range(draw.draw(st.integers(1, 3))):
+        position = draw.draw(st.integers(0, max(0, len(mutated) - 1)))
+        kind = draw.draw(st.sampled_from(["flip", "insert", "delete"]))
+        if kind == "flip" and mutated:
+            mutated[position] ^= 1 << draw.draw(st.integers(0, 7))
+        elif kind == "insert":
+            mutated[position:position] = draw.draw(st.binary(min_size=1, max_size=6))
+        elif mutated:
+            del mutated[position : position + draw.draw(st.integers(1, 6))]
+    return bytes(mutated)
+
+
 @settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzzed_version_1_files_fail_cleanly(tiny, framed, data):
-    mutated = bytearray(framed[2])
-    for _ in range(data.draw(st.integers(1, 3))):
-        position = data.draw(st.integers(0, max(0, len(mutated) - 1)))
-        kind = data.draw(st.sampled_from(["flip", "insert", "delete"]))
-        if kind == "flip" and mutated:
-            mutated[position] ^= 1 << data.draw(st.integers(0, 7))
-        elif kind == "insert":
-            mutated[position:position] = data.draw(st.binary(min_size=1, max_size=6))
-        elif mutated:
-            del mutated[position : position + data.draw(st.integers(1, 6))]
     try:
-        audio, _ = decompress(bytes(mutated), tiny)
+        audio, _ = decompress(mutate(framed[2], data), tiny)
     except (ValueError, EOFError):
         return
     assert audio.shape == (2, 1000) and np.isfinite(audio).all()
@@ -576,18 +581,8 @@ def test_bad_deterministic_files(deterministic):
 @given(data=st.data())
 def test_fuzzed_deterministic_files_fail_cleanly(deterministic, data):
     model, _, coded, _ = deterministic
-    mutated = bytearray(coded)
-    for _ in range(data.draw(st.integers(1, 3))):
-        position = data.draw(st.integers(0, max(0, len(mutated) - 1)))
-        kind = data.draw(st.sampled_from(["flip", "insert", "delete"]))
-        if kind == "flip" and mutated:
-            mutated[position] ^= 1 << data.draw(st.integers(0, 7))
-        elif kind == "insert":
-            mutated[position:position] = data.draw(st.binary(min_size=1, max_size=4))
-        elif mutated:
-            del mutated[position : position + data.draw(st.integers(1, 4))]
     try:
-        audio, _ = decompress(bytes(mutated), model)
+        audio, _ = decompress(mutate(coded, data), model)
     except (ValueError, EOFError):
         return
     assert audio.shape[0] == 2 and np.isfinite(audio).all()
