@@ -279,8 +279,10 @@ def deterministic_cdf(probabilities: torch.Tensor, with_risk: bool = True):
 
     Returns (cdf (..., card), whole numbers over [0, 2**TOTAL_RANGE_BITS] held exactly in float64, and risky
     (...) bool), or the cdf alone with `with_risk=False` (the decoder reads the risky positions from the file).
-    `probabilities` is overwritten (these tensors are large when encoding and made per step when decoding). Each p is floored to n = floor(p * 2**16); the range is floor(n * (2**24 - 2 * card) / 2**16) + 2,
-    the original's formula (`quantized_cdf` with roundoff 2**-16 and alpha = 2 * card / 2**24). Every step is exact
+    `probabilities` is overwritten (these tensors are large when encoding and made per step when decoding).
+
+    Each p is floored to n = floor(p * 2**16); the range is floor(n * (2**24 - 2 * card) / 2**16) + 2, the
+    original's formula (`quantized_cdf` with roundoff 2**-16 and alpha = 2 * card / 2**24). Every step is exact
     in float64: n < 2**17, n * (2**24 - 2 * card) < 2**41, and the sums stay under 2**25.
 
     Example, card 2, p = (0.3, 0.7): p * 2**16 = (19660.8, 45875.2), n = (19660, 45875), fractions .8 and .2 (not
@@ -330,9 +332,9 @@ class DeterministicRunner:
         self.eps = transformer.norm_in.eps
         self.past_context, self.max_period = transformer.past_context, transformer.max_period
         # all output heads as one matrix, so that a step is one product: (K * card, C), codebook-major
-        self.heads = torch.cat([self.weights[f"linears.{k}.weight"] for k in range(codebooks)])
-        self.head_bias = torch.cat([self.weights[f"linears.{k}.bias"] for k in range(codebooks)])
-        self.embeddings = torch.cat([self.weights[f"emb.{k}.weight"] for k in range(codebooks)])  # (K * (card + 1), C)
+        self.heads = torch.cat([self.weights.pop(f"linears.{k}.weight") for k in range(codebooks)])
+        self.head_bias = torch.cat([self.weights.pop(f"linears.{k}.bias") for k in range(codebooks)])
+        self.embeddings = torch.cat([self.weights.pop(f"emb.{k}.weight") for k in range(codebooks)])  # (K*(card+1), C)
         self.positions = torch.zeros(1, 0, self.dim, dtype=torch.float64, device=device)
         self.frames = 0  # frames consumed so far
         # Key/value buffers with room for the window and one block; `self.cached` entries are filled. Writing in

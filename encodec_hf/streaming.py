@@ -189,6 +189,13 @@ class _Pipeline:
         return x
 
 
+def _frame_pipeline(config, layers) -> _Pipeline:
+    """The frame-by-frame pipeline over `layers`, for causal models only."""
+    if not config.use_causal_conv:
+        raise ValueError("frame streaming needs a causal model (the 24 kHz one); this model is not causal")
+    return _Pipeline(layers)
+
+
 class _ResnetState:
     """Both branches of a residual block stream at their own pace; their sum is emitted as far as both reach."""
 
@@ -253,9 +260,7 @@ class StreamEncoder(_Stream):
             self.offset = 0  # absolute position of held[0]
             self.total = 0
         else:
-            if not config.use_causal_conv:
-                raise ValueError("frame streaming needs a causal model (the 24 kHz one); this model is not causal")
-            self.pipeline = _Pipeline(model.encoder.layers)
+            self.pipeline = _frame_pipeline(config, model.encoder.layers)
 
     def _check(self, audio: torch.Tensor) -> None:
         if not isinstance(audio, torch.Tensor) or audio.dim() != 3:
@@ -335,9 +340,7 @@ class StreamDecoder(_Stream):
             self.offset = 0
             self.index = 0
         else:
-            if not config.use_causal_conv:
-                raise ValueError("frame streaming needs a causal model (the 24 kHz one); this model is not causal")
-            self.pipeline = _Pipeline(model.decoder.layers)
+            self.pipeline = _frame_pipeline(config, model.decoder.layers)
 
     def _check_codes(self, codes: torch.Tensor) -> None:
         config = self.model.config
