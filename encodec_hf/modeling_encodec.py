@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,7 +176,8 @@ class _CachedWeight:
         self.key, self.value = None, None
 
     def get(self, conv: nn.Module) -> torch.Tensor:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            # Under torch.compile the weight is part of the graph (inductor folds it); no Python-side cache.
             return conv.weight.unsqueeze(2)
         if hasattr(conv, "parametrizations"):
             params = (conv.parametrizations.weight.original0, conv.parametrizations.weight.original1)
@@ -276,12 +278,48 @@ class EncodecConvTranspose1d(nn.Module):
         return hidden_states[..., self.padding_left : end]
 
 
+class EncodecLSTMLayers(nn.Module):
+    """A stack of unidirectional LSTM layers with `nn.LSTM`'s parameter names (`weight_ih_l0`, ...), run by the
+    same kernel `nn.LSTM` runs (`torch.lstm`), so outputs are bit for bit `nn.LSTM`'s.
+
+    Written by hand rather than using `nn.LSTM` because torch.compile (Dynamo) refuses to trace `nn.LSTM`
+    modules and breaks the graph around them; this module is plain parameters and one traceable operator.
+    On CUDA the weights are not in cuDNN's single flat buffer, so cuDNN packs them at each call (8 MB for the
+    48 kHz model) and PyTorch warns once about it; the warning is filtered for this module.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int):
+        super().__init__()
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        for layer in range(num_layers):
+            width = input_size if layer == 0 else hidden_size
+            self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(4 * hidden_size, width)))
+            self.register_parameter(f"weight_hh_l{layer}", nn.Parameter(torch.empty(4 * hidden_size, hidden_size)))
+            self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(4 * hidden_size)))
+            self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(4 * hidden_size)))
+
+    def forward(self, sequence: torch.Tensor, state: tuple | None = None):
+        # (T, B, input_size) -> (T, B, hidden_size), and the final (h, c), each (num_layers, B, hidden_size)
+        if state is None:
+            zeros = sequence.new_zeros(self.num_layers, sequence.shape[1], self.hidden_size)
+            state = (zeros, zeros)
+        weights = [getattr(self, f"{kind}_l{layer}") for layer in range(self.num_layers)
+                   for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        out, hidden, cell = torch.lstm(sequence, state, weights, True, self.num_layers, 0.0, False, False, False)
+        return out, (hidden, cell)
+
+
+# cuDNN's note that these weights are packed at every call (see EncodecLSTMLayers), for this module only.
+warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous",
+                        category=UserWarning, module=__name__)
+
+
 class EncodecLSTM(nn.Module):
     """Multi-layer LSTM over time with a skip connection, in convolution layout."""
 
     def __init__(self, config: EncodecConfig, dimension: int):
         super().__init__()
-        self.lstm = nn.LSTM(dimension, dimension, config.num_lstm_layers)
+        self.lstm = EncodecLSTMLayers(dimension, dimension, config.num_lstm_layers)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if hidden_states.dim() == 4:  # (B, C, 1, T) channels_last: memory is already (B, T, C)
@@ -310,9 +348,10 @@ class EncodecResnetBlock(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         residual = hidden_states
-        for layer in self.block:
-            hidden_states = layer(hidden_states)
-        return self.shortcut(residual) + hidden_states
+        hidden_states = _run_layers(self.block, hidden_states, channels_last=False)
+        if torch.is_grad_enabled():
+            return self.shortcut(residual) + hidden_states
+        return hidden_states.add_(self.shortcut(residual))  # the same sum (addition commutes exactly), in place
 
 
 class EncodecEncoder(nn.Module):
@@ -339,11 +378,21 @@ class EncodecEncoder(nn.Module):
 
 
 def _run_layers(layers: nn.ModuleList, hidden_states: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """Run (B, C, T) through `layers`, in (B, C, 1, T) channels_last memory when asked; returns (B, C', T')."""
+    """Run (B, C, T) through `layers`, in (B, C, 1, T) channels_last memory when asked; returns (B, C', T').
+
+    Without autograd, an ELU whose input is an earlier layer's output (never the caller's tensor) runs in place:
+    the same values, without allocating another activation-sized buffer (fresh buffers cost page faults).
+    """
     if channels_last:
         hidden_states = _to_channels_last(hidden_states.unsqueeze(2))
+    in_place = not torch.is_grad_enabled()
+    owned = False  # whether hidden_states is a temporary made here, safe to overwrite
     for layer in layers:
-        hidden_states = layer(hidden_states)
+        if in_place and owned and type(layer) is nn.ELU:
+            hidden_states = nn.functional.elu_(hidden_states, layer.alpha)
+        else:
+            hidden_states = layer(hidden_states)
+        owned = True
     return hidden_states.squeeze(2) if channels_last else hidden_states
 
 
@@ -473,7 +522,7 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
         elif isinstance(module, nn.GroupNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, nn.LSTM):
+        elif isinstance(module, (nn.LSTM, EncodecLSTMLayers)):
             for name, param in module.named_parameters():
                 if "weight" in name:
                     init.xavier_uniform_(param)

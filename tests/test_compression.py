@@ -111,7 +111,8 @@ def test_bad_files(tiny, good_file):
         (rewrite(good_file, al=2000), EOFError, "truncated"),
         (rewrite(good_file, al=-5), ValueError, "audio length"),
         (rewrite(good_file, nc=7), ValueError, "codebook count"),
-        (rewrite(good_file, nc=1), ValueError, "more than its metadata"),
+        # fewer codebooks than written: the reader runs out of chunks early, or reads code bytes as a scale
+        (rewrite(good_file, nc=1), ValueError, "more than its metadata|is not a positive finite number"),
         (rewrite(good_file, lm=True), ValueError, "language model"),
         (rewrite(good_file, lm="yes"), ValueError, "'lm' field"),
         (rewrite(good_file, m="encodec_48khz"), ValueError, "made with 'encodec_48khz'"),

@@ -50,7 +50,9 @@ def test_tiny_causal_streams_one_sample_at_a_time():
         decoded = torch.cat(split_push(model.stream_decoder(), offline, 0, 1), dim=-1)  # whole frames
         reference = model.decode(offline[None], [None]).audio_values
     assert torch.equal(codes, offline)
-    torch.testing.assert_close(decoded, reference, rtol=1e-5, atol=1e-6)
+    # float rounding differs (windows against whole-clip channels_last kernels): allow 1e-6 of the peak, since
+    # random weights make the audio's scale arbitrary (about 10 here)
+    torch.testing.assert_close(decoded, reference, rtol=1e-5, atol=1e-6 * float(reference.abs().max()))
 
 
 def test_startup_delay(model_24k):
