@@ -6,9 +6,11 @@ Same random weights (an EnCodec 0.1.1 model converted with encodec-hf), same inp
 
 Each (implementation, model, length) runs in a fresh subprocess, so that the peak-memory column (growth of the
 process's peak resident memory over its state after loading the model and the input) is its own. Rows:
-"encodec-hf" is the default (exact encoding, channels_last decoding), "fast" adds `fast_encoding=True`, "bf16"
-loads the model with `dtype=torch.bfloat16`. Times are the
-best of `--repeats` runs of encode + decode at 6 kbps after one warm-up. "error" is the decoded audio's relative
+"encodec-hf" is the default (exact encoding, channels_last decoding), "fast" adds `fast_encoding=True`, "fast
+compiled" also runs `model.encoder.compile()` and `model.decoder.compile()` (the warm-up call compiles; its time,
+"first call", is reported apart; "encodec-hf compiled", only when named in `--impls`, compiles the exact layout),
+"bf16" loads the model with `dtype=torch.bfloat16`. Times are the best of
+`--repeats` runs of encode + decode at 6 kbps after one warm-up. "error" is the decoded audio's relative
 L2 error against the original's output, and "codes" the share of codes that differ from the original's.
 """
 
@@ -28,7 +30,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-IMPLEMENTATIONS = ("encodec-hf", "encodec-hf fast", "encodec-hf bf16", "transformers", "original")
+IMPLEMENTATIONS = ("encodec-hf", "encodec-hf fast", "encodec-hf fast compiled", "encodec-hf bf16", "transformers",
+                   "original")
+OPTIONAL_IMPLEMENTATIONS = ("encodec-hf compiled",)  # only with --impls: the exact layout, compiled
 BANDWIDTH = 6.0
 
 
@@ -75,7 +79,10 @@ def worker(args) -> None:
 
         dtype = torch.bfloat16 if args.impl.endswith("bf16") else torch.float32
         model = EncodecModel.from_pretrained(args.folder, dtype=dtype).eval()
-        model.fast_encoding = args.impl.endswith("fast")
+        model.fast_encoding = "fast" in args.impl
+        if args.impl.endswith("compiled"):
+            model.encoder.compile()
+            model.decoder.compile()
         mask = torch.ones(1, length, dtype=torch.bool)
 
         def run():
@@ -91,7 +98,9 @@ def worker(args) -> None:
 
     with torch.inference_mode():
         base = peak_rss_mb()  # model and input loaded; what the run adds on top is its own
-        run()  # warm-up
+        start = time.perf_counter()
+        run()  # warm-up (and compilation, for the compiled row)
+        first = time.perf_counter() - start
         best = float("inf")
         for _ in range(args.repeats):
             start = time.perf_counter()
@@ -100,7 +109,7 @@ def worker(args) -> None:
         grown = peak_rss_mb() - base
     np.save(args.output + ".codes.npy", codes.numpy())
     np.save(args.output + ".audio.npy", audio_values.float().numpy())
-    print(json.dumps({"seconds": best, "peak_mb": grown}))
+    print(json.dumps({"seconds": best, "peak_mb": grown, "first_seconds": first}))
 
 
 def build_weights(model_name: str, folder: Path) -> tuple[Path, Path]:
@@ -121,7 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[5.0, 30.0])
     parser.add_argument("--models", nargs="+", default=["encodec_48khz", "encodec_24khz"])
-    parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS)
+    parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS + OPTIONAL_IMPLEMENTATIONS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -160,7 +169,8 @@ def main() -> None:
                 base = results.get("transformers")
                 for impl, stats in results.items():
                     row = {"model": model_name, "seconds": seconds, "impl": impl,
-                           "rtf": seconds / stats["seconds"], "peak_mb": stats["peak_mb"]}
+                           "rtf": seconds / stats["seconds"], "peak_mb": stats["peak_mb"],
+                           "first": stats["first_seconds"]}
                     row["vs_transformers"] = base["seconds"] / stats["seconds"] if base else None
                     if reference is not None and impl != "original":
                         ref_audio = reference["audio"]
@@ -176,15 +186,16 @@ def main() -> None:
     print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, {args.threads} threads; encode + decode at {BANDWIDTH:g} kbps, best of "
           f"{args.repeats}.\n")
-    print("| model | audio | implementation | x real time | vs transformers | peak memory | error vs original | codes differing |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | audio | implementation | x real time | vs transformers | peak memory | error vs original | "
+          "codes differing | first call |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         ratio = f"{row['vs_transformers']:.2f}x" if row.get("vs_transformers") else "-"
         error = f"{row['error']:.1e}" if row.get("error") is not None else "-"
         codes = (f"{100 * row['codes']:.3f} %" if row.get("codes") is not None else
                  ("-" if row["impl"] == "original" else "n/a"))
         print(f"| {row['model']} | {row['seconds']:g} s | {row['impl']} | {row['rtf']:.1f} | {ratio} | "
-              f"{row['peak_mb']:.0f} MB | {error} | {codes} |")
+              f"{row['peak_mb']:.0f} MB | {error} | {codes} | {row['first']:.1f} s |")
 
 
 if __name__ == "__main__":
