@@ -9,6 +9,7 @@ from conftest import tiny_config, tiny_model
 from encodec_hf import EncodecFeatureExtractor, EncodecModel
 from encodec_hf.modeling_encodec import (
     EncodecConv1d,
+    EncodecLSTMLayers,
     conv_extra_padding,
     linear_overlap_add,
     num_frames,
@@ -147,6 +148,25 @@ def test_silence_encodes_and_decodes():
         x = torch.zeros(1, model.config.audio_channels, 800)
         out = model(x).audio_values
         assert torch.isfinite(out).all() and out.shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lstm_layers_are_nn_lstm_bit_for_bit(dtype):
+    """The compile-friendly LSTM stack: nn.LSTM's parameter names and, loaded with its weights, its exact outputs
+    and final state, from zeros and from a given state (streaming passes one)."""
+    torch.manual_seed(0)
+    reference = torch.nn.LSTM(24, 24, 2).to(dtype)
+    ours = EncodecLSTMLayers(24, 24, 2).to(dtype)
+    assert [name for name, _ in ours.named_parameters()] == [name for name, _ in reference.named_parameters()]
+    ours.load_state_dict(reference.state_dict())
+    sequence = torch.randn(37, 3, 24, dtype=dtype)  # (T, B, C)
+    state = (torch.randn(2, 3, 24, dtype=dtype), torch.randn(2, 3, 24, dtype=dtype))
+    with torch.no_grad():
+        for args in [(sequence,), (sequence, state)]:
+            expected, (expected_h, expected_c) = reference(*args)
+            out, (h, c) = ours(*args)
+            assert out.dtype == dtype and out.shape == (37, 3, 24)
+            assert torch.equal(out, expected) and torch.equal(h, expected_h) and torch.equal(c, expected_c)
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------------
