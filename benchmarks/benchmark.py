@@ -9,9 +9,9 @@ process's peak resident memory over its state after loading the model and the in
 "encodec-hf" is the default (exact encoding, channels_last decoding), "fast" adds `fast_encoding=True`, "fast
 compiled" also runs `model.encoder.compile()` and `model.decoder.compile()` (the warm-up call compiles; its time,
 "first call", is reported apart; "encodec-hf compiled", only when named in `--impls`, compiles the exact layout),
-"bf16" loads the model with `dtype=torch.bfloat16`. Times are the best of
-`--repeats` runs of encode + decode at 6 kbps after one warm-up. "error" is the decoded audio's relative
-L2 error against the original's output, and "codes" the share of codes that differ from the original's.
+"bf16" loads the model with `dtype=torch.bfloat16`. Times are the best of `--repeats` runs of encode + decode at
+6 kbps after one warm-up. "error" is the decoded audio's relative L2 error against the original's output, and
+"codes" the share of codes that differ from the original's.
 """
 
 from __future__ import annotations
@@ -130,7 +130,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[5.0, 30.0])
     parser.add_argument("--models", nargs="+", default=["encodec_48khz", "encodec_24khz"])
-    parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS + OPTIONAL_IMPLEMENTATIONS)
+    parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS),
+                        choices=IMPLEMENTATIONS + OPTIONAL_IMPLEMENTATIONS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

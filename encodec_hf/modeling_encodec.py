@@ -377,22 +377,27 @@ class EncodecEncoder(nn.Module):
         return _run_layers(self.layers, hidden_states, channels_last)
 
 
+# Layers whose output is always a new tensor (a convolution's, a sum's), never a view of their input.
+_FRESH_OUTPUT_LAYERS = (EncodecConv1d, EncodecConvTranspose1d, EncodecLSTM, EncodecResnetBlock)
+
+
 def _run_layers(layers: nn.ModuleList, hidden_states: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """Run (B, C, T) through `layers`, in (B, C, 1, T) channels_last memory when asked; returns (B, C', T').
 
-    Without autograd, an ELU whose input is an earlier layer's output (never the caller's tensor) runs in place:
-    the same values, without allocating another activation-sized buffer (fresh buffers cost page faults).
+    Without autograd, an ELU that follows one of this file's layers (each returns a new tensor, never the caller's)
+    runs in place: the same values, without allocating another activation-sized buffer (fresh buffers cost page
+    faults).
     """
     if channels_last:
         hidden_states = _to_channels_last(hidden_states.unsqueeze(2))
     in_place = not torch.is_grad_enabled()
-    owned = False  # whether hidden_states is a temporary made here, safe to overwrite
+    fresh = False  # whether hidden_states is a new tensor made by the previous layer, safe to overwrite
     for layer in layers:
-        if in_place and owned and type(layer) is nn.ELU:
+        if in_place and fresh and type(layer) is nn.ELU:
             hidden_states = nn.functional.elu_(hidden_states, layer.alpha)
         else:
             hidden_states = layer(hidden_states)
-        owned = True
+        fresh = isinstance(layer, _FRESH_OUTPUT_LAYERS)
     return hidden_states.squeeze(2) if channels_last else hidden_states
 
 
