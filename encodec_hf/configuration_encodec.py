@@ -17,6 +17,8 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import PretrainedConfig
 from transformers.generation.configuration_utils import GenerationConfig
 
+from .processing import chunk_sizes
+
 PRESETS = ("encodec_24khz", "encodec_32khz", "encodec_48khz")
 
 # Keys that `PretrainedConfig` itself understands or writes into config.json. Anything else that is not a field
@@ -190,16 +192,12 @@ class EncodecConfig(PretrainedConfig):
     @property
     def chunk_length(self) -> int | None:
         """Samples per chunk (48 kHz model: 48,000), or None when the model encodes the whole clip at once."""
-        if self.chunk_length_s is None:
-            return None
-        return int(self.chunk_length_s * self.sampling_rate)
+        return chunk_sizes(self.chunk_length_s, self.overlap, self.sampling_rate)[0]
 
     @property
     def chunk_stride(self) -> int | None:
         """Samples between chunk starts (48 kHz model: int(0.99 * 48,000) = 47,520), or None."""
-        if self.chunk_length_s is None or self.overlap is None:
-            return None
-        return max(1, int((1.0 - self.overlap) * self.chunk_length))
+        return chunk_sizes(self.chunk_length_s, self.overlap, self.sampling_rate)[1]
 
     @property
     def hop_length(self) -> int:

@@ -15,6 +15,21 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 
+def chunk_sizes(chunk_length_s: float | None, overlap: float | None, sampling_rate: int) -> tuple:
+    """(chunk_length, chunk_stride) in samples, as EnCodec 0.1.1 derives them; (None, None) without chunking.
+
+    Worked example, the 48 kHz model (1 s chunks, 1 % overlap): chunk_length = int(1.0 * 48,000) = 48,000 and
+    chunk_stride = max(1, int(0.99 * 48,000)) = 47,520. With `chunk_length_s` but no `overlap`:
+    (chunk_length, None), which does not chunk either.
+    """
+    if chunk_length_s is None:
+        return None, None
+    chunk_length = int(chunk_length_s * sampling_rate)
+    if overlap is None:
+        return chunk_length, None
+    return chunk_length, max(1, int((1.0 - overlap) * chunk_length))
+
+
 def plan_chunks(length: int, chunk_length: int | None, chunk_stride: int | None) -> list[tuple[int, int]]:
     """Where each chunk of a clip of `length` samples starts and how many real samples it holds.
 
@@ -163,15 +178,11 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
 
     @property
     def chunk_length(self) -> int | None:
-        if self.chunk_length_s is None:
-            return None
-        return int(self.chunk_length_s * self.sampling_rate)
+        return chunk_sizes(self.chunk_length_s, self.overlap, self.sampling_rate)[0]
 
     @property
     def chunk_stride(self) -> int | None:
-        if self.chunk_length_s is None or self.overlap is None:
-            return None
-        return max(1, int((1.0 - self.overlap) * self.chunk_length))
+        return chunk_sizes(self.chunk_length_s, self.overlap, self.sampling_rate)[1]
 
     def chunk_plan(self, length: int) -> list[tuple[int, int]]:
         """`plan_chunks` for this model: (start, real samples) of each chunk of a `length`-sample clip."""

@@ -4,10 +4,18 @@ import torch
 import transformers
 
 from encodec_hf import EncodecConfig, EncodecFeatureExtractor
-from encodec_hf.processing import convert_channels, plan_chunks, resample
+from encodec_hf.processing import chunk_sizes, convert_channels, plan_chunks, resample
 
 
 # -- the chunk plan ---------------------------------------------------------------------------------------------
+
+def test_chunk_sizes_worked_examples():
+    assert chunk_sizes(1.0, 0.01, 48_000) == (48_000, 47_520)  # the 48 kHz model
+    assert chunk_sizes(None, 0.01, 48_000) == (None, None)
+    assert chunk_sizes(None, None, 24_000) == (None, None)  # the 24 kHz model
+    assert chunk_sizes(0.5, None, 24_000) == (12_000, None)
+    assert chunk_sizes(0.01, 0.99, 100) == (1, 1)  # int(0.01 * 1) = 0: the stride never drops below one sample
+
 
 def test_plan_chunks_worked_examples():
     assert plan_chunks(100_000, 48_000, 47_520) == [(0, 48_000), (47_520, 48_000), (95_040, 4_960)]
