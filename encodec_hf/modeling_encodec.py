@@ -177,7 +177,7 @@ class _CachedWeight:
 
     def get(self, conv: nn.Module) -> torch.Tensor:
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            # Under torch.compile the weight is part of the graph (inductor folds it); no Python-side cache.
+            # Under torch.compile the weight is computed inside the graph; no Python-side cache to trace.
             return conv.weight.unsqueeze(2)
         if hasattr(conv, "parametrizations"):
             params = (conv.parametrizations.weight.original0, conv.parametrizations.weight.original1)
