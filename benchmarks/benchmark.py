@@ -47,8 +47,7 @@ def worker(args) -> None:
     audio = torch.from_numpy(np.load(args.input))[None]  # (1, C, T)
     length = audio.shape[-1]
     if args.impl == "original":
-        sys.path.insert(0, str(ROOT / "tests"))
-        from reference import import_original_encodec
+        from encodec_hf.testing import import_original_encodec
 
         encodec = import_original_encodec()
         factory = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
@@ -79,18 +78,17 @@ def worker(args) -> None:
 
         dtype = torch.bfloat16 if args.impl.endswith("bf16") else torch.float32
         model = EncodecModel.from_pretrained(args.folder, dtype=dtype).eval()
-        model.fast_encoding = "fast" in args.impl
+        fast_encoding = "fast" in args.impl
         if args.impl.endswith("compiled"):
             model.encoder.compile()
             model.decoder.compile()
         mask = torch.ones(1, length, dtype=torch.bool)
 
         def run():
-            enc = model.encode(audio, mask, bandwidth=BANDWIDTH)
+            enc = model.encode(audio, mask, bandwidth=BANDWIDTH, fast_encoding=fast_encoding)
             audio_values = model.decode(enc.audio_codes, enc.audio_scales, mask).audio_values
             # the original's frames, concatenated: each chunk's real frames only
-            from encodec_hf.modeling_encodec import num_frames
-            from encodec_hf.processing import plan_chunks
+            from encodec_hf.chunking import num_frames, plan_chunks
             plan = plan_chunks(length, model.config.chunk_length, model.config.chunk_stride)
             codes = torch.cat([enc.audio_codes[i, :, :, : num_frames(size, model.config.hop_length)]
                                for i, (_, size) in enumerate(plan)], dim=-1)
@@ -114,9 +112,8 @@ def worker(args) -> None:
 
 def build_weights(model_name: str, folder: Path) -> tuple[Path, Path]:
     """An EnCodec 0.1.1 checkpoint with random weights and fitted codebooks, and its converted folder."""
-    sys.path.insert(0, str(ROOT / "tests"))
     import torch
-    from reference import original_model
+    from encodec_hf.testing import original_model
 
     from encodec_hf.convert_encodec import convert_checkpoint
 

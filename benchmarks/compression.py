@@ -27,13 +27,12 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 BANDWIDTH = 6.0
 
 
 def build(model_name: str, folder: Path):
     """The original model with a random language model attached, and our converted folder."""
-    from reference import import_original_encodec, original_model
+    from encodec_hf.testing import import_original_encodec, original_model
 
     from encodec_hf.convert_encodec import convert_checkpoint
 

@@ -1,9 +1,12 @@
 """encodec-hf: the EnCodec neural audio codec as a Hugging Face model package.
 
-    from encodec_hf import EncodecModel, EncodecFeatureExtractor
+    from encodec_hf import EncodecModel, EncodecFeatureExtractor, compress, decompress
 """
 
-from .configuration_encodec import EncodecConfig
+from .audio_io import read_audio, write_audio
+from .configuration_encodec import EncodecConfig, EncodecLanguageModelConfig
+from .ecdc import compress, compress_file, decompress, decompress_file
+from .language_model import EncodecLanguageModel
 from .modeling_encodec import (
     EncodecDecoderOutput,
     EncodecEncoderOutput,
@@ -47,4 +50,12 @@ __all__ = [
     "tokenize_dataset",
     "decode_tokens",
     "tokenization_metadata",
+    "compress",
+    "decompress",
+    "compress_file",
+    "decompress_file",
+    "EncodecLanguageModel",
+    "EncodecLanguageModelConfig",
+    "read_audio",
+    "write_audio",
 ]

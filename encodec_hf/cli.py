@@ -27,26 +27,23 @@ class CommandError(Exception):
 
 
 def read_audio(path: str | Path):
-    """Read a file with soundfile as float32 (channels, samples) and its sample rate."""
-    import soundfile
+    """`audio_io.read_audio`, its errors as one line: float32 (channels, samples) and the sample rate."""
+    from . import audio_io
 
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (OSError, RuntimeError, soundfile.LibsndfileError) as error:
-        raise CommandError(f"cannot read audio from {str(path)!r}: {error}") from error
-    return data.T, rate  # (T, C) -> (C, T)
+        return audio_io.read_audio(Path(path))
+    except ValueError as error:
+        raise CommandError(str(error)) from error
 
 
 def write_audio(path: str | Path, audio, sample_rate: int) -> None:
-    """Write (channels, samples) float audio as 16-bit PCM, clipped to +-0.99 as EnCodec 0.1.1 saves it."""
-    import numpy as np
-    import soundfile
+    """`audio_io.write_audio` (16-bit PCM, clipped to +-0.99 as EnCodec 0.1.1 saves it), errors as one line."""
+    from . import audio_io
 
-    audio = np.clip(np.asarray(audio, dtype=np.float32), -0.99, 0.99).T  # (C, T) -> (T, C)
     try:
-        soundfile.write(str(path), audio, sample_rate, subtype="PCM_16")
-    except (OSError, RuntimeError, TypeError, ValueError, soundfile.LibsndfileError) as error:
-        raise CommandError(f"cannot write audio to {str(path)!r}: {error}") from error
+        audio_io.write_audio(path, audio, sample_rate)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
 
 
 def load_model(name_or_path: str):
@@ -74,8 +71,9 @@ def load_model(name_or_path: str):
     return model.eval(), extractor
 
 
-def _progress_bar(model, seconds: float, stages: tuple[str, ...] = ("encode", "decode")):
-    """A tqdm bar over the chunks of each stage in turn, for files long enough to need one."""
+def _progress_bar(seconds: float, stages: tuple[str, ...] = ("encode", "decode")):
+    """A tqdm bar over the chunks of each stage in turn, for files long enough to need one, and the `progress`
+    function to pass to encode / decode: (bar, progress)."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=None, unit="chunk", disable=seconds < PROGRESS_MIN_SECONDS, leave=False)
@@ -86,8 +84,7 @@ def _progress_bar(model, seconds: float, stages: tuple[str, ...] = ("encode", "d
         bar.set_description(stage)
         bar.refresh()
 
-    model.progress_callback = update
-    return bar
+    return bar, update
 
 
 def _default_bandwidth(model, requested):
@@ -112,14 +109,14 @@ def roundtrip(args) -> int:
 
     inputs = extractor(audio, sampling_rate=rate, return_tensors="pt")
     seconds = inputs["input_values"].shape[-1] / model.config.sampling_rate
-    bar = _progress_bar(model, seconds)
+    bar, progress = _progress_bar(seconds)
     start = time.perf_counter()
     with torch.inference_mode():
-        encoded = model.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=bandwidth)
-        decoded = model.decode(encoded.audio_codes, encoded.audio_scales, inputs["padding_mask"]).audio_values
+        encoded = model.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=bandwidth, progress=progress)
+        decoded = model.decode(encoded.audio_codes, encoded.audio_scales, inputs["padding_mask"],
+                               progress=progress).audio_values
     elapsed = time.perf_counter() - start
     bar.close()
-    model.progress_callback = None
     write_audio(output, decoded[0].float().numpy(), model.config.sampling_rate)
 
     codebooks = encoded.audio_codes.shape[2]
@@ -130,16 +127,16 @@ def roundtrip(args) -> int:
 
 
 def compress_command(args) -> int:
-    from .compression import compress
+    from .ecdc import compress
 
     output = _check_output(args.output, args.force)
     audio, rate = read_audio(args.input)
     model, extractor = load_model(args.model)
     seconds = audio.shape[-1] / rate
-    bar = _progress_bar(model, seconds, ("encode",))
+    bar, progress = _progress_bar(seconds, ("encode",))
     start = time.perf_counter()
     data = compress(model, audio, rate, bandwidth=_default_bandwidth(model, args.bandwidth), use_lm=args.lm,
-                    feature_extractor=extractor, container_version=args.container)
+                    feature_extractor=extractor, container_version=args.container, progress=progress)
     elapsed = time.perf_counter() - start
     bar.close()
     output.write_bytes(data)
@@ -151,7 +148,7 @@ def compress_command(args) -> int:
 def decompress_command(args) -> int:
     import numpy as np
 
-    from .compression import decompress
+    from .ecdc import decompress
 
     output = _check_output(args.output, args.force)
     try:
@@ -159,10 +156,10 @@ def decompress_command(args) -> int:
     except OSError as error:
         raise CommandError(f"cannot read {args.input!r}: {error}") from error
     model, _ = load_model(args.model)
-    bar = _progress_bar(model, len(data) / 1000, ("decode",))  # ~ seconds at 6-8 kbps
+    bar, progress = _progress_bar(len(data) / 1000, ("decode",))  # ~ seconds at 6-8 kbps
     start = time.perf_counter()
     try:
-        audio, rate = decompress(data, model)
+        audio, rate = decompress(data, model, progress=progress)
     except EOFError as error:
         raise CommandError(f"{args.input}: {error}") from error
     elapsed = time.perf_counter() - start

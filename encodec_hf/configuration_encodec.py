@@ -17,7 +17,7 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import PretrainedConfig
 from transformers.generation.configuration_utils import GenerationConfig
 
-from .processing import chunk_sizes
+from .chunking import chunk_sizes
 
 PRESETS = ("encodec_24khz", "encodec_32khz", "encodec_48khz")
 
@@ -242,6 +242,47 @@ class EncodecConfig(PretrainedConfig):
         return value
 
 
+class EncodecLanguageModelConfig(PretrainedConfig):
+    r"""Configuration of EnCodec's entropy-coding language model (`EncodecLanguageModel`), saved in a model folder's
+    `language_model/` subfolder.
+
+    Args:
+        num_codebooks (`int`): codebooks the model predicts (the codec's: 32 at 24 kHz, 16 at 48 kHz).
+        codebook_size (`int`): entries per codebook (1024).
+        past_context (`int`): frames the attention looks back: int(3.5 x frame rate) in the original.
+        dim, num_layers, num_heads (`int`), hidden_scale (`float`): the Transformer's width, depth, heads and
+            feed-forward ratio (the original: 200, 5, 8, 4.0).
+    """
+
+    model_type = "encodec_hf_language_model"
+
+    num_codebooks: int = 32
+    codebook_size: int = 1024
+    past_context: int = 262
+    dim: int = 200
+    num_layers: int = 5
+    num_heads: int = 8
+    hidden_scale: float = 4.0
+
+    def __post_init__(self, **kwargs):
+        for name in ("num_codebooks", "codebook_size", "past_context", "dim", "num_layers", "num_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of num_heads ({self.num_heads})")
+        if not 0 < float(self.hidden_scale) <= 64:
+            raise ValueError(f"hidden_scale must be in (0, 64], got {self.hidden_scale!r}")
+        kwargs.pop("model_type", None)
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def for_model(cls, config: EncodecConfig) -> "EncodecLanguageModelConfig":
+        """The original's architecture for an EnCodec configuration."""
+        return cls(num_codebooks=config.num_quantizers, codebook_size=config.codebook_size,
+                   past_context=int(3.5 * config.frame_rate))
+
+
 # `PretrainedConfig` is a strict dataclass whose type checks raise huggingface_hub's StrictDataclassError; a
 # user passing `sampling_rate="24k"` gets a ValueError like every other invalid setting instead.
 _strict_init = EncodecConfig.__init__
@@ -256,4 +297,4 @@ def _init_with_value_errors(self, *args, **kwargs):
 
 EncodecConfig.__init__ = _init_with_value_errors
 
-__all__ = ["EncodecConfig", "PRESETS"]
+__all__ = ["EncodecConfig", "EncodecLanguageModelConfig", "PRESETS"]

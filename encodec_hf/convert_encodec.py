@@ -92,7 +92,7 @@ def convert_state_dict(source: dict[str, torch.Tensor], config: EncodecConfig) -
 
 def convert_language_model(checkpoint: str | Path, config: EncodecConfig, output: str | Path) -> EncodecLanguageModel:
     """Convert an original `encodec_lm_24khz-*.th` / `encodec_lm_48khz-*.th` into the model folder `output`
-    (language_model.safetensors and its config), checking every key and shape. Its parameter names are the
+    (its `language_model/` subfolder), checking every key and shape. Its parameter names are the
     original's, so the key map is the identity."""
     state = load_original_state_dict(checkpoint)
     model = EncodecLanguageModel.for_model(config)

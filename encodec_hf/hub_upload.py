@@ -3,8 +3,7 @@
 A folder built here loads three ways, with the same tensors:
 - `transformers.AutoModel.from_pretrained(folder, trust_remote_code=True)` (and `AutoProcessor`,
   `AutoFeatureExtractor`, `AutoConfig`), for someone who has only transformers installed: the `auto_map`
-  entries point at the copies of `configuration_encodec.py`, `modeling_encodec.py`, `processing.py` and
-  `streaming.py`;
+  entries point at the copies of the files in `REMOTE_CODE` (the model's module and every module it imports);
 - `encodec_hf.EncodecModel.from_pretrained(folder)`;
 - `transformers.EncodecModel.from_pretrained(folder)`, whose numbers differ on the 48 kHz model's last chunk.
 
@@ -28,10 +27,11 @@ from .convert_encodec import convert_state_dict, load_original_state_dict
 from .modeling_encodec import EncodecModel
 from .processing import EncodecFeatureExtractor
 
-# modeling_encodec.py imports streaming.py (stream_encoder / stream_decoder) and language_model.py (from_pretrained
-# finds one in the folder): transformers copies every module the model's file imports, so they ship too.
+# The model's and processor's modules and every module they import (streaming.py for stream_encoder /
+# stream_decoder, language_model.py for the entropy-coding model, chunking.py for the arithmetic they share):
+# transformers copies what the auto_map names and their relative imports, so all of them ship.
 REMOTE_CODE = ("configuration_encodec.py", "modeling_encodec.py", "processing.py", "streaming.py",
-               "language_model.py")
+               "language_model.py", "chunking.py")
 CONFIG_AUTO_MAP = {
     "AutoConfig": "configuration_encodec.EncodecConfig",
     "AutoModel": "modeling_encodec.EncodecModel",
@@ -41,7 +41,7 @@ PROCESSOR_AUTO_MAP = {
     "AutoProcessor": "processing.EncodecFeatureExtractor",
 }
 FOLDER_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", *REMOTE_CODE)
-OPTIONAL_FILES = ("language_model.safetensors", "language_model_config.json")  # the entropy-coding LM, if any
+OPTIONAL_FILES = ("language_model",)  # the entropy-coding language model's subfolder, if the model has one
 META_LICENSE = "cc-by-nc-4.0"  # Meta's EnCodec weights
 OFFICIAL_CHECKPOINTS = {  # file names of the released weights -> the Hub model they are
     "encodec_24khz-d7cc33bc.th": "facebook/encodec_24khz",
@@ -209,10 +209,8 @@ def build_folder(source: Source, local_dir: str | Path, repo_id: str, license: s
     if strangers:
         raise HubUploadError(f"--local-dir {folder} holds other files ({', '.join(strangers[:5])}); "
                              f"use an empty folder")
-    source.model.save_pretrained(folder)  # safetensors, never pickle
+    source.model.save_pretrained(folder)  # safetensors, never pickle; the language model in language_model/
     source.extractor.save_pretrained(folder)
-    if source.model.language_model is not None:
-        source.model.language_model.save(folder)
     _add_auto_map(folder / "config.json", CONFIG_AUTO_MAP)
     _add_auto_map(folder / "preprocessor_config.json", PROCESSOR_AUTO_MAP)
     package = Path(__file__).resolve().parent
@@ -231,6 +229,14 @@ def check_folder(folder: str | Path, source_model: EncodecModel) -> None:
         raise HubUploadError(f"{folder} should hold exactly {', '.join(sorted(FOLDER_FILES))} (and optionally "
                              f"{', '.join(OPTIONAL_FILES)}); it holds {', '.join(present)}")
     reloaded = EncodecModel.from_pretrained(folder).eval()
+    if (source_model.language_model is None) != (reloaded.language_model is None):
+        raise HubUploadError(f"the built folder {folder} {'lacks' if reloaded.language_model is None else 'adds'} "
+                             f"the source model's language model; nothing was uploaded")
+    if source_model.language_model is not None:
+        expected_lm, got_lm = source_model.language_model.state_dict(), reloaded.language_model.state_dict()
+        if expected_lm.keys() != got_lm.keys() or not all(torch.equal(expected_lm[k], got_lm[k]) for k in expected_lm):
+            raise HubUploadError(f"the built folder {folder} does not hold the source model's language model; "
+                                 f"nothing was uploaded")
     config = source_model.config
     generator = torch.Generator().manual_seed(0)
     clip = torch.randn(1, config.audio_channels, config.sampling_rate // 2 + 17, generator=generator) * 0.1
@@ -244,7 +250,10 @@ def check_folder(folder: str | Path, source_model: EncodecModel) -> None:
 
 
 def describe_folder(folder: str | Path) -> list[tuple[str, int]]:
-    return [(p.name, p.stat().st_size) for p in sorted(Path(folder).iterdir())]
+    """(path in the repo, bytes) of every file in the folder, subfolders included; links are not followed."""
+    folder = Path(folder)
+    return [(p.relative_to(folder).as_posix(), p.stat().st_size) for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.is_symlink()]
 
 
 def _one_line(error: Exception) -> str:

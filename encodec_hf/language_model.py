@@ -5,10 +5,15 @@ it: a 5-layer Transformer (dimension 200, 8 heads, feed-forward 800, GELU) over 
 codebook, attending to at most `past_context` (3.5 s) frames back, with one output head per codebook. Arithmetic
 coding with those distributions cuts the bit rate by 25-40 %.
 
-The coder turns probabilities into integer ranges (`quantized_cdf`), so encoder and decoder must compute bit for
-bit the same probabilities: this module keeps the original's operations and their order (a streaming step per
-frame through `nn.TransformerEncoderLayer`), and its parameter names, so that its files and the original's decode
-on either side. The arithmetic coder is integer arithmetic over a 24-bit range, as in the original.
+The arithmetic coder (`encodec_hf.ecdc.coder`) turns probabilities into integer ranges, so encoder and decoder
+must compute bit for bit the same probabilities: this module keeps the original's operations and their order (a
+streaming step per frame through `nn.TransformerEncoderLayer`), and its parameter names, so that its files and the
+original's decode on either side.
+
+The model is a transformers `PreTrainedModel` with its own config (`EncodecLanguageModelConfig`), saved in a codec
+folder's `language_model/` subfolder; `EncodecModel.from_pretrained` loads it from there (local folders, the Hub
+and the offline cache alike) through `load_language_model`. Folders written before that layout, with
+`language_model.safetensors` and `language_model_config.json` beside the codec, still load.
 
 Version-1 files use a deterministic mode instead (`DeterministicRunner`, `deterministic_cdf`): float64
 probabilities, floored coarsely, so that batching, teacher forcing, threads or another machine no longer change
@@ -17,19 +22,20 @@ the bytes; see the comment above `PRECISION`.
 
 from __future__ import annotations
 
-import bisect
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedModel
 
+from .configuration_encodec import EncodecLanguageModelConfig
+
+LANGUAGE_MODEL_FOLDER = "language_model"  # the subfolder of a codec folder that holds the language model
+# The layout before the subfolder: two files beside the codec's. Still read; no longer written.
 WEIGHTS_NAME = "language_model.safetensors"
 CONFIG_NAME = "language_model_config.json"
-TOTAL_RANGE_BITS = 24
 
 
 def sin_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
@@ -87,29 +93,42 @@ class StreamingTransformer(nn.Module):
         return x, new_states, offset + steps
 
 
-class EncodecLanguageModel(nn.Module):
+class EncodecLanguageModel(PreTrainedModel):
     """Distributions of each frame's codes given the frames before it.
 
-    Args:
-        num_codebooks: codebooks the model predicts (the compression model's, e.g. 32 at 24 kHz).
-        codebook_size: entries per codebook (1024).
-        past_context: frames the attention looks back (int(3.5 x frame rate)).
+    Built from an `EncodecLanguageModelConfig`, or, as before, from its fields:
+    `EncodecLanguageModel(num_codebooks, codebook_size, past_context, dim=200, ...)`.
     """
 
-    def __init__(self, num_codebooks: int, codebook_size: int, past_context: int, dim: int = 200,
-                 num_layers: int = 5, num_heads: int = 8, hidden_scale: float = 4.0):
-        super().__init__()
-        self.config = dict(num_codebooks=num_codebooks, codebook_size=codebook_size, past_context=past_context,
-                           dim=dim, num_layers=num_layers, num_heads=num_heads, hidden_scale=hidden_scale)
-        self.transformer = StreamingTransformer(dim, hidden_scale, num_heads, num_layers, past_context)
+    config_class = EncodecLanguageModelConfig
+    base_model_prefix = "language_model"
+    main_input_name = "indices"
+
+    def __init__(self, config: EncodecLanguageModelConfig | int | None = None, *args, **kwargs):
+        if not isinstance(config, EncodecLanguageModelConfig):
+            fields = ("num_codebooks", "codebook_size", "past_context", "dim", "num_layers", "num_heads",
+                      "hidden_scale")
+            values = dict(zip(fields, (config, *args) if config is not None else args, strict=False))
+            config = EncodecLanguageModelConfig(**values, **kwargs)
+        elif args or kwargs:
+            raise ValueError("pass either an EncodecLanguageModelConfig or the config's fields, not both")
+        super().__init__(config)
+        dim = config.dim
+        self.transformer = StreamingTransformer(dim, config.hidden_scale, config.num_heads, config.num_layers,
+                                                config.past_context)
         # index 0 of each embedding means "no previous frame" (the first step); code c is index c + 1
-        self.emb = nn.ModuleList([nn.Embedding(codebook_size + 1, dim) for _ in range(num_codebooks)])
-        self.linears = nn.ModuleList([nn.Linear(dim, codebook_size) for _ in range(num_codebooks)])
+        self.emb = nn.ModuleList([nn.Embedding(config.codebook_size + 1, dim) for _ in range(config.num_codebooks)])
+        self.linears = nn.ModuleList([nn.Linear(dim, config.codebook_size) for _ in range(config.num_codebooks)])
+        self.post_init()
+
+    def _init_weights(self, module):
+        """torch's own initialisation of each layer (the original's random model), left as the constructors made
+        it: the weights that matter are always loaded."""
 
     @classmethod
     def for_model(cls, model_config) -> "EncodecLanguageModel":
         """The original's architecture for an EnCodec configuration."""
-        return cls(model_config.num_quantizers, model_config.codebook_size, int(3.5 * model_config.frame_rate))
+        return cls(EncodecLanguageModelConfig.for_model(model_config))
 
     def forward(self, indices: torch.Tensor, states=None, offset: int = 0):
         """indices (B, K, T), previous codes + 1 (0 at the start) -> probabilities (B, card, K, T), states, offset."""
@@ -119,193 +138,51 @@ class EncodecLanguageModel(nn.Module):
         return torch.softmax(logits, dim=1), states, offset
 
     def save(self, folder: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, folder / WEIGHTS_NAME,
-                  metadata={"format": "pt"})
-        (folder / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
+        """Save into a codec folder: its `language_model/` subfolder (`save_pretrained`)."""
+        self.save_pretrained(Path(folder) / LANGUAGE_MODEL_FOLDER)
 
     @classmethod
     def load(cls, folder: str | Path) -> "EncodecLanguageModel":
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        model = cls(**json.loads((folder / CONFIG_NAME).read_text()))
-        model.load_state_dict(load_file(folder / WEIGHTS_NAME), strict=True)
-        return model.eval()
-
-
-# -- arithmetic coding -----------------------------------------------------------------------------------------------
+        """The language model of a local codec folder, in either layout (ValueError if it has none)."""
+        model = load_language_model(folder)
+        if model is None:
+            raise ValueError(f"{str(folder)!r} holds no language model (no {LANGUAGE_MODEL_FOLDER}/ subfolder, no "
+                             f"{WEIGHTS_NAME})")
+        return model
 
 
-def quantized_cdf(pdf: torch.Tensor, total_range_bits: int = TOTAL_RANGE_BITS, roundoff: float = 1e-8,
-                  min_range: int = 2) -> list[int]:
-    """Integer cumulative ranges for `pdf` over [0, 2**total_range_bits), each symbol at least `min_range` wide.
+def _legacy(config_file: str | Path, weights_file: str | Path) -> EncodecLanguageModel:
+    from safetensors.torch import load_file
 
-    As the original: the pdf is floored to multiples of `roundoff`, mixed with a uniform distribution so that no
-    symbol's range falls under `min_range`, then floored to integers.
+    model = EncodecLanguageModel(EncodecLanguageModelConfig(**json.loads(Path(config_file).read_text())))
+    model.load_state_dict(load_file(str(weights_file)), strict=True)
+    return model.eval()
+
+
+def load_language_model(name_or_path: str | Path, **hub_kwargs) -> EncodecLanguageModel | None:
+    """The entropy-coding language model of a codec folder or Hub repo, or None when it has none.
+
+    Looks for the `language_model/` subfolder, then for the older two-file layout, in a local folder or through
+    the Hub's cache (so `HF_HUB_OFFLINE=1` works once the repo is cached). `hub_kwargs` (revision, cache_dir,
+    token, ...) go to the Hub.
     """
-    pdf = (pdf.detach() / roundoff).floor() * roundoff
-    total = 2**total_range_bits
-    alpha = min_range * len(pdf) / total
-    ranges = (((1 - alpha) * total) * pdf).floor().long() + min_range
-    return torch.cumsum(ranges, dim=-1).tolist()
+    from transformers.utils import cached_file
 
-
-class _Range:
-    """The current range [low, high] of an arithmetic coder, held to `max_bit + 1` bits."""
-
-    low = high = 0
-    max_bit = -1
-
-    def _drop_common_prefix(self):
-        """Yield (bit, position) for each leading bit low and high share, removing it: the range only narrows,
-        so those bits are settled."""
-        while self.max_bit >= 0:
-            top = self.low >> self.max_bit
-            if top != self.high >> self.max_bit:
-                break
-            self.low -= top << self.max_bit
-            self.high -= top << self.max_bit
-            self.max_bit -= 1
-            yield top, self.max_bit + 1
-
-
-class ArithmeticEncoder(_Range):
-    """Integer arithmetic coder over a `total_range_bits` range; bits go out through `write_bit`."""
-
-    def __init__(self, write_bit, total_range_bits: int = TOTAL_RANGE_BITS):
-        self.write_bit, self.bits = write_bit, total_range_bits
-
-    def _flush_common_prefix(self):
-        for bit, _ in self._drop_common_prefix():
-            self.write_bit(bit)
-
-    def push(self, symbol: int, cdf: list[int]) -> None:
-        self.push_range(0 if symbol == 0 else cdf[symbol - 1], cdf[symbol])
-
-    def push_range(self, start: int, end: int) -> None:
-        """Code the symbol whose cumulative range is [start, end) (cdf[symbol - 1], cdf[symbol])."""
-        while self.high - self.low + 1 < 2**self.bits:
-            self.low, self.high, self.max_bit = self.low * 2, self.high * 2 + 1, self.max_bit + 1
-        range_low, range_high = start, end - 1
-        scale = (self.high - self.low + 1) / (2**self.bits)  # a float, as in the original
-        self.low, self.high = self.low + int(math.ceil(range_low * scale)), self.low + int(math.floor(range_high * scale))
-        if self.low > self.high:
-            raise ValueError("arithmetic coding ran out of range (the distribution gave a symbol no room)")
-        self._flush_common_prefix()
-
-    def flush(self) -> None:
-        while self.max_bit >= 0:
-            self.write_bit((self.low >> self.max_bit) & 1)
-            self.max_bit -= 1
-
-
-class ArithmeticDecoder(_Range):
-    """The inverse of `ArithmeticEncoder`; bits come in through `read_bit` (None at the end of the stream)."""
-
-    def __init__(self, read_bit, total_range_bits: int = TOTAL_RANGE_BITS):
-        self.read_bit, self.bits = read_bit, total_range_bits
-        self.current = 0
-
-    def _bounds(self, cdf, symbol: int, scale: float) -> tuple[int, int]:
-        low = self.low + int(math.ceil((int(cdf[symbol - 1]) if symbol > 0 else 0) * scale))
-        return low, self.low + int(math.floor((int(cdf[symbol]) - 1) * scale))
-
-    def _holds(self, cdf, symbol: int, scale: float) -> bool:
-        low, high = self._bounds(cdf, symbol, scale)
-        return low <= self.current <= high
-
-    def pull(self, cdf) -> int:
-        """The next symbol, given the cumulative ranges `cdf` (a list or a 1-d integer array)."""
-        while self.high - self.low + 1 < 2**self.bits:
-            bit = self.read_bit()
-            if bit is None:
-                raise EOFError("the arithmetic-coded stream ended sooner than its metadata says")
-            self.low, self.high = self.low * 2, self.high * 2 + 1
-            self.current, self.max_bit = self.current * 2 + bit, self.max_bit + 1
-        scale = (self.high - self.low + 1) / (2**self.bits)
-        # The symbol whose range [low + ceil(cdf[s - 1] * scale), low + floor((cdf[s] - 1) * scale)] holds
-        # `current`: the ranges are disjoint and increasing, so at most one does. A search of the cdf for
-        # (current - low) / scale lands on it or next to it; the exact integer test decides, and a binary search
-        # (the original's) covers anything else.
-        target = (self.current - self.low) / scale
-        guess = int(np.searchsorted(cdf, target, side="right")) if isinstance(cdf, np.ndarray) else \
-            bisect.bisect_right(cdf, target)
-        for middle in (guess, guess - 1, guess + 1):
-            if 0 <= middle < len(cdf) and self._holds(cdf, middle, scale):
-                break
-        else:
-            first, last = 0, len(cdf) - 1
-            while first <= last:
-                middle = (first + last) // 2
-                low, high = self._bounds(cdf, middle, scale)
-                if self.current < low:
-                    last = middle - 1
-                elif self.current > high:
-                    first = middle + 1
-                else:
-                    break
-            else:
-                raise ValueError("corrupted arithmetic-coded stream: no symbol matches it")
-        self.low, self.high = self._bounds(cdf, middle, scale)
-        for bit, position in self._drop_common_prefix():
-            self.current -= bit << position
-        return middle
-
-
-# -- deterministic mode ----------------------------------------------------------------------------------------------
-# The original's probabilities are float32 results of whatever kernels the machine has: another CPU, thread count
-# or batch size rounds them differently, and the arithmetic coder turns the smallest difference into other bytes.
-# The deterministic mode (version-1 files) makes the coded ranges a function of the codes alone, up to an error far
-# below what float64 arithmetic can produce:
-#   1. the language model runs in float64, so two machines or two batch shapes differ by ~1e-15 in a probability;
-#   2. each probability p is floored to a multiple of 2**-PRECISION, and the ranges are the original's formula
-#      (`quantized_cdf` with roundoff 2**-PRECISION) computed in integers, exactly;
-#   3. a distribution with any p * 2**PRECISION within GUARD of a whole number (a floor that a tiny error could
-#      flip) is "risky": the encoder lists its position in the file and both sides code that symbol with the
-#      uniform distribution instead. About 3 codes in 10,000 are risky (random weights), costing ~3 bits more each.
-# Then the decoder's floors match the encoder's whenever the two float64 computations differ by less than
-# GUARD * 2**-PRECISION = 9e-13 in a probability, some 20,000 times the differences measured here (4e-17 between
-# teacher forcing and stepping, batched and alone, 1 and 2 threads).
-
-PRECISION = 16
-GUARD = 2.0**-24
-
-
-def deterministic_cdf(probabilities: torch.Tensor, with_risk: bool = True):
-    """Integer cumulative ranges and riskiness for float64 probabilities (..., card).
-
-    Returns (cdf (..., card), whole numbers over [0, 2**TOTAL_RANGE_BITS] held exactly in float64, and risky
-    (...) bool), or the cdf alone with `with_risk=False` (the decoder reads the risky positions from the file).
-    `probabilities` is overwritten (these tensors are large when encoding and made per step when decoding).
-
-    Each p is floored to n = floor(p * 2**16); the range is floor(n * (2**24 - 2 * card) / 2**16) + 2, the
-    original's formula (`quantized_cdf` with roundoff 2**-16 and alpha = 2 * card / 2**24). Every step is exact
-    in float64: n < 2**17, n * (2**24 - 2 * card) < 2**41, and the sums stay under 2**25.
-
-    Example, card 2, p = (0.3, 0.7): p * 2**16 = (19660.8, 45875.2), n = (19660, 45875), fractions .8 and .2 (not
-    risky); ranges = 19660 * (2**24 - 4) // 2**16 + 2 = 5032960 and 45875 * (2**24 - 4) // 2**16 + 2 = 11743999;
-    cdf = (5032960, 16776959). p = (0.25, 0.75) is risky: 16384.0 sits on a whole number, where an error of 1e-15
-    below would floor to 16383.
-    """
-    if probabilities.dtype != torch.float64:
-        raise ValueError(f"deterministic ranges need float64 probabilities, got {probabilities.dtype}")
-    card = probabilities.shape[-1]
-    scaled = probabilities.mul_(2.0**PRECISION)  # exact: a power of two
-    floors = torch.floor(scaled)
-    if with_risk:
-        fraction = scaled.sub_(floors)
-        risky = (((fraction < GUARD) & (floors >= 1)) | (fraction > 1 - GUARD)).any(dim=-1)
-    ranges = floors.mul_((2**TOTAL_RANGE_BITS - 2 * card) / 2**PRECISION).floor_().add_(2)
-    cdf = torch.cumsum(ranges, dim=-1)
-    return (cdf, risky) if with_risk else cdf
-
-
-def uniform_cdf(card: int) -> torch.Tensor:
-    """The ranges of the uniform distribution, for risky positions: each symbol 2**24 // card wide."""
-    return torch.arange(1, card + 1, dtype=torch.long) * (2**TOTAL_RANGE_BITS // card)
+    path = Path(str(name_or_path))
+    if path.is_dir():
+        if (path / LANGUAGE_MODEL_FOLDER / "config.json").is_file():
+            return EncodecLanguageModel.from_pretrained(path / LANGUAGE_MODEL_FOLDER).eval()
+        if (path / WEIGHTS_NAME).is_file() and (path / CONFIG_NAME).is_file():
+            return _legacy(path / CONFIG_NAME, path / WEIGHTS_NAME)
+        return None
+    quiet = dict(_raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False,
+                 _raise_exceptions_for_gated_repo=False)
+    if cached_file(str(name_or_path), "config.json", subfolder=LANGUAGE_MODEL_FOLDER, **quiet, **hub_kwargs):
+        return EncodecLanguageModel.from_pretrained(str(name_or_path), subfolder=LANGUAGE_MODEL_FOLDER,
+                                                    **hub_kwargs).eval()
+    config = cached_file(str(name_or_path), CONFIG_NAME, **quiet, **hub_kwargs)
+    weights = cached_file(str(name_or_path), WEIGHTS_NAME, **quiet, **hub_kwargs) if config else None
+    return _legacy(config, weights) if weights else None
 
 
 class DeterministicRunner:
@@ -406,5 +283,5 @@ class DeterministicRunner:
         return torch.softmax(logits.reshape(batch, steps, codebooks, self.card), dim=-1)
 
 
-__all__ = ["EncodecLanguageModel", "quantized_cdf", "ArithmeticEncoder", "ArithmeticDecoder", "WEIGHTS_NAME",
-           "CONFIG_NAME", "DeterministicRunner", "deterministic_cdf", "uniform_cdf"]
+__all__ = ["EncodecLanguageModel", "EncodecLanguageModelConfig", "DeterministicRunner", "load_language_model",
+           "LANGUAGE_MODEL_FOLDER"]

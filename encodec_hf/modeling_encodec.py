@@ -10,26 +10,30 @@ Where the two references differ, this module takes the original's numbers:
 - The 48 kHz model's last chunk keeps only the samples that exist and its scale is computed over them, as in
   EnCodec 0.1.1; transformers' processor pads it to a full chunk instead.
 - `decode` returns exactly the real length (the longest one in the batch) when given `padding_mask`.
+
+Layers take an optional streaming state in their own `forward` (`streaming.py` holds only the stream objects that
+drive them), options that change the numbers are arguments of `encode` / `decode` / `forward`, and weight norm is
+folded once per layer for inference (`_FoldedWeight`), live under autograd for training.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import math
 import warnings
-from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 from transformers import initialization as init
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
 from transformers.utils import ModelOutput
 
+from .chunking import batch_jobs, conv_extra_padding, linear_overlap_add, num_frames, overlap_add_weights, plan_chunks
 from .configuration_encodec import EncodecConfig
-from .processing import plan_chunks
+from .language_model import LANGUAGE_MODEL_FOLDER, load_language_model
+from .streaming import StreamDecoder, StreamEncoder
 
 
 @dataclass
@@ -73,72 +77,17 @@ class EncodecDecoderOutput(ModelOutput):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Padding and overlap-add arithmetic: small pure functions, tested on their own.
-
-
-def conv_extra_padding(length: int, kernel_size: int, stride: int, padding_total: int) -> int:
-    """Zeros to add at the end so that a strided convolution's last window is full (EnCodec's pad_for_conv1d).
-
-    Without them the transposed convolution cannot rebuild the input length. With kernel 4, stride 2 and total
-    padding 2 on 5 samples, the windows start at 0, 2, 4 of the 7 padded samples and the last one needs one more:
-
-        p 1 2 3 4 5 p .      (p: fixed padding, .: the extra sample)
-        [0  1  2  3]
-            [2  3  4  5]
-                [4  5  6  7]
-
-    Returns `(ceil((length - kernel_size + padding_total) / stride) + 1 - 1) * stride + kernel_size -
-    padding_total - length`, computed in integers so no float rounding can change it.
-    """
-    numerator = length - kernel_size + padding_total
-    windows = -(-numerator // stride) + 1  # ceil division, also right for negative numerators
-    ideal_length = (windows - 1) * stride + kernel_size - padding_total
-    return ideal_length - length
-
-
-def num_frames(length: int, hop_length: int) -> int:
-    """Code frames the encoder makes from `length` samples: ceil(length / hop) (24 kHz: 333 samples -> 2)."""
-    return -(-length // hop_length)
-
-
-def overlap_add_weights(frame_length: int, dtype: torch.dtype, device=None) -> torch.Tensor:
-    """EnCodec's triangle of overlap-add weights, highest in the middle of a chunk and never zero.
-
-    Two chunks overlapping from S to T weigh (t - S) and (T - t); divided by their sum, the second chunk
-    fades in linearly, (t - S) / (T - S). Example for frame_length 4: linspace(0, 1, 6)[1:-1] = 0.2, 0.4,
-    0.6, 0.8, so weights 0.2, 0.4, 0.4, 0.2.
-    """
-    t = torch.linspace(0, 1, frame_length + 2, dtype=dtype, device=device)[1:-1]
-    return 0.5 - (t - 0.5).abs()
-
-
-def linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
-    """Join decoded chunks (each `(..., length_i)`) that start every `stride` samples, as EnCodec 0.1.1 does.
-
-    Every position is the weighted mean of the chunks covering it, with `overlap_add_weights` computed for the
-    first chunk's length (a shorter last chunk uses the start of that triangle). Sums run in float32 at least,
-    so that bfloat16 chunks do not round the small weights at the chunk edges to zero.
-
-    The result covers every chunk: usually `stride * (len(frames) - 1) + frames[-1].shape[-1]` samples, as in
-    the original. The original allocates exactly that and fails ("The size of tensor a (47840) must match the
-    size of tensor b (48000)") when an earlier chunk, rounded up to whole frames, reaches further than the last
-    one: 48 kHz clips whose last chunk holds 161 to 320 samples after a partial chunk, such as 47,681 to 47,840
-    samples. Here the buffer grows to the furthest chunk end instead, which changes no sample where the
-    original works; callers trim to the real length.
-    """
-    if not frames:
-        raise ValueError("linear_overlap_add needs at least one chunk")
-    dtype = torch.promote_types(frames[0].dtype, torch.float32)
-    device = frames[0].device
-    total = max(index * stride + frame.shape[-1] for index, frame in enumerate(frames))
-    weight = overlap_add_weights(frames[0].shape[-1], dtype, device)
-    out = torch.zeros(*frames[0].shape[:-1], total, dtype=dtype, device=device)
-    sum_weight = torch.zeros(total, dtype=dtype, device=device)
-    for index, frame in enumerate(frames):
-        offset, length = index * stride, frame.shape[-1]
-        out[..., offset : offset + length] += weight[:length] * frame.to(dtype)
-        sum_weight[offset : offset + length] += weight[:length]
-    return (out / sum_weight).to(frames[0].dtype)
+# Layers. Module and attribute names match transformers' EncodecModel so the state-dict keys are the Hub's.
+#
+# One layer, many uses: each layer's `forward` serves offline inference, streaming (pass the layer's state, made by
+# `init_state`, and `final=True` with the stream's last piece), training (under autograd the weight-norm weight
+# is computed live, so gradients reach the official parameters) and export.
+#
+# Every layer runs in two layouts. (B, C, T) tensors take the original's operations (conv1d), which give
+# EnCodec 0.1.1's numbers bit for bit. (B, C, 1, T) channels_last tensors take conv2d over time-major memory,
+# about twice as fast on CPU (docs/performance.md), with float rounding in a different order: decoded audio stays
+# within a few 1e-6 of the exact path, but a code whose two nearest codebook entries are almost equally near can
+# flip. The model decodes in channels_last and encodes in (B, C, T) unless told otherwise. Streams run (B, C, T).
 
 
 def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
@@ -164,45 +113,66 @@ def _to_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous(memory_format=torch.channels_last)
 
 
-class _CachedWeight:
-    """A conv's weight as a (out, in, 1, k) channels_last tensor, recomputed only when its parameters change.
+def _empty(like: torch.Tensor, channels: int) -> torch.Tensor:
+    """(B, channels, 0): what a streaming layer returns when no output is final yet."""
+    return like.new_zeros((like.shape[0], channels, 0))
 
-    Weight norm is folded here once for inference (g * v / |v| evaluated once, not at every call), while the
-    module keeps its parametrization, so `state_dict()` and `save_pretrained` keep the official keys. Under
-    autograd the weight is recomputed every call so that gradients flow.
+
+class _FoldedWeight:
+    """The one weight-norm fold: a convolution's weight (g * v / |v|) evaluated once for inference and reused
+    until its parameters change.
+
+    The module keeps its parametrization, so training gets gradients on the official `weight_g` / `weight_v`
+    equivalents (`parametrizations.weight.original0/1`) and `state_dict()` keeps the official keys. Under autograd,
+    and while torch.compile traces, the weight is computed live at every call. Otherwise the fold is keyed on each
+    parameter's storage, version counter, dtype and device, so an in-place edit, `load_state_dict`, an optimizer
+    step or `.to(...)` all make it recompute. (A write through `.data` bypasses the version counter: after one,
+    call `model.refresh_weights()`.) The cache is this layer's own, never shared between models, and replaced
+    as one tuple, so threads reading it concurrently see either the old fold or the new one, never a mix.
     """
 
     def __init__(self):
-        self.key, self.value = None, None
+        self._cache = None  # (key, weight (out, in, k), weight (out, in, 1, k) channels_last or None)
 
-    def get(self, conv: nn.Module) -> torch.Tensor:
+    def clear(self) -> None:
+        self._cache = None
+
+    def get(self, conv: nn.Module, channels_last: bool) -> torch.Tensor:
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            # Under torch.compile the weight is computed inside the graph; no Python-side cache to trace.
-            return conv.weight.unsqueeze(2)
+            weight = conv.weight
+            return weight.unsqueeze(2) if channels_last else weight
         if hasattr(conv, "parametrizations"):
             params = (conv.parametrizations.weight.original0, conv.parametrizations.weight.original1)
         else:
             params = (conv.weight,)
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-        if key != self.key:
+        cache = self._cache
+        if cache is None or cache[0] != key:
             with torch.no_grad():
-                self.value = _to_channels_last(conv.weight.unsqueeze(2))
-            self.key = key
-        return self.value
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Layers. Module and attribute names match transformers' EncodecModel so the state-dict keys are the Hub's.
-#
-# Every layer runs in two layouts. (B, C, T) tensors take the original's operations (conv1d), which give
-# EnCodec 0.1.1's numbers bit for bit. (B, C, 1, T) channels_last tensors take conv2d over time-major memory,
-# about twice as fast on CPU (see ../shared/notes), with float rounding in a different order: decoded audio stays
-# within a few 1e-6 of the exact path, but a code whose two nearest codebook entries are almost equally near can
-# flip. The model decodes in channels_last and encodes in (B, C, T) unless told otherwise.
+                cache = (key, conv.weight, None)
+            self._cache = cache
+        if not channels_last:
+            return cache[1]
+        if cache[2] is None:
+            cache = (cache[0], cache[1], _to_channels_last(cache[1].unsqueeze(2)))
+            self._cache = cache
+        return cache[2]
 
 
 def _weight_norm(module: nn.Module) -> nn.Module:
     return nn.utils.parametrizations.weight_norm(module)
+
+
+@dataclass
+class EncodecConv1dState:
+    """What a causal `EncodecConv1d` keeps of a stream: the inputs its next outputs need, and the last `kernel_size`
+    inputs (the end of the stream is padded by reflecting them)."""
+
+    buffer: torch.Tensor | None = None  # inputs from the next output's first one on (padded domain)
+    held: list = field(default_factory=list)  # inputs held before the start could be reflect-padded
+    total: int = 0  # inputs received
+    started: bool = False
+    tail: torch.Tensor | None = None
 
 
 class EncodecConv1d(nn.Module):
@@ -223,26 +193,85 @@ class EncodecConv1d(nn.Module):
             self.conv = _weight_norm(self.conv)
         else:
             self.norm = nn.GroupNorm(1, out_channels)
-        self._weight_4d = _CachedWeight()
+        self.folded_weight = _FoldedWeight()
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        # (B, C_in, T) -> (B, C_out, ceil(T / stride)), or the same with a unit axis: (B, C, 1, T)
+    def init_state(self) -> EncodecConv1dState:
+        if not self.causal:
+            raise ValueError("streaming needs a causal model (the 24 kHz one); this convolution is not causal")
+        return EncodecConv1dState()
+
+    def _convolve(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # already padded: (B, C_in, T) or (B, C_in, 1, T) -> (B, C_out, T'), the same layout
+        if hidden_states.dim() == 4:
+            hidden_states = nn.functional.conv2d(
+                _to_channels_last(hidden_states), self.folded_weight.get(self.conv, True), self.conv.bias,
+                stride=(1, self.stride), dilation=(1, self.conv.dilation[0]))
+        else:
+            hidden_states = nn.functional.conv1d(hidden_states, self.folded_weight.get(self.conv, False),
+                                                 self.conv.bias, self.stride, 0, self.conv.dilation)
+        if hasattr(self, "norm"):
+            hidden_states = self.norm(hidden_states)
+        return hidden_states
+
+    def forward(self, hidden_states: torch.Tensor, state: EncodecConv1dState | None = None,
+                final: bool = False) -> torch.Tensor:
+        # (B, C_in, T) -> (B, C_out, ceil(T / stride)), or the same with a unit axis: (B, C, 1, T).
+        # With a state: the outputs this piece of the stream completes (all of them at the end, `final`).
+        if state is not None:
+            return self._stream(hidden_states, state, final)
         extra = conv_extra_padding(hidden_states.shape[-1], self.kernel_size, self.stride, self.padding_total)
         if self.causal:
             left, right = self.padding_total, extra
         else:
             right = self.padding_total // 2
             left, right = self.padding_total - right, right + extra
-        hidden_states = _pad1d(hidden_states, left, right, self.pad_mode)
-        if hidden_states.dim() == 4:
-            hidden_states = nn.functional.conv2d(_to_channels_last(hidden_states), self._weight_4d.get(self.conv),
-                                                 self.conv.bias, stride=(1, self.stride),
-                                                 dilation=(1, self.conv.dilation[0]))
+        return self._convolve(_pad1d(hidden_states, left, right, self.pad_mode))
+
+    # Streaming: the same sums as offline over the windows that are complete. The start is reflect-padded as
+    # offline does, which needs padding + 1 inputs; at the end, the extra samples offline pads with are added.
+    def _stream(self, x: torch.Tensor, state: EncodecConv1dState, final: bool) -> torch.Tensor:
+        state.total += x.shape[-1]
+        recent = x if state.tail is None else torch.cat([state.tail, x], dim=-1)
+        state.tail = recent[..., -self.kernel_size :]
+        if not state.started:
+            state.held.append(x)
+            held = torch.cat(state.held, dim=-1)
+            if held.shape[-1] <= self.padding_total:  # the reflection needs padding + 1 samples
+                if not final:
+                    return _empty(x, self.conv.out_channels)
+                state.held = []
+                # never more than `padding` inputs: compute them as offline does
+                return self.forward(held) if held.shape[-1] else _empty(x, self.conv.out_channels)
+            state.held, state.started = [], True
+            state.buffer = _pad1d(held, self.padding_total, 0, self.pad_mode)
         else:
-            hidden_states = self.conv(hidden_states)
-        if hasattr(self, "norm"):
-            hidden_states = self.norm(hidden_states)
-        return hidden_states
+            state.buffer = torch.cat([state.buffer, x], dim=-1)
+        if final:
+            extra = conv_extra_padding(state.total, self.kernel_size, self.stride, self.padding_total)
+            if extra:
+                # Offline pads the end with the pad mode too (reflect for EnCodec): the last samples mirrored,
+                # x[-2], x[-3], ... (extra < stride <= kernel, so the tail holds them).
+                if self.pad_mode == "reflect":
+                    end = torch.flip(state.tail[..., -(extra + 1) : -1], dims=[-1])
+                else:
+                    end = _pad1d(state.tail, 0, extra, self.pad_mode)[..., -extra:]
+                state.buffer = torch.cat([state.buffer, end], dim=-1)
+        span = (self.kernel_size - 1) * self.conv.dilation[0] + 1
+        available = state.buffer.shape[-1]
+        if available < span:
+            return _empty(state.buffer, self.conv.out_channels)
+        count = (available - span) // self.stride + 1
+        out = self._convolve(state.buffer[..., : (count - 1) * self.stride + span])
+        state.buffer = state.buffer[..., count * self.stride :]
+        return out
+
+
+@dataclass
+class EncodecConvTranspose1dState:
+    """What a causal `EncodecConvTranspose1d` keeps of a stream: the last input frame, whose kernel overlaps the
+    next frame's outputs."""
+
+    previous: torch.Tensor | None = None
 
 
 class EncodecConvTranspose1d(nn.Module):
@@ -262,20 +291,54 @@ class EncodecConvTranspose1d(nn.Module):
         else:
             self.padding_right = padding_total // 2
         self.padding_left = padding_total - self.padding_right
-        self._weight_4d = _CachedWeight()
+        self.causal = config.use_causal_conv
+        self.folded_weight = _FoldedWeight()
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        # (B, C_in, F) -> (B, C_out, F * stride), or the same with a unit axis: (B, C, 1, F)
+    def init_state(self) -> EncodecConvTranspose1dState:
+        stride, kernel = self.conv.stride[0], self.conv.kernel_size[0]
+        if not self.causal:
+            raise ValueError("streaming needs a causal model (the 24 kHz one); this convolution is not causal")
+        if kernel != 2 * stride:
+            raise ValueError(f"streaming supports EnCodec's transposed convolutions (kernel = 2 x stride) only, "
+                             f"got kernel {kernel} and stride {stride}")
+        if self.padding_left:
+            raise ValueError("streaming supports causal models with trim_right_ratio = 1 only (EnCodec's)")
+        return EncodecConvTranspose1dState()
+
+    def _convolve(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # (B, C_in, F) -> (B, C_out, (F + 1) * stride) before trimming, or the same with a unit axis
         if hidden_states.dim() == 4:
             hidden_states = nn.functional.conv_transpose2d(
-                _to_channels_last(hidden_states), self._weight_4d.get(self.conv), self.conv.bias,
+                _to_channels_last(hidden_states), self.folded_weight.get(self.conv, True), self.conv.bias,
                 stride=(1, self.conv.stride[0]))
         else:
-            hidden_states = self.conv(hidden_states)
+            hidden_states = nn.functional.conv_transpose1d(
+                hidden_states, self.folded_weight.get(self.conv, False), self.conv.bias, self.conv.stride)
         if hasattr(self, "norm"):
             hidden_states = self.norm(hidden_states)
+        return hidden_states
+
+    def forward(self, hidden_states: torch.Tensor, state: EncodecConvTranspose1dState | None = None,
+                final: bool = False) -> torch.Tensor:
+        # (B, C_in, F) -> (B, C_out, F * stride), or the same with a unit axis: (B, C, 1, F).
+        # With a state: frame t's outputs are final once frame t has arrived (trimming is all on the right, so
+        # nothing is left at the end).
+        if state is not None:
+            return self._stream(hidden_states, state)
+        hidden_states = self._convolve(hidden_states)
         end = hidden_states.shape[-1] - self.padding_right
         return hidden_states[..., self.padding_left : end]
+
+    def _stream(self, x: torch.Tensor, state: EncodecConvTranspose1dState) -> torch.Tensor:
+        stride = self.conv.stride[0]
+        if x.shape[-1] == 0:
+            return _empty(x, self.conv.out_channels)
+        frames = x if state.previous is None else torch.cat([state.previous, x], dim=-1)
+        y = self._convolve(frames)
+        # (frames + 1) * stride outputs; those of the new frames are final, the last `stride` await the next frame
+        start = 0 if state.previous is None else stride
+        state.previous = x[..., -1:]
+        return y[..., start : start + x.shape[-1] * stride]
 
 
 class EncodecLSTMLayers(nn.Module):
@@ -314,6 +377,13 @@ warnings.filterwarnings("ignore", message="RNN module weights are not part of si
                         category=UserWarning, module=__name__)
 
 
+@dataclass
+class EncodecLSTMState:
+    """The LSTM's (h, c) after the frames streamed so far; None before the first."""
+
+    hidden: tuple | None = None
+
+
 class EncodecLSTM(nn.Module):
     """Multi-layer LSTM over time with a skip connection, in convolution layout."""
 
@@ -321,14 +391,31 @@ class EncodecLSTM(nn.Module):
         super().__init__()
         self.lstm = EncodecLSTMLayers(dimension, dimension, config.num_lstm_layers)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def init_state(self) -> EncodecLSTMState:
+        return EncodecLSTMState()
+
+    def forward(self, hidden_states: torch.Tensor, state: EncodecLSTMState | None = None,
+                final: bool = False) -> torch.Tensor:
         if hidden_states.dim() == 4:  # (B, C, 1, T) channels_last: memory is already (B, T, C)
             sequence = hidden_states.squeeze(2).permute(2, 0, 1)  # (T, B, C)
             sequence = self.lstm(sequence)[0] + sequence
             return _to_channels_last(sequence.permute(1, 2, 0).unsqueeze(2))  # (B, C, 1, T)
-        hidden_states = hidden_states.permute(2, 0, 1)  # (B, C, T) -> (T, B, C)
-        hidden_states = self.lstm(hidden_states)[0] + hidden_states
-        return hidden_states.permute(1, 2, 0)  # (B, C, T)
+        if state is not None and hidden_states.shape[-1] == 0:
+            return hidden_states
+        sequence = hidden_states.permute(2, 0, 1)  # (B, C, T) -> (T, B, C)
+        out, hidden = self.lstm(sequence, None if state is None else state.hidden)
+        if state is not None:
+            state.hidden = hidden
+        return (out + sequence).permute(1, 2, 0)  # (B, C, T)
+
+
+@dataclass
+class EncodecResnetBlockState:
+    """Both branches of a residual block stream at their own pace; their sum is emitted as far as both reach."""
+
+    block: list
+    shortcut: EncodecConv1dState | None
+    pending: list = field(default_factory=lambda: [None, None])  # block and shortcut outputs not yet summed
 
 
 class EncodecResnetBlock(nn.Module):
@@ -346,12 +433,61 @@ class EncodecResnetBlock(nn.Module):
         self.block = nn.ModuleList(block)
         self.shortcut = EncodecConv1d(config, dim, dim, kernel_size=1) if config.use_conv_shortcut else nn.Identity()
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def init_state(self) -> EncodecResnetBlockState:
+        shortcut = self.shortcut.init_state() if isinstance(self.shortcut, EncodecConv1d) else None
+        return EncodecResnetBlockState(init_layer_states(self.block), shortcut)
+
+    def forward(self, hidden_states: torch.Tensor, state: EncodecResnetBlockState | None = None,
+                final: bool = False) -> torch.Tensor:
         residual = hidden_states
-        hidden_states = _run_layers(self.block, hidden_states, channels_last=False)
+        if state is not None:
+            block = run_layers(self.block, hidden_states, states=state.block, final=final)
+            shortcut = residual if state.shortcut is None else self.shortcut(residual, state.shortcut, final)
+            for index, part in enumerate((block, shortcut)):
+                previous = state.pending[index]
+                state.pending[index] = part if previous is None else torch.cat([previous, part], dim=-1)
+            ready = min(state.pending[0].shape[-1], state.pending[1].shape[-1])
+            out = state.pending[1][..., :ready] + state.pending[0][..., :ready]
+            state.pending = [pending[..., ready:] for pending in state.pending]
+            return out
+        hidden_states = run_layers(self.block, hidden_states)
         if torch.is_grad_enabled():
             return self.shortcut(residual) + hidden_states
         return hidden_states.add_(self.shortcut(residual))  # the same sum (addition commutes exactly), in place
+
+
+# Layers whose output is always a new tensor (a convolution's, a sum's), never a view of their input.
+_FRESH_OUTPUT_LAYERS = (EncodecConv1d, EncodecConvTranspose1d, EncodecLSTM, EncodecResnetBlock)
+
+
+def init_layer_states(layers: nn.ModuleList) -> list:
+    """One streaming state per layer (None for the stateless ELU and Identity)."""
+    return [layer.init_state() if hasattr(layer, "init_state") else None for layer in layers]
+
+
+def run_layers(layers: nn.ModuleList, hidden_states: torch.Tensor, channels_last: bool = False,
+               states: list | None = None, final: bool = False) -> torch.Tensor:
+    """Run (B, C, T) through `layers`, in (B, C, 1, T) channels_last memory when asked; returns (B, C', T').
+
+    With `states` (from `init_layer_states`), each layer streams with its own state (`final` on the stream's last
+    piece). Without autograd, an ELU that follows one of this file's layers (each returns a new tensor, never the
+    caller's) runs in place: the same values, without allocating another activation-sized buffer (fresh buffers
+    cost page faults).
+    """
+    if channels_last:
+        hidden_states = _to_channels_last(hidden_states.unsqueeze(2))
+    in_place = not torch.is_grad_enabled()
+    fresh = False  # whether hidden_states is a new tensor made by the previous layer, safe to overwrite
+    for index, layer in enumerate(layers):
+        state = None if states is None else states[index]
+        if in_place and fresh and type(layer) is nn.ELU:
+            hidden_states = nn.functional.elu_(hidden_states, layer.alpha)
+        elif state is None:
+            hidden_states = layer(hidden_states)
+        else:
+            hidden_states = layer(hidden_states, state=state, final=final)
+        fresh = isinstance(layer, _FRESH_OUTPUT_LAYERS)
+    return hidden_states.squeeze(2) if channels_last else hidden_states
 
 
 class EncodecEncoder(nn.Module):
@@ -373,32 +509,13 @@ class EncodecEncoder(nn.Module):
                                            config.last_kernel_size)]
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, hidden_states: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-        return _run_layers(self.layers, hidden_states, channels_last)
+    def init_states(self) -> list:
+        """Streaming states for `forward(..., states=)`: one per layer, for one stream."""
+        return init_layer_states(self.layers)
 
-
-# Layers whose output is always a new tensor (a convolution's, a sum's), never a view of their input.
-_FRESH_OUTPUT_LAYERS = (EncodecConv1d, EncodecConvTranspose1d, EncodecLSTM, EncodecResnetBlock)
-
-
-def _run_layers(layers: nn.ModuleList, hidden_states: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """Run (B, C, T) through `layers`, in (B, C, 1, T) channels_last memory when asked; returns (B, C', T').
-
-    Without autograd, an ELU that follows one of this file's layers (each returns a new tensor, never the caller's)
-    runs in place: the same values, without allocating another activation-sized buffer (fresh buffers cost page
-    faults).
-    """
-    if channels_last:
-        hidden_states = _to_channels_last(hidden_states.unsqueeze(2))
-    in_place = not torch.is_grad_enabled()
-    fresh = False  # whether hidden_states is a new tensor made by the previous layer, safe to overwrite
-    for layer in layers:
-        if in_place and fresh and type(layer) is nn.ELU:
-            hidden_states = nn.functional.elu_(hidden_states, layer.alpha)
-        else:
-            hidden_states = layer(hidden_states)
-        fresh = isinstance(layer, _FRESH_OUTPUT_LAYERS)
-    return hidden_states.squeeze(2) if channels_last else hidden_states
+    def forward(self, hidden_states: torch.Tensor, channels_last: bool = False, states: list | None = None,
+                final: bool = False) -> torch.Tensor:
+        return run_layers(self.layers, hidden_states, channels_last, states, final)
 
 
 class EncodecDecoder(nn.Module):
@@ -421,8 +538,13 @@ class EncodecDecoder(nn.Module):
                                            config.last_kernel_size)]
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, hidden_states: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-        return _run_layers(self.layers, hidden_states, channels_last)
+    def init_states(self) -> list:
+        """Streaming states for `forward(..., states=)`: one per layer, for one stream."""
+        return init_layer_states(self.layers)
+
+    def forward(self, hidden_states: torch.Tensor, channels_last: bool = False, states: list | None = None,
+                final: bool = False) -> torch.Tensor:
+        return run_layers(self.layers, hidden_states, channels_last, states, final)
 
 
 class EncodecEuclideanCodebook(nn.Module):
@@ -491,16 +613,7 @@ class EncodecResidualVectorQuantizer(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _folding_weight_norm(method):
-    """Evaluate weight-normed weights once per call of `method` rather than at every layer call (the same
-    operation on the same tensors, so bit for bit the same result)."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with parametrize.cached():
-            return method(self, *args, **kwargs)
-
-    return wrapper
+# ---------------------------------------------------------------------------------------------------------------
 
 
 class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
@@ -541,6 +654,64 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
             init.copy_(module.embed_avg, module.embed)
 
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# Options that change the numbers or the memory. Each is a keyword argument of `encode`, `decode` and `forward`;
+# None there means the model's default, which `set_inference_defaults` changes (validated, never silently).
+
+INFERENCE_DEFAULTS = {
+    # exact (B, C, T) layout, each chunk alone: codes identical to EnCodec 0.1.1's
+    "fast_encoding": False,
+    # channels_last layout, chunks in batches: audio within a few 1e-6 of the exact path, about 2x faster on CPU
+    "fast_decoding": True,
+    # chunks per batch in the fast paths: fastest on a 2-core CPU (55 ms a chunk, 57 alone, 85 with 8 a batch)
+    "chunk_batch_size": 4,
+}
+
+
+def _check_option(name: str, value):
+    if name not in INFERENCE_DEFAULTS:
+        raise ValueError(f"unknown inference option {name!r}; the options are {', '.join(INFERENCE_DEFAULTS)}")
+    if name == "chunk_batch_size":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"chunk_batch_size must be an integer of at least 1, got {value!r}")
+    elif not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _progress_reporter(progress, stage: str):
+    """`progress` as a function of (done, total): a callable `progress(stage, done, total)`, or a tqdm-like object
+    (anything with `update(n)` and a settable `total`), or None."""
+    if progress is None:
+        return lambda done, total: None
+    if hasattr(progress, "update"):
+        state = {"done": 0}
+
+        def report(done: int, total: int) -> None:
+            progress.total = total
+            progress.update(done - state["done"])
+            state["done"] = done
+
+        return report
+    if callable(progress):
+        return lambda done, total: progress(stage, done, total)
+    raise ValueError(f"progress must be a callable (stage, done, total) or a tqdm-like object with update(), got "
+                     f"{type(progress).__name__}")
+
+
+def _deprecated_option(name: str) -> property:
+    def getter(self):
+        return self._inference_defaults[name]
+
+    def setter(self, value):
+        warnings.warn(f"setting model.{name} is deprecated and will be removed in the next release: pass {name}= to "
+                      f"encode/decode, or call model.set_inference_defaults({name}=...)", FutureWarning, stacklevel=2)
+        self.set_inference_defaults(**{name: value})
+
+    return property(getter, setter, doc=f"Deprecated: the model-wide default of the `{name}` argument.")
+
+
 class EncodecModel(EncodecPreTrainedModel):
     """The EnCodec neural audio codec.
 
@@ -548,66 +719,107 @@ class EncodecModel(EncodecPreTrainedModel):
     frames) and per-chunk scales; `decode` turns them back; `forward` does both. Shapes, names and output
     classes are transformers' `EncodecModel`'s; the numbers are EnCodec 0.1.1's (see the module docstring).
 
-    Attributes:
+    Options (keyword arguments of `encode`, `decode` and `forward`; None: the model's default, see
+    `set_inference_defaults`):
         fast_encoding (`bool`, default False): encode in the channels_last layout, several chunks per batch.
             About twice as fast on CPU, but float rounding then differs from EnCodec 0.1.1's, and a code whose two
-            nearest codebook entries are almost equally near can flip (measured: about 1 code in 10,000, fewer
-            than the original changes itself between 1 and 2 threads). By default each chunk is encoded alone
-            with the original's operations, so codes are identical to EnCodec 0.1.1's and every batch item gets
-            exactly the codes it gets alone.
+            nearest codebook entries are almost equally near can flip (measured: about 1 code in 1,000 at 24 kHz,
+            none seen at 48 kHz; the original itself changes codes between 1 and 2 threads). By default each chunk
+            is encoded alone with the original's operations, so codes are identical to EnCodec 0.1.1's and every
+            batch item gets exactly the codes it gets alone.
         fast_decoding (`bool`, default True): decode in the channels_last layout, `chunk_batch_size` chunks per
             batch; audio stays within a few 1e-6 (relative) of the exact path. False decodes each chunk alone with
             the original's operations.
         chunk_batch_size (`int`, default 4): chunks per batch in the fast paths; memory grows with it.
-        progress_callback (callable, *optional*): called as `progress_callback(stage, done, total)` after each
-            group of chunks, with stage `"encode"` or `"decode"`; the command line drives its progress bar
-            with it.
+        progress (callable or tqdm-like, *optional*): told of each group of chunks done, as
+            `progress(stage, done, total)` with stage "encode" or "decode", or through `update(n)` and `total`.
     """
-
-    fast_encoding = False
-    fast_decoding = True
-    chunk_batch_size = 4  # fastest on our 2-core CPU: 55 ms a chunk, against 57 alone and 85 with 8 a batch
-    progress_callback = None
-
-    def _report(self, stage: str, done: int, total: int) -> None:
-        if self.progress_callback is not None:
-            self.progress_callback(stage, done, total)
 
     def __init__(self, config: EncodecConfig):
         super().__init__(config)
         self.encoder = EncodecEncoder(config)
         self.decoder = EncodecDecoder(config)
         self.quantizer = EncodecResidualVectorQuantizer(config)
+        self._inference_defaults = dict(INFERENCE_DEFAULTS)
         self.post_init()
 
-    # The entropy-coding language model, when the model's folder has one (language_model.safetensors, written by
-    # `encodec-hf convert --lm-checkpoint`). Kept out of the module tree on purpose: state_dict() and
-    # save_pretrained stay exactly the official layout.
+    # -- options ------------------------------------------------------------------------------------------------
+
+    def set_inference_defaults(self, **options) -> None:
+        """Change the model-wide defaults of the inference options (`fast_encoding`, `fast_decoding`,
+        `chunk_batch_size`); an unknown name or a wrong value raises a ValueError. An argument given to `encode` or
+        `decode` always wins, so threads sharing a model should pass their options rather than change these."""
+        checked = {name: _check_option(name, value) for name, value in options.items()}
+        self._inference_defaults = {**self._inference_defaults, **checked}  # one assignment: readers see old or new
+
+    @property
+    def inference_defaults(self) -> dict:
+        """A copy of the model-wide defaults of the inference options."""
+        return dict(self._inference_defaults)
+
+    def inference_option(self, name: str, value=None):
+        """The value of inference option `name` for one call: `value` when given (checked), else the model's
+        default."""
+        return self._inference_defaults[name] if value is None else _check_option(name, value)
+
+    fast_encoding = _deprecated_option("fast_encoding")
+    fast_decoding = _deprecated_option("fast_decoding")
+    chunk_batch_size = _deprecated_option("chunk_batch_size")
+
+    @property
+    def progress_callback(self):
+        """Deprecated: pass `progress=` to `encode` / `decode`."""
+        return getattr(self, "_progress_callback", None)
+
+    @progress_callback.setter
+    def progress_callback(self, value):
+        warnings.warn("setting model.progress_callback is deprecated and will be removed in the next release: pass "
+                      "progress= to encode/decode", FutureWarning, stacklevel=2)
+        self._progress_callback = value
+
+    def refresh_weights(self) -> None:
+        """Forget every folded weight-norm weight, so that the next call folds the parameters as they are now.
+        Needed only after writing parameters through `.data`, which no version counter sees."""
+        for module in self.modules():
+            if isinstance(module, (EncodecConv1d, EncodecConvTranspose1d)):
+                module.folded_weight.clear()
+
+    # -- the entropy-coding language model ------------------------------------------------------------------------
+    # Kept out of the module tree on purpose: state_dict() and save_pretrained's model.safetensors stay exactly the
+    # official layout. `_apply` moves it with the model (`.to`, `.cuda`, `.float`, ...).
+
     language_model = None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        folder = Path(str(pretrained_model_name_or_path))
-        if (folder / "language_model.safetensors").is_file():
-            from .language_model import EncodecLanguageModel
-
-            object.__setattr__(model, "language_model", EncodecLanguageModel.load(folder))
+        hub_kwargs = {key: kwargs[key] for key in ("cache_dir", "revision", "token", "local_files_only",
+                                                   "force_download") if key in kwargs}
+        language_model = load_language_model(pretrained_model_name_or_path, **hub_kwargs)
+        if language_model is not None:
+            object.__setattr__(model, "language_model", language_model.to(model.device))
         return model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self.language_model is not None:
+            self.language_model.save_pretrained(Path(save_directory) / LANGUAGE_MODEL_FOLDER)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.language_model is not None:
+            self.language_model._apply(fn, recurse)
+        return self
 
     # -- streaming --------------------------------------------------------------------------------------------------
 
-    def stream_encoder(self, bandwidth: float | None = None, batch_size: int = 1):
+    def stream_encoder(self, bandwidth: float | None = None, batch_size: int = 1) -> StreamEncoder:
         """A `StreamEncoder`: push audio in pieces, get codes as frames (causal models) or chunks complete."""
-        from .streaming import StreamEncoder
-
         return StreamEncoder(self, bandwidth=bandwidth, batch_size=batch_size)
 
-    def stream_decoder(self, batch_size: int = 1, audio_length: int | None = None):
+    def stream_decoder(self, batch_size: int = 1, audio_length: int | None = None) -> StreamDecoder:
         """A `StreamDecoder`: push codes in pieces, get the audio samples that are final. With `audio_length`
         (the samples encode saw) the stream ends exactly there, else on a whole frame."""
-        from .streaming import StreamDecoder
-
         return StreamDecoder(self, batch_size=batch_size, audio_length=audio_length)
 
     # -- input checks -------------------------------------------------------------------------------------------
@@ -656,8 +868,9 @@ class EncodecModel(EncodecPreTrainedModel):
 
     # -- encoding -----------------------------------------------------------------------------------------------
 
-    def _encode_frame(self, chunks: torch.Tensor, num_quantizers: int):
-        """(N, C, T) chunks of equal length -> codes (N, num_quantizers, ceil(T / hop)), scales (N, 1) or None."""
+    def encode_chunks(self, chunks: torch.Tensor, num_quantizers: int, fast_encoding: bool = False):
+        """Encode chunks of equal length, each on its own scale: (N, C, T) audio -> codes (N, num_quantizers,
+        ceil(T / hop)) and scales (N, 1), or None for models that do not normalise."""
         scale = None
         if self.config.normalize:
             # Over the chunk's real samples only, as the original does, and in the input's precision (float32
@@ -667,17 +880,20 @@ class EncodecModel(EncodecPreTrainedModel):
             scale = 1e-8 + volume
             chunks = chunks / scale
             scale = scale.view(-1, 1)
-        embeddings = self.encoder(chunks.to(self.dtype), channels_last=self.fast_encoding)
+        embeddings = self.encoder(chunks.to(self.dtype), channels_last=fast_encoding)
         codes = self.quantizer.encode(embeddings, num_quantizers).transpose(0, 1)
         return codes, scale
 
-    @_folding_weight_norm
     def encode(
         self,
         input_values: torch.Tensor,
         padding_mask: torch.Tensor | None = None,
         bandwidth: float | None = None,
         return_dict: bool | None = None,
+        *,
+        fast_encoding: bool | None = None,
+        chunk_batch_size: int | None = None,
+        progress=None,
     ) -> EncodecEncoderOutput | tuple:
         """Encode audio into discrete codes.
 
@@ -686,8 +902,10 @@ class EncodecModel(EncodecPreTrainedModel):
                 rate, as `EncodecFeatureExtractor` returns it.
             padding_mask (`torch.Tensor` of shape `(batch_size, samples)` or `(batch_size, channels, samples)`,
                 *optional*): 1 on real samples, 0 on right padding. Each item is encoded at its real length.
-            bandwidth (`float`, *optional*): one of `config.target_bandwidths` (kbps); the smallest if None.
+            bandwidth (`float`, *optional*): one of `config.target_bandwidths` (kbps); the smallest if None, as
+                in transformers (the command line uses 6 kbps).
             return_dict (`bool`, *optional*): return an `EncodecEncoderOutput` rather than a tuple.
+            fast_encoding, chunk_batch_size, progress: see the class docstring.
 
         Returns:
             `EncodecEncoderOutput` with `audio_codes` (num_chunks, batch_size, num_quantizers, frames),
@@ -695,6 +913,9 @@ class EncodecModel(EncodecPreTrainedModel):
             Without chunking, num_chunks is 1 and frames is ceil(samples / hop_length).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        fast = self.inference_option("fast_encoding", fast_encoding)
+        step = self.inference_option("chunk_batch_size", chunk_batch_size) if fast else 1
+        report = _progress_reporter(progress if progress is not None else self.progress_callback, "encode")
         bandwidth = self.config.target_bandwidths[0] if bandwidth is None else self.config.check_bandwidth(bandwidth)
         self._check_audio(input_values)
         batch, _, length = input_values.shape
@@ -712,23 +933,20 @@ class EncodecModel(EncodecPreTrainedModel):
         # runs each chunk alone: EnCodec's convolutions round differently in a batch (the original itself
         # changes a few codes between a clip alone and the same clip in a batch), and a batch item must get
         # exactly the codes it gets alone. Fast encoding batches chunks of equal length.
-        groups = defaultdict(list)  # chunk length -> [(chunk index, item, start)]
-        for item, plan in enumerate(plans):
-            for index, (start, size) in enumerate(plan):
-                groups[size].append((index, item, start))
-        done, total = 0, sum(len(plan) for plan in plans)
-        step = max(1, self.chunk_batch_size) if self.fast_encoding else 1
-        for size, jobs in groups.items():
-            for first in range(0, len(jobs), step):
-                part = jobs[first : first + step]
+        jobs = [(size, (index, item, start)) for item, plan in enumerate(plans)
+                for index, (start, size) in enumerate(plan)]
+        done = 0
+        with _no_grad_unless_training(self):
+            for part in batch_jobs(jobs, step):
+                size = plans[part[0][1]][part[0][0]][1]
                 chunks = torch.stack([input_values[item, :, start : start + size] for _, item, start in part])
-                chunk_codes, chunk_scales = self._encode_frame(chunks, num_quantizers)  # (N, Q, F), (N, 1)
+                chunk_codes, chunk_scales = self.encode_chunks(chunks, num_quantizers, fast)  # (N, Q, F), (N, 1)
                 for row, (index, item, _) in enumerate(part):
                     codes[index, item, :, : chunk_codes.shape[-1]] = chunk_codes[row]
                     if chunk_scales is not None:
                         scales[index, item] = chunk_scales[row]
                 done += len(part)
-                self._report("encode", done, total)
+                report(done, len(jobs))
 
         longest = plans[lengths.index(max(lengths))]
         last_frame_pad_length = frames - num_frames(longest[-1][1], hop) if len(longest) == total_chunks else 0
@@ -739,7 +957,8 @@ class EncodecModel(EncodecPreTrainedModel):
 
     # -- decoding -----------------------------------------------------------------------------------------------
 
-    def _check_codes(self, audio_codes, audio_scales) -> list:
+    def check_codes(self, audio_codes, audio_scales) -> list:
+        """Check codes and scales as `decode` takes them; returns the scales as (batch, 1, 1) tensors or Nones."""
         if not isinstance(audio_codes, torch.Tensor) or audio_codes.dim() != 4:
             shape = tuple(audio_codes.shape) if isinstance(audio_codes, torch.Tensor) else type(audio_codes).__name__
             raise ValueError(f"audio_codes must be a tensor shaped (num_chunks, batch, num_quantizers, frames), "
@@ -776,12 +995,11 @@ class EncodecModel(EncodecPreTrainedModel):
             checked.append(scale.reshape(batch, 1, 1))
         return checked
 
-    def _decode_frame(self, codes: torch.Tensor) -> torch.Tensor:
-        """(N, Q, F) codes -> (N, channels, F * hop) float32 audio, before any scale."""
+    def decode_chunks(self, codes: torch.Tensor, fast_decoding: bool = True) -> torch.Tensor:
+        """(N, Q, F) codes of chunks of equal length -> (N, channels, F * hop) float32 audio, before any scale."""
         embeddings = self.quantizer.decode(codes.transpose(0, 1)).to(self.dtype)
-        return self.decoder(embeddings, channels_last=self.fast_decoding).float()
+        return self.decoder(embeddings, channels_last=fast_decoding).float()
 
-    @_folding_weight_norm
     def decode(
         self,
         audio_codes: torch.LongTensor,
@@ -789,6 +1007,10 @@ class EncodecModel(EncodecPreTrainedModel):
         padding_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
         last_frame_pad_length: int | None = 0,
+        *,
+        fast_decoding: bool | None = None,
+        chunk_batch_size: int | None = None,
+        progress=None,
     ) -> EncodecDecoderOutput | tuple:
         """Decode codes back to audio.
 
@@ -802,12 +1024,16 @@ class EncodecModel(EncodecPreTrainedModel):
             last_frame_pad_length (`int`, *optional*): used only without `padding_mask`: frames of padding at
                 the end of the last chunk (from `encode`). The output then has a whole number of frames, as the
                 original's `decode` does.
+            fast_decoding, chunk_batch_size, progress: see the class docstring.
 
         Returns:
             `EncodecDecoderOutput` with `audio_values` (batch_size, channels, samples).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        scales = self._check_codes(audio_codes, audio_scales)
+        fast = self.inference_option("fast_decoding", fast_decoding)
+        step = self.inference_option("chunk_batch_size", chunk_batch_size) if fast else 1
+        report = _progress_reporter(progress if progress is not None else self.progress_callback, "decode")
+        scales = self.check_codes(audio_codes, audio_scales)
         total_chunks, batch, _, frames = audio_codes.shape
         hop, stride = self.config.hop_length, self.config.chunk_stride
         chunked = self.config.chunk_length is not None
@@ -837,25 +1063,22 @@ class EncodecModel(EncodecPreTrainedModel):
             plans, lengths = [plan] * batch, [length] * batch
 
         # Decode chunks with the same number of frames together; then join each item's chunks.
-        groups = defaultdict(list)  # frames -> [(chunk index, item)]
-        for item, plan in enumerate(plans):
-            for index, chunk_frames in enumerate(plan):
-                groups[chunk_frames].append((index, item))
+        jobs = [(chunk_frames, (index, item)) for item, plan in enumerate(plans)
+                for index, chunk_frames in enumerate(plan)]
         decoded = {}
-        done, total = 0, sum(len(plan) for plan in plans)
-        step = max(1, self.chunk_batch_size) if self.fast_decoding else 1
-        for chunk_frames, jobs in groups.items():
-            for first in range(0, len(jobs), step):
-                part = jobs[first : first + step]
+        done = 0
+        with _no_grad_unless_training(self):
+            for part in batch_jobs(jobs, step):
+                chunk_frames = plans[part[0][1]][part[0][0]]
                 codes = torch.stack([audio_codes[index, item, :, :chunk_frames] for index, item in part])
-                audio = self._decode_frame(codes)  # (N, C, chunk_frames * hop)
+                audio = self.decode_chunks(codes, fast)  # (N, C, chunk_frames * hop)
                 for row, (index, item) in enumerate(part):
                     chunk = audio[row]
                     if scales[index] is not None:
                         chunk = chunk * scales[index][item].float()
                     decoded[index, item] = chunk
                 done += len(part)
-                self._report("decode", done, total)
+                report(done, len(jobs))
 
         out_length = max(lengths)
         first_chunk = decoded[0, 0]
@@ -878,8 +1101,14 @@ class EncodecModel(EncodecPreTrainedModel):
         audio_scales: list | None = None,
         return_dict: bool | None = None,
         last_frame_pad_length: int | None = 0,
+        *,
+        fast_encoding: bool | None = None,
+        fast_decoding: bool | None = None,
+        chunk_batch_size: int | None = None,
+        progress=None,
     ) -> EncodecOutput | tuple:
-        """Encode then decode (or decode the given `audio_codes` and `audio_scales`).
+        """Encode then decode (or decode the given `audio_codes` and `audio_scales`); options as for `encode` and
+        `decode`.
 
         Returns:
             `EncodecOutput` with `audio_codes` and `audio_values` (batch_size, channels, samples); with a
@@ -892,16 +1121,24 @@ class EncodecModel(EncodecPreTrainedModel):
                              f"or neither")
         if audio_codes is None:
             audio_codes, audio_scales, last_frame_pad_length = self.encode(
-                input_values, padding_mask, bandwidth, return_dict=False)
+                input_values, padding_mask, bandwidth, return_dict=False, fast_encoding=fast_encoding,
+                chunk_batch_size=chunk_batch_size, progress=progress)
             if padding_mask is None:
                 # decode must return the input's exact length, not a whole number of frames.
                 padding_mask = torch.ones(input_values.shape[0], input_values.shape[-1], dtype=torch.bool,
                                           device=input_values.device)
         audio_values = self.decode(audio_codes, audio_scales, padding_mask, return_dict=False,
-                                   last_frame_pad_length=last_frame_pad_length)[0]
+                                   last_frame_pad_length=last_frame_pad_length, fast_decoding=fast_decoding,
+                                   chunk_batch_size=chunk_batch_size, progress=progress)[0]
         if not return_dict:
             return audio_codes, audio_values
         return EncodecOutput(audio_codes=audio_codes, audio_values=audio_values)
+
+
+def _no_grad_unless_training(model: nn.Module):
+    """Codes are discrete, so encode and decode record no graph unless the model is training and autograd is on;
+    that also lets the layers use their folded weights."""
+    return contextlib.nullcontext() if model.training and torch.is_grad_enabled() else torch.no_grad()
 
 
 __all__ = [
@@ -910,6 +1147,7 @@ __all__ = [
     "EncodecOutput",
     "EncodecEncoderOutput",
     "EncodecDecoderOutput",
+    "INFERENCE_DEFAULTS",
     "conv_extra_padding",
     "num_frames",
     "overlap_add_weights",

@@ -3,7 +3,7 @@
 The processor prepares, the model computes: everything here turns what users have (int16 or float arrays,
 tensors, any sample rate, mono or stereo, clips of different lengths) into `input_values` (batch, channels, T)
 at the model's rate and a `padding_mask` (batch, T) that marks each clip's real samples. The chunk plan of the
-48 kHz model is defined once, in `plan_chunks`, which the model imports too.
+48 kHz model is defined once, in `chunking.plan_chunks`, which the model uses too.
 """
 
 from __future__ import annotations
@@ -12,40 +12,9 @@ import numpy as np
 from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.utils import logging
 
+from .chunking import chunk_sizes, plan_chunks
+
 logger = logging.get_logger(__name__)
-
-
-def chunk_sizes(chunk_length_s: float | None, overlap: float | None, sampling_rate: int) -> tuple:
-    """(chunk_length, chunk_stride) in samples, as EnCodec 0.1.1 derives them; (None, None) without chunking.
-
-    Worked example, the 48 kHz model (1 s chunks, 1 % overlap): chunk_length = int(1.0 * 48,000) = 48,000 and
-    chunk_stride = max(1, int(0.99 * 48,000)) = 47,520. With `chunk_length_s` but no `overlap`:
-    (chunk_length, None), which does not chunk either.
-    """
-    if chunk_length_s is None:
-        return None, None
-    chunk_length = int(chunk_length_s * sampling_rate)
-    if overlap is None:
-        return chunk_length, None
-    return chunk_length, max(1, int((1.0 - overlap) * chunk_length))
-
-
-def plan_chunks(length: int, chunk_length: int | None, chunk_stride: int | None) -> list[tuple[int, int]]:
-    """Where each chunk of a clip of `length` samples starts and how many real samples it holds.
-
-    EnCodec 0.1.1 cuts a clip into chunks starting every `chunk_stride` samples, each `chunk_length` long
-    except the last, which keeps only the samples that exist (it is never padded). Without chunking the
-    whole clip is one chunk.
-
-    Worked example, the 48 kHz model (chunk 48,000, stride 47,520) on 100,000 samples:
-    starts 0, 47,520, 95,040, so `[(0, 48000), (47520, 48000), (95040, 4960)]`. A clip of exactly
-    48,000 samples gives two chunks, `[(0, 48000), (47520, 480)]`, as the original does.
-    """
-    if length < 1:
-        raise ValueError(f"a clip needs at least one sample to be chunked, got length {length}")
-    if chunk_length is None or chunk_stride is None:
-        return [(0, length)]
-    return [(start, min(chunk_length, length - start)) for start in range(0, length, chunk_stride)]
 
 
 def convert_channels(audio: np.ndarray, channels: int) -> np.ndarray:

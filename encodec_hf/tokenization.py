@@ -16,7 +16,6 @@ contiguous shard (`datasets.distributed.split_dataset_by_node`), rank 0 joining 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -25,8 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .modeling_encodec import EncodecModel, num_frames
-from .processing import EncodecFeatureExtractor, plan_chunks
+from .audio_io import read_audio
+from .chunking import num_frames, plan_chunks
+from .modeling_encodec import EncodecModel
+from .processing import EncodecFeatureExtractor
 
 METADATA_KEY = "encodec_hf"
 CODE_COLUMNS = ("audio_codes", "audio_scales", "audio_length")
@@ -50,19 +51,16 @@ def read_audio_value(value, sampling_rate: int | None = None):
     dict with `bytes` or `path` (read with soundfile), a dict with `array` and `sampling_rate`, or a plain array
     whose rate comes from `sampling_rate`.
     """
-    import soundfile
-
     if hasattr(value, "get_all_samples"):
         samples = value.get_all_samples()
         data = samples.data
         data = data.detach().cpu().numpy() if hasattr(data, "detach") else np.asarray(data)
         return np.asarray(data, dtype=np.float32), int(samples.sample_rate)
     if isinstance(value, dict) and ("bytes" in value or "path" in value) and "array" not in value:
-        source = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
+        source = value["bytes"] if value.get("bytes") else value.get("path")
         if source is None:
             raise ValueError("the audio cell has neither bytes nor a path")
-        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
-        return data.T, int(rate)  # (T, C) -> (C, T)
+        return read_audio(source)
     if isinstance(value, dict) and "array" in value:
         rate = value.get("sampling_rate", sampling_rate)
         return value["array"], rate

@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import requires_original, save_tiny_folder
-from reference import original_model
+from encodec_hf.testing import requires_original, save_tiny_folder
+from encodec_hf.testing import original_model
 
 
 def run(*args, env=None):

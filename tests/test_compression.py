@@ -11,10 +11,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import requires_original, save_tiny_folder, tiny_model
+from encodec_hf.testing import requires_original, save_tiny_folder, tiny_model
 from encodec_hf import EncodecModel
 from encodec_hf.cli import main
-from encodec_hf.compression import HEADER, compress, decompress, pack_bits, unpack_bits, write_header
+from encodec_hf.ecdc import compress, decompress, pack_bits, unpack_bits, write_header
+from encodec_hf.ecdc.container import HEADER
 
 
 def test_pack_bits_worked_example_and_round_trip():
@@ -303,7 +304,7 @@ def test_language_model_file_with_a_lying_length(tiny_with_lm):
 
 
 def test_language_model_round_trip_and_streaming(tiny_with_lm):
-    from encodec_hf.compression import decompress_iter
+    from encodec_hf.ecdc import decompress_iter
 
     model, coded, plain = tiny_with_lm
     decoded, _ = decompress(coded, model)
@@ -344,7 +345,7 @@ def framed(tiny):
 
 def chunk_offsets(tiny, data):
     """Where each framed chunk's payload starts, read from the frames."""
-    from encodec_hf.compression import FRAME
+    from encodec_hf.ecdc.container import FRAME
 
     position = HEADER.size + HEADER.unpack(data[: HEADER.size])[2]
     offsets = []
@@ -425,7 +426,7 @@ def test_fuzzed_version_1_files_fail_cleanly(tiny, framed, data):
 # -- the language model's deterministic mode (version 1) -----------------------------------------------------------
 
 def test_deterministic_cdf_worked_example():
-    from encodec_hf.language_model import deterministic_cdf
+    from encodec_hf.ecdc.coder import deterministic_cdf
 
     cdf, risky = deterministic_cdf(torch.tensor([[0.3, 0.7], [0.25, 0.75]], dtype=torch.float64))
     assert cdf[0].tolist() == [5032960, 16776959] and risky.tolist() == [False, True]
@@ -435,7 +436,7 @@ def test_deterministic_cdf_worked_example():
 
 def test_deterministic_cdf_is_the_originals_formula_in_integers():
     """With probabilities already on the 2**-16 grid, the ranges are `quantized_cdf`'s (the original's formula)."""
-    from encodec_hf.language_model import deterministic_cdf, quantized_cdf
+    from encodec_hf.ecdc.coder import deterministic_cdf, quantized_cdf
 
     generator = torch.Generator().manual_seed(0)
     for card, temperature in ((1024, 1.0), (1024, 8.0), (16, 3.0)):
@@ -491,7 +492,7 @@ def metadata_of(data: bytes) -> dict:
 
 
 def test_deterministic_files_round_trip(deterministic):
-    from encodec_hf.compression import decompress_iter
+    from encodec_hf.ecdc import decompress_iter
 
     model, audio, coded, plain = deterministic
     assert coded[4] == 1 and metadata_of(coded)["dlm"] == 1
@@ -508,7 +509,7 @@ def test_deterministic_files_round_trip(deterministic):
 
 def test_deterministic_bytes_do_not_depend_on_batching_or_threads(deterministic, monkeypatch):
     """The point of the mode: however the work is grouped, the bytes are the same, and any grouping decodes."""
-    import encodec_hf.compression as compression
+    import encodec_hf.ecdc.lm_coding as compression
 
     model, audio, coded, plain = deterministic
     reference, _ = decompress(plain, model)
@@ -528,12 +529,12 @@ def test_deterministic_bytes_do_not_depend_on_batching_or_threads(deterministic,
 
 def test_risky_positions_are_listed_and_coded_uniformly(deterministic, monkeypatch):
     """With a wide guard most distributions are risky: the file lists them, and both sides agree."""
-    import encodec_hf.language_model as language_model
-    from encodec_hf.compression import FRAME, read_varint
+    import encodec_hf.ecdc.coder as coder
+    from encodec_hf.ecdc.container import FRAME, read_varint
 
     model, audio, coded, plain = deterministic
     assert coded[HEADER.size + HEADER.unpack(coded[: HEADER.size])[2] + FRAME.size + 4] == 0  # none here
-    monkeypatch.setattr(language_model, "GUARD", 0.2)
+    monkeypatch.setattr(coder, "GUARD", 0.2)
     wide = compress(model, audio, 400, bandwidth=0.8, use_lm=True, container_version=1)
     first_chunk = HEADER.size + HEADER.unpack(wide[: HEADER.size])[2] + FRAME.size + 4  # after frame and scale
     count = read_varint(io.BytesIO(wide[first_chunk:]), 10**6)
@@ -542,7 +543,7 @@ def test_risky_positions_are_listed_and_coded_uniformly(deterministic, monkeypat
 
 
 def test_varint_worked_example_and_limits():
-    from encodec_hf.compression import read_varint, write_varint
+    from encodec_hf.ecdc.container import read_varint, write_varint
 
     for value, encoded in ((0, b"\x00"), (127, b"\x7f"), (300, b"\xac\x02")):
         stream = io.BytesIO()
@@ -557,7 +558,7 @@ def test_varint_worked_example_and_limits():
 
 
 def test_bad_deterministic_files(deterministic):
-    from encodec_hf.compression import FRAME
+    from encodec_hf.ecdc.container import FRAME
 
     model, _, coded, plain = deterministic
     for bad, match in ((rewrite(coded, dlm=2), "mode 2"), (rewrite(coded, version=0), "version 0"),

@@ -5,10 +5,10 @@ import pickle
 import pytest
 import torch
 
-from conftest import requires_original
+from encodec_hf.testing import requires_original
 from encodec_hf import EncodecConfig, EncodecModel
 from encodec_hf.convert_encodec import convert_checkpoint, convert_state_dict, rename_key
-from reference import original_layout
+from encodec_hf.testing import original_layout
 
 
 def test_rename_key_examples():

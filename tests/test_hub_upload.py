@@ -21,30 +21,10 @@ import transformers
 from huggingface_hub import metadata_load
 from huggingface_hub.utils import _http
 
-from conftest import save_tiny_folder, tiny_model
-from reference import original_layout
+from encodec_hf.testing import original_layout, run_without_encodec_hf, save_tiny_folder, tiny_model
 from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
 from encodec_hf.cli import main
 from encodec_hf.hub_upload import FOLDER_FILES, HubUploadError, build_folder, load_source, upload
-
-BLOCK_ENCODEC_HF = """
-import importlib.abc, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "encodec_hf" or name.startswith("encodec_hf."):
-            raise ImportError("encodec_hf is blocked in this process")
-sys.meta_path.insert(0, _Block())
-"""
-
-
-def run_without_encodec_hf(code: str, cwd: Path):
-    script = cwd / "probe.py"
-    script.write_text(BLOCK_ENCODEC_HF + textwrap.dedent(code))
-    result = subprocess.run([sys.executable, str(script)], cwd=cwd, capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
 
 @pytest.fixture(scope="module")
 def source_folder(tmp_path_factory):

@@ -4,7 +4,7 @@ reduced precision. Speed itself is measured in benchmarks/, never here."""
 import pytest
 import torch
 
-from conftest import tiny_model
+from encodec_hf.testing import tiny_model
 from encodec_hf import EncodecModel
 
 LENGTHS = [1, 5, 361, 721, 1000]
@@ -22,10 +22,8 @@ def test_fast_decoding_stays_within_1e5_of_exact(chunked):
         mask = torch.ones(3, length)
         with torch.no_grad():
             enc = model.encode(x, mask, bandwidth=0.8)
-            model.fast_decoding = False
-            exact = model.decode(enc.audio_codes, enc.audio_scales, mask).audio_values
-            model.fast_decoding = True
-            fast = model.decode(enc.audio_codes, enc.audio_scales, mask).audio_values
+            exact = model.decode(enc.audio_codes, enc.audio_scales, mask, fast_decoding=False).audio_values
+            fast = model.decode(enc.audio_codes, enc.audio_scales, mask, fast_decoding=True).audio_values
         assert fast.shape == exact.shape
         assert relative_error(fast, exact) < 1e-5, length
 
@@ -36,8 +34,7 @@ def test_fast_encoding_rarely_flips_a_code(chunked):
     x = torch.randn(2, model.config.audio_channels, 3000) * 0.3
     with torch.no_grad():
         exact = model.encode(x, bandwidth=0.8).audio_codes
-        model.fast_encoding = True
-        fast = model.encode(x, bandwidth=0.8)
+        fast = model.encode(x, bandwidth=0.8, fast_encoding=True)
         audio = model.decode(fast.audio_codes, fast.audio_scales, torch.ones(2, 3000)).audio_values
     assert fast.audio_codes.shape == exact.shape
     assert (fast.audio_codes != exact).float().mean() < 0.01
@@ -102,7 +99,7 @@ def test_torch_compile_runs_encoder_and_decoder_without_graph_breaks(chunked):
     weight norm) must trace whole, in the fast layout, over chunks of different lengths (recompiling for them)."""
     torch._dynamo.reset()
     model = tiny_model(chunked=chunked)
-    model.fast_encoding = True
+    model.set_inference_defaults(fast_encoding=True)
     x = torch.randn(2, model.config.audio_channels, 1000) * 0.3  # chunked: two full chunks and a shorter one
     mask = torch.ones(2, 1000)
     with torch.no_grad():

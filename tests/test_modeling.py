@@ -5,7 +5,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from conftest import tiny_config, tiny_model
+from encodec_hf.testing import tiny_config, tiny_model
 from encodec_hf import EncodecFeatureExtractor, EncodecModel
 from encodec_hf.modeling_encodec import (
     EncodecConv1d,

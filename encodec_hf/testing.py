@@ -1,8 +1,10 @@
-"""Helpers that build the reference implementations with random weights, for parity tests and benchmarks.
+"""Helpers for tests, benchmarks and scripts: tiny configurations, and the reference implementations built with
+random weights (EnCodec 0.1.1 for parity, its checkpoints for conversion). Nothing here touches the network.
 
 EnCodec 0.1.1 imports torchaudio for file IO only, and torchaudio has no CPU build here (installing it breaks
 `import transformers`), so a stub module stands in for it. The stub has a `__spec__`: transformers checks
-installed packages with importlib and trips over a module without one.
+installed packages with importlib and trips over a module without one. Install the original with
+`pip install --no-deps encodec==0.1.1` (scripts/setup.sh does); it is never a dependency of this package.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ from __future__ import annotations
 import importlib.machinery
 import sys
 import types
+from pathlib import Path
 
 import torch
+
+from .configuration_encodec import EncodecConfig
+from .modeling_encodec import EncodecModel
 
 
 def import_original_encodec():
@@ -84,3 +90,76 @@ def original_layout(model) -> dict:
         key = key.replace(".conv.", f".{inner}.{inner}.").replace(".norm.", f".{inner}.norm.")
         out[key] = value.clone()
     return out
+
+
+def tiny_config(**overrides) -> EncodecConfig:
+    """A model small enough for many fast tests: hop 4, 16-entry codebooks, 0.4 kbps per codebook.
+
+    With `chunked=True`: 400 Hz, chunks of 400 samples every 360 (10 % overlap), normalised, stereo, like a
+    miniature 48 kHz model.
+    """
+    chunked = overrides.pop("chunked", False)
+    values = dict(sampling_rate=400, hidden_size=8, codebook_dim=8, num_filters=4, upsampling_ratios=[2, 2],
+                  codebook_size=16, target_bandwidths=[0.4, 0.8], num_lstm_layers=1)
+    if chunked:
+        values.update(audio_channels=2, normalize=True, chunk_length_s=1.0, overlap=0.1, use_causal_conv=False,
+                      norm_type="time_group_norm")
+    values.update(overrides)
+    return EncodecConfig(**values)
+
+
+def tiny_model(seed: int = 0, **overrides) -> EncodecModel:
+    torch.manual_seed(seed)
+    model = EncodecModel(tiny_config(**overrides)).eval()
+    with torch.no_grad():  # random GroupNorm affine parameters, so that they matter
+        for name, param in model.named_parameters():
+            if ".norm." in name:
+                param.add_(0.1 * torch.randn_like(param))
+    return model
+
+
+def save_tiny_folder(folder, model: EncodecModel | None = None) -> Path:
+    """A model folder as `encodec-hf convert` writes it (config, weights, preprocessor config)."""
+    from .processing import EncodecFeatureExtractor
+
+    model = model if model is not None else tiny_model(chunked=True)
+    model.save_pretrained(folder)
+    EncodecFeatureExtractor.from_model_config(model.config).save_pretrained(folder)
+    return Path(folder)
+
+
+def requires_original():
+    """A pytest mark that skips a test when EnCodec 0.1.1 is not installed."""
+    import pytest
+
+    return pytest.mark.skipif(import_original_encodec() is None,
+                              reason="EnCodec 0.1.1 is not installed (pip install --no-deps encodec==0.1.1)")
+
+
+BLOCK_ENCODEC_HF = """
+import importlib.abc, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "encodec_hf" or name.startswith("encodec_hf."):
+            raise ImportError("encodec_hf is blocked in this process")
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def run_without_encodec_hf(code: str, cwd: Path):
+    """Run `code` in a fresh Python process in which importing encodec_hf fails (only transformers and the
+    folder's remote code are there), offline; fails the test with the end of its stderr if it fails."""
+    import os
+    import subprocess
+    import textwrap
+
+    script = cwd / "probe.py"
+    script.write_text(BLOCK_ENCODEC_HF + textwrap.dedent(code))
+    result = subprocess.run([sys.executable, str(script)], cwd=cwd, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+__all__ = ["import_original_encodec", "fit_codebooks", "original_model", "original_layout", "tiny_config",
+           "tiny_model", "save_tiny_folder", "requires_original", "run_without_encodec_hf"]

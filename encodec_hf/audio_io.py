@@ -1,0 +1,57 @@
+"""Audio files in and out, for the command line, the .ecdc file functions and dataset tokenization alike.
+
+soundfile (libsndfile) reads and writes every format it knows (WAV, FLAC, OGG/Vorbis, MP3 with libsndfile >= 1.1);
+audio is float32 shaped (channels, samples), as the feature extractor takes it.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+SUBTYPES = {"pcm16": "PCM_16", "float": "FLOAT"}
+
+
+def read_audio(source: str | Path | bytes | io.IOBase) -> tuple[np.ndarray, int]:
+    """Read a file (a path, the file's bytes, or a file object): float32 (channels, samples) and its rate.
+
+    Raises ValueError with the source named when soundfile cannot read it.
+    """
+    import soundfile
+
+    name = "the audio bytes" if isinstance(source, (bytes, bytearray)) else repr(str(getattr(source, "name", source)))
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    elif isinstance(source, Path):
+        source = str(source)
+    try:
+        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as error:
+        raise ValueError(f"cannot read audio from {name}: {error}") from error
+    return np.ascontiguousarray(data.T), int(rate)  # (T, C) -> (C, T)
+
+
+def write_audio(target: str | Path, audio, sample_rate: int, subtype: str = "pcm16") -> None:
+    """Write (channels, samples) float audio: 16-bit PCM clipped to +-0.99 as EnCodec 0.1.1 saves it ("pcm16", the
+    default), or 32-bit float unclipped ("float"). The format follows the file name's extension (WAV, FLAC, ...).
+
+    Raises ValueError with the target named when soundfile cannot write it.
+    """
+    import soundfile
+
+    if subtype not in SUBTYPES:
+        raise ValueError(f"subtype must be one of {', '.join(SUBTYPES)}, got {subtype!r}")
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2:
+        raise ValueError(f"write_audio takes audio shaped (channels, samples), got shape {audio.shape}")
+    if subtype == "pcm16":
+        audio = np.clip(audio, -0.99, 0.99)
+    try:
+        soundfile.write(str(target), audio.T, sample_rate, subtype=SUBTYPES[subtype])
+    except (OSError, RuntimeError, TypeError, ValueError, soundfile.LibsndfileError) as error:
+        raise ValueError(f"cannot write audio to {str(target)!r}: {error}") from error
+
+
+__all__ = ["read_audio", "write_audio"]

@@ -1,0 +1,178 @@
+"""The arithmetic that bites: chunk plans, convolution padding, frame counts, overlap-add, batching of chunks.
+
+Small pure functions (and one small accumulator), each with a worked example, shared by the feature extractor,
+the model, the streams and the .ecdc files, so that none of them holds a second copy. Vocabulary: a *chunk* is a
+piece of audio the model encodes alone (1 s for the 48 kHz model; the whole clip for causal models); a *frame* is
+one step of codes (`hop_length` samples, 320 at 24 kHz).
+
+This module imports nothing from the package, so every other module can import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Iterator
+
+import torch
+
+
+def chunk_sizes(chunk_length_s: float | None, overlap: float | None, sampling_rate: int) -> tuple:
+    """(chunk_length, chunk_stride) in samples, as EnCodec 0.1.1 derives them; (None, None) without chunking.
+
+    Worked example, the 48 kHz model (1 s chunks, 1 % overlap): chunk_length = int(1.0 * 48,000) = 48,000 and
+    chunk_stride = max(1, int(0.99 * 48,000)) = 47,520. With `chunk_length_s` but no `overlap`:
+    (chunk_length, None), which does not chunk either.
+    """
+    if chunk_length_s is None:
+        return None, None
+    chunk_length = int(chunk_length_s * sampling_rate)
+    if overlap is None:
+        return chunk_length, None
+    return chunk_length, max(1, int((1.0 - overlap) * chunk_length))
+
+
+def plan_chunks(length: int, chunk_length: int | None, chunk_stride: int | None) -> list[tuple[int, int]]:
+    """Where each chunk of a clip of `length` samples starts and how many real samples it holds.
+
+    EnCodec 0.1.1 cuts a clip into chunks starting every `chunk_stride` samples, each `chunk_length` long
+    except the last, which keeps only the samples that exist (it is never padded). Without chunking the
+    whole clip is one chunk.
+
+    Worked example, the 48 kHz model (chunk 48,000, stride 47,520) on 100,000 samples:
+    starts 0, 47,520, 95,040, so `[(0, 48000), (47520, 48000), (95040, 4960)]`. A clip of exactly
+    48,000 samples gives two chunks, `[(0, 48000), (47520, 480)]`, as the original does.
+    """
+    if length < 1:
+        raise ValueError(f"a clip needs at least one sample to be chunked, got length {length}")
+    if chunk_length is None or chunk_stride is None:
+        return [(0, length)]
+    return [(start, min(chunk_length, length - start)) for start in range(0, length, chunk_stride)]
+
+
+def num_frames(length: int, hop_length: int) -> int:
+    """Code frames the encoder makes from `length` samples: ceil(length / hop) (24 kHz: 333 samples -> 2)."""
+    return -(-length // hop_length)
+
+
+def conv_extra_padding(length: int, kernel_size: int, stride: int, padding_total: int) -> int:
+    """Zeros to add at the end so that a strided convolution's last window is full (EnCodec's pad_for_conv1d).
+
+    Without them the transposed convolution cannot rebuild the input length. With kernel 4, stride 2 and total
+    padding 2 on 5 samples, the windows start at 0, 2, 4 of the 7 padded samples and the last one needs one more:
+
+        p 1 2 3 4 5 p .      (p: fixed padding, .: the extra sample)
+        [0  1  2  3]
+            [2  3  4  5]
+                [4  5  6  7]
+
+    Returns `(ceil((length - kernel_size + padding_total) / stride) + 1 - 1) * stride + kernel_size -
+    padding_total - length`, computed in integers so no float rounding can change it.
+    """
+    numerator = length - kernel_size + padding_total
+    windows = -(-numerator // stride) + 1  # ceil division, also right for negative numerators
+    ideal_length = (windows - 1) * stride + kernel_size - padding_total
+    return ideal_length - length
+
+
+def overlap_add_weights(frame_length: int, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """EnCodec's triangle of overlap-add weights, highest in the middle of a chunk and never zero.
+
+    Two chunks overlapping from S to T weigh (t - S) and (T - t); divided by their sum, the second chunk
+    fades in linearly, (t - S) / (T - S). Example for frame_length 4: linspace(0, 1, 6)[1:-1] = 0.2, 0.4,
+    0.6, 0.8, so weights 0.2, 0.4, 0.4, 0.2.
+    """
+    t = torch.linspace(0, 1, frame_length + 2, dtype=dtype, device=device)[1:-1]
+    return 0.5 - (t - 0.5).abs()
+
+
+class OverlapAdd:
+    """EnCodec 0.1.1's overlap-add, one chunk at a time: `add` returns the samples no later chunk can change.
+
+    Chunk i (`(..., length_i)`) starts at `i * stride`. Every position is the weighted mean of the chunks covering
+    it, with `overlap_add_weights` computed for the first chunk's length (a shorter last chunk uses the start of
+    that triangle), summed in float32 at least so that bfloat16 chunks do not round the small weights at the chunk
+    edges to zero. Each position's sums are made in the same order as the original's whole-clip buffer, so the
+    samples are bit for bit the original's whether they come out chunk by chunk (streaming) or at once
+    (`linear_overlap_add`).
+
+    Worked example, stride 2, two chunks of 4 samples (weights 0.2, 0.4, 0.4, 0.2): `add(a)` returns samples 0-1
+    (a[0], a[1]: nothing else covers them); `add(b)` returns samples 2-3, (0.4 a[2] + 0.2 b[0]) / 0.6 and
+    (0.2 a[3] + 0.4 b[1]) / 0.6; `finish()` returns b[2], b[3].
+    """
+
+    def __init__(self, stride: int):
+        self.stride = stride
+        self.index = 0  # chunks added
+        self.offset = 0  # absolute position of the buffers' first sample
+        self.weight = self.out = self.sum_weight = None
+        self.dtype = None  # of the chunks, for the output
+
+    def add(self, chunk: torch.Tensor) -> torch.Tensor:
+        # chunk: (..., length) -> (..., n) samples now final
+        if self.weight is None:
+            self.dtype = chunk.dtype
+            dtype = torch.promote_types(chunk.dtype, torch.float32)
+            self.weight = overlap_add_weights(chunk.shape[-1], dtype, chunk.device)
+            self.out = torch.zeros(*chunk.shape[:-1], 0, dtype=dtype, device=chunk.device)
+            self.sum_weight = torch.zeros(0, dtype=dtype, device=chunk.device)
+        start = self.index * self.stride - self.offset  # the chunk's start within the buffers
+        length = chunk.shape[-1]
+        end = start + length
+        if end > self.out.shape[-1]:
+            grow = end - self.out.shape[-1]
+            self.out = torch.nn.functional.pad(self.out, (0, grow))
+            self.sum_weight = torch.nn.functional.pad(self.sum_weight, (0, grow))
+        self.out[..., start:end] += self.weight[:length] * chunk.to(self.out.dtype)
+        self.sum_weight[start:end] += self.weight[:length]
+        self.index += 1
+        ready = self.index * self.stride - self.offset  # the next chunk starts there
+        return self._release(min(ready, self.out.shape[-1]))
+
+    def finish(self) -> torch.Tensor:
+        """The samples still held (after the last chunk)."""
+        if self.out is None:
+            raise ValueError("overlap-add needs at least one chunk")
+        return self._release(self.out.shape[-1])
+
+    def _release(self, count: int) -> torch.Tensor:
+        out = self.out[..., :count] / self.sum_weight[:count]
+        self.out, self.sum_weight = self.out[..., count:], self.sum_weight[count:]
+        self.offset += count
+        return out.to(self.dtype)
+
+
+def linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
+    """Join decoded chunks (each `(..., length_i)`) that start every `stride` samples, as EnCodec 0.1.1 does.
+
+    See `OverlapAdd` for the weights. The result covers every chunk: usually `stride * (len(frames) - 1) +
+    frames[-1].shape[-1]` samples, as in the original. The original allocates exactly that and fails ("The size
+    of tensor a (47840) must match the size of tensor b (48000)") when an earlier chunk, rounded up to whole
+    frames, reaches further than the last one: 48 kHz clips whose last chunk holds 161 to 320 samples after a
+    partial chunk, such as 47,681 to 47,840 samples. Here the buffer grows to the furthest chunk end instead,
+    which changes no sample where the original works; callers trim to the real length.
+    """
+    if not frames:
+        raise ValueError("linear_overlap_add needs at least one chunk")
+    joiner = OverlapAdd(stride)
+    pieces = [joiner.add(frame) for frame in frames]
+    pieces.append(joiner.finish())
+    return torch.cat(pieces, dim=-1)
+
+
+def batch_jobs(jobs: Iterable[tuple[Hashable, object]], batch_size: int) -> Iterator[list]:
+    """Cut (key, job) pairs into batches of at most `batch_size` jobs that share a key, keys in first-seen order.
+
+    The model encodes or decodes chunks of equal length together; the key is that length. Worked example,
+    batch_size 2: `[(48000, a), (48000, b), (4960, c), (48000, d)]` -> `[a, b]`, `[d]`, `[c]`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    groups: dict = {}
+    for key, job in jobs:
+        groups.setdefault(key, []).append(job)
+    for members in groups.values():
+        for first in range(0, len(members), batch_size):
+            yield members[first : first + batch_size]
+
+
+__all__ = ["chunk_sizes", "plan_chunks", "num_frames", "conv_extra_padding", "overlap_add_weights", "OverlapAdd",
+           "linear_overlap_add", "batch_jobs"]

@@ -1,0 +1,115 @@
+"""The package's shape: no import cycle (lazy imports included), streaming drives the layers without copying
+their arithmetic or reaching into private names, the remote code ships every module the model imports."""
+
+import ast
+from pathlib import Path
+
+import encodec_hf
+from encodec_hf.hub_upload import REMOTE_CODE
+
+PACKAGE = Path(encodec_hf.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_module(name: str) -> bool:
+    path = PACKAGE.parent / Path(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def package_imports(path: Path) -> set[str]:
+    """Every module of the package that `path` imports, at the top or inside functions (lazy imports)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            candidates = [target] + [f"{target}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        else:
+            continue
+        for candidate in candidates:
+            if candidate.startswith("encodec_hf") and is_module(candidate):
+                found.add(candidate)
+    found.discard(name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {module_name(path): package_imports(path) for path in PACKAGE.rglob("*.py")}
+
+
+def test_import_graph_is_read():
+    graph = import_graph()
+    assert "encodec_hf.streaming" in graph["encodec_hf.modeling_encodec"]
+    assert "encodec_hf.modeling_encodec" in graph["encodec_hf.cli"]  # a lazy import, inside a function
+    assert "encodec_hf.ecdc.container" in graph["encodec_hf.ecdc.api"]  # a relative import from a subpackage
+
+
+def test_no_import_cycle():
+    graph = import_graph()
+    # A package's __init__ imports its submodules by design; a cycle through it is the submodule importing the
+    # package's public names, which the walk below still sees via the submodules' own edges.
+    edges = {name: {t for t in targets if not (name + ".").startswith(t + ".") and t != name}
+             for name, targets in graph.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(edges.get(node, ())):
+            if state.get(target) == 1:
+                cycle = stack[stack.index(target):] + [target]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if state.get(target) is None:
+                visit(target)
+        stack.pop()
+        state[node] = 2
+
+    for module in sorted(edges):
+        if state.get(module) is None:
+            visit(module)
+
+
+def test_streaming_holds_no_layer_arithmetic_and_no_private_imports():
+    tree = ast.parse((PACKAGE / "streaming.py").read_text())
+    calls = {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute)}
+    assert not calls & {"conv1d", "conv_transpose1d", "lstm", "_pad1d", "pad", "elu", "group_norm"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert node.module in ("__future__", "chunking"), node.module
+            assert not any(alias.name.startswith("_") for alias in node.names)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+            # model._something: the stream objects use the model's public methods only
+            assert not (node.value.attr == "model" and node.attr.startswith("_")), node.attr
+
+
+def test_remote_code_ships_every_module_the_model_imports():
+    graph = import_graph()
+    needed, todo = set(), ["encodec_hf.modeling_encodec", "encodec_hf.processing", "encodec_hf.configuration_encodec"]
+    while todo:
+        module = todo.pop()
+        if module in needed:
+            continue
+        needed.add(module)
+        todo += graph[module]
+    assert sorted(m.split(".", 1)[1] + ".py" for m in needed) == sorted(REMOTE_CODE)
+
+
+def test_public_names():
+    for name in ("compress", "decompress", "compress_file", "decompress_file", "EncodecModel",
+                 "EncodecFeatureExtractor", "EncodecLanguageModel", "read_audio", "write_audio"):
+        assert name in encodec_hf.__all__ and hasattr(encodec_hf, name), name
+    assert (PACKAGE / "py.typed").is_file()

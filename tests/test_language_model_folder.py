@@ -1,0 +1,102 @@
+"""The entropy-coding language model as a Hugging Face sub-model: saved in `language_model/`, loaded by
+`EncodecModel.from_pretrained` from a folder, from the Hub's cache offline, and by the remote code; older folders
+still load; it follows the model through `.to()`; the codec's state dict keeps exactly the official keys."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from encodec_hf import EncodecLanguageModel, EncodecModel, compress, decompress
+from encodec_hf.hub_upload import upload
+from encodec_hf.testing import run_without_encodec_hf, save_tiny_folder, tiny_model
+
+
+@pytest.fixture(scope="module")
+def with_lm(tmp_path_factory):
+    model = tiny_model(chunked=True)
+    torch.manual_seed(3)
+    object.__setattr__(model, "language_model", EncodecLanguageModel.for_model(model.config).eval())
+    folder = save_tiny_folder(tmp_path_factory.mktemp("lm") / "model", model)
+    return model, folder
+
+
+def test_saved_in_a_subfolder_with_its_config(with_lm):
+    model, folder = with_lm
+    assert (folder / "language_model" / "config.json").is_file()
+    assert (folder / "language_model" / "model.safetensors").is_file()
+    assert not (folder / "language_model.safetensors").exists()
+    config = json.loads((folder / "language_model" / "config.json").read_text())
+    assert config["model_type"] == "encodec_hf_language_model" and config["num_codebooks"] == 2
+    loaded = EncodecModel.from_pretrained(folder)
+    assert set(loaded.state_dict()) == set(tiny_model(chunked=True).state_dict())  # official keys only
+    for key, value in model.language_model.state_dict().items():
+        assert torch.equal(loaded.language_model.state_dict()[key], value), key
+
+
+def test_legacy_two_file_layout_still_loads(with_lm, tmp_path):
+    model, folder = with_lm
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    shutil.move(old / "language_model" / "model.safetensors", old / "language_model.safetensors")
+    fields = {k: v for k, v in json.loads((old / "language_model" / "config.json").read_text()).items()
+              if k in ("num_codebooks", "codebook_size", "past_context", "dim", "num_layers", "num_heads",
+                       "hidden_scale")}
+    (old / "language_model_config.json").write_text(json.dumps(fields))
+    shutil.rmtree(old / "language_model")
+    loaded = EncodecModel.from_pretrained(old)
+    assert loaded.language_model is not None
+    for key, value in model.language_model.state_dict().items():
+        assert torch.equal(loaded.language_model.state_dict()[key], value), key
+
+
+def test_follows_the_model_through_to(with_lm):
+    _, folder = with_lm
+    loaded = EncodecModel.from_pretrained(folder)
+    loaded.to(torch.float64)
+    assert next(loaded.language_model.parameters()).dtype == torch.float64
+    loaded.float()
+    assert next(loaded.language_model.parameters()).dtype == torch.float32
+
+
+def fill_hub_cache(cache, repo_id: str, folder, commit: str = "0" * 40):
+    """The layout huggingface_hub's cache has after a download of every file of `folder` at `commit`."""
+    root = cache / f"models--{repo_id.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, root / "snapshots" / commit)
+
+
+def test_a_pushed_repo_loads_by_id_from_the_offline_cache_and_compresses_with_its_lm(with_lm, tmp_path):
+    model, folder = with_lm
+    built = tmp_path / "built"
+    upload(folder, "me/tiny-lm", local_dir=built, dry_run=True, report=lambda line: None)
+    assert (built / "language_model" / "model.safetensors").is_file()
+    fill_hub_cache(tmp_path / "cache", "me/tiny-lm", built)
+    loaded = EncodecModel.from_pretrained("me/tiny-lm", cache_dir=tmp_path / "cache").eval()  # HF_HUB_OFFLINE=1
+    assert loaded.language_model is not None
+    audio = np.random.default_rng(0).standard_normal((2, 900)).astype(np.float32) * 0.2
+    data = compress(loaded, audio, 400, bandwidth=0.8, use_lm=True)
+    assert data == compress(model, audio, 400, bandwidth=0.8, use_lm=True)
+    np.testing.assert_array_equal(decompress(data, loaded)[0], decompress(data, model)[0])
+
+
+def test_remote_code_loads_the_language_model(with_lm, tmp_path):
+    _, folder = with_lm
+    built = tmp_path / "built"
+    upload(folder, "me/tiny-lm", local_dir=built, dry_run=True, report=lambda line: None)
+    run_without_encodec_hf(f"""
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained({str(built)!r}, trust_remote_code=True)
+        assert model.language_model is not None and type(model.language_model).__name__ == "EncodecLanguageModel"
+        assert not any(key.startswith("language_model") for key in model.state_dict())
+    """, tmp_path)
+
+
+def test_bad_construction(tmp_path):
+    with pytest.raises(ValueError, match="num_heads"):
+        EncodecLanguageModel(4, 16, 7, dim=10, num_heads=3)
+    with pytest.raises(ValueError, match="holds no language model"):
+        EncodecLanguageModel.load(save_tiny_folder(tmp_path / "no-lm"))
