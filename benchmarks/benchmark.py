@@ -30,8 +30,14 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-IMPLEMENTATIONS = ("encodec-hf", "encodec-hf fast", "encodec-hf fast compiled", "encodec-hf bf16", "transformers",
-                   "original")
+IMPLEMENTATIONS = (
+    "encodec-hf",
+    "encodec-hf fast",
+    "encodec-hf fast compiled",
+    "encodec-hf bf16",
+    "transformers",
+    "original",
+)
 OPTIONAL_IMPLEMENTATIONS = ("encodec-hf compiled",)  # only with --impls: the exact layout, compiled
 BANDWIDTH = 6.0
 
@@ -50,8 +56,10 @@ def worker(args) -> None:
         from encodec_hf.testing import import_original_encodec
 
         encodec = import_original_encodec()
-        factory = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
-                   "encodec_48khz": encodec.EncodecModel.encodec_model_48khz}[args.model]
+        factory = {
+            "encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
+            "encodec_48khz": encodec.EncodecModel.encodec_model_48khz,
+        }[args.model]
         model = factory(pretrained=False)
         model.load_state_dict(torch.load(args.checkpoint, weights_only=True))
         model.eval().set_target_bandwidth(BANDWIDTH)
@@ -66,8 +74,9 @@ def worker(args) -> None:
         model = transformers.EncodecModel.from_pretrained(args.folder).eval()
         extractor = transformers.EncodecFeatureExtractor.from_pretrained(args.folder)
         clip = audio[0].numpy()
-        inputs = extractor(clip[0] if clip.shape[0] == 1 else clip, sampling_rate=extractor.sampling_rate,
-                           return_tensors="pt")
+        inputs = extractor(
+            clip[0] if clip.shape[0] == 1 else clip, sampling_rate=extractor.sampling_rate, return_tensors="pt"
+        )
 
         def run():
             out = model(inputs["input_values"], inputs["padding_mask"], bandwidth=BANDWIDTH)
@@ -89,9 +98,15 @@ def worker(args) -> None:
             audio_values = model.decode(enc.audio_codes, enc.audio_scales, mask).audio_values
             # the original's frames, concatenated: each chunk's real frames only
             from encodec_hf.chunking import num_frames, plan_chunks
+
             plan = plan_chunks(length, model.config.chunk_length, model.config.chunk_stride)
-            codes = torch.cat([enc.audio_codes[i, :, :, : num_frames(size, model.config.hop_length)]
-                               for i, (_, size) in enumerate(plan)], dim=-1)
+            codes = torch.cat(
+                [
+                    enc.audio_codes[i, :, :, : num_frames(size, model.config.hop_length)]
+                    for i, (_, size) in enumerate(plan)
+                ],
+                dim=-1,
+            )
             return codes, audio_values
 
     with torch.inference_mode():
@@ -113,9 +128,9 @@ def worker(args) -> None:
 def build_weights(model_name: str, folder: Path) -> tuple[Path, Path]:
     """An EnCodec 0.1.1 checkpoint with random weights and fitted codebooks, and its converted folder."""
     import torch
-    from encodec_hf.testing import original_model
 
     from encodec_hf.convert_encodec import convert_checkpoint
+    from encodec_hf.testing import original_model
 
     checkpoint = folder / f"{model_name}-random.th"
     torch.save(original_model(model_name).state_dict(), checkpoint)
@@ -127,8 +142,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[5.0, 30.0])
     parser.add_argument("--models", nargs="+", default=["encodec_48khz", "encodec_24khz"])
-    parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS),
-                        choices=IMPLEMENTATIONS + OPTIONAL_IMPLEMENTATIONS)
+    parser.add_argument(
+        "--impls", nargs="+", default=list(IMPLEMENTATIONS), choices=IMPLEMENTATIONS + OPTIONAL_IMPLEMENTATIONS
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -151,11 +167,30 @@ def main() -> None:
                 results = {}
                 for impl in args.impls:
                     out = tmp / f"{model_name}-{seconds}-{impl.replace(' ', '_')}"
-                    command = [sys.executable, __file__, "--worker", "--impl", impl, "--model", model_name,
-                               "--input", str(tmp / "input.npy"), "--checkpoint", str(checkpoint),
-                               "--folder", str(folder), "--output", str(out), "--threads", str(args.threads),
-                               "--repeats", str(args.repeats)]
-                    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+                    command = [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        "--impl",
+                        impl,
+                        "--model",
+                        model_name,
+                        "--input",
+                        str(tmp / "input.npy"),
+                        "--checkpoint",
+                        str(checkpoint),
+                        "--folder",
+                        str(folder),
+                        "--output",
+                        str(out),
+                        "--threads",
+                        str(args.threads),
+                        "--repeats",
+                        str(args.repeats),
+                    ]
+                    done = subprocess.run(
+                        command, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1")
+                    )
                     if done.returncode != 0:
                         print(done.stderr[-2000:], file=sys.stderr)
                         raise SystemExit(f"{impl} failed on {model_name} {seconds} s")
@@ -166,34 +201,51 @@ def main() -> None:
                 reference = results.get("original")
                 base = results.get("transformers")
                 for impl, stats in results.items():
-                    row = {"model": model_name, "seconds": seconds, "impl": impl,
-                           "rtf": seconds / stats["seconds"], "peak_mb": stats["peak_mb"],
-                           "first": stats["first_seconds"]}
+                    row = {
+                        "model": model_name,
+                        "seconds": seconds,
+                        "impl": impl,
+                        "rtf": seconds / stats["seconds"],
+                        "peak_mb": stats["peak_mb"],
+                        "first": stats["first_seconds"],
+                    }
                     row["vs_transformers"] = base["seconds"] / stats["seconds"] if base else None
                     if reference is not None and impl != "original":
                         ref_audio = reference["audio"]
                         row["error"] = float(np.linalg.norm(stats["audio"] - ref_audio) / np.linalg.norm(ref_audio))
                         codes, ref_codes = stats["codes"], reference["codes"]
-                        row["codes"] = (float((codes[..., : ref_codes.shape[-1]] != ref_codes).mean())
-                                        if codes.shape[:2] == ref_codes.shape[:2] and codes.shape[-1] >= ref_codes.shape[-1]
-                                        else None)
+                        row["codes"] = (
+                            float((codes[..., : ref_codes.shape[-1]] != ref_codes).mean())
+                            if codes.shape[:2] == ref_codes.shape[:2] and codes.shape[-1] >= ref_codes.shape[-1]
+                            else None
+                        )
                     rows.append(row)
                     print(f"{model_name} {seconds:g} s {impl}: {row['rtf']:.1f}x real time", file=sys.stderr)
 
     import torch
-    print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-          f"{torch.__version__}, {args.threads} threads; encode + decode at {BANDWIDTH:g} kbps, best of "
-          f"{args.repeats}.\n")
-    print("| model | audio | implementation | x real time | vs transformers | peak memory | error vs original | "
-          "codes differing | first call |")
+
+    print(
+        f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__}, {args.threads} threads; encode + decode at {BANDWIDTH:g} kbps, best of "
+        f"{args.repeats}.\n"
+    )
+    print(
+        "| model | audio | implementation | x real time | vs transformers | peak memory | error vs original | "
+        "codes differing | first call |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         ratio = f"{row['vs_transformers']:.2f}x" if row.get("vs_transformers") else "-"
         error = f"{row['error']:.1e}" if row.get("error") is not None else "-"
-        codes = (f"{100 * row['codes']:.3f} %" if row.get("codes") is not None else
-                 ("-" if row["impl"] == "original" else "n/a"))
-        print(f"| {row['model']} | {row['seconds']:g} s | {row['impl']} | {row['rtf']:.1f} | {ratio} | "
-              f"{row['peak_mb']:.0f} MB | {error} | {codes} | {row['first']:.1f} s |")
+        codes = (
+            f"{100 * row['codes']:.3f} %"
+            if row.get("codes") is not None
+            else ("-" if row["impl"] == "original" else "n/a")
+        )
+        print(
+            f"| {row['model']} | {row['seconds']:g} s | {row['impl']} | {row['rtf']:.1f} | {ratio} | "
+            f"{row['peak_mb']:.0f} MB | {error} | {codes} | {row['first']:.1f} s |"
+        )
 
 
 if __name__ == "__main__":

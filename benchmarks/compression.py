@@ -8,9 +8,9 @@ Rows: "original" is EnCodec 0.1.1's `compress(..., use_lm=True)` and `decompress
 bytes (checked) frame by frame as the original does; "encodec-hf v1 deterministic" writes a version-1 file in the
 language model's deterministic mode (`container_version=1`), teacher-forced when compressing and stepping all
 chunks together when decompressing. Each is timed after a warm-up on 1 s (best of --repeats); "same codes"
-checks that the file decodes to the codes the model encoded (its audio equals the audio decoded from a file without the language
-model). Random weights: the language model predicts nothing, so the files are not smaller than without it; the
-speed is what trained weights give, since the computation is the same.
+checks that the file decodes to the codes the model encoded (its audio equals the audio decoded from a file
+without the language model). Random weights: the language model predicts nothing, so the files are not smaller
+than without it; the speed is what trained weights give, since the computation is the same.
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ BANDWIDTH = 6.0
 
 def build(model_name: str, folder: Path):
     """The original model with a random language model attached, and our converted folder."""
-    from encodec_hf.testing import import_original_encodec, original_model
-
     from encodec_hf.convert_encodec import convert_checkpoint
+    from encodec_hf.testing import import_original_encodec, original_model
 
     encodec = import_original_encodec()
     if encodec is None:
@@ -42,8 +41,13 @@ def build(model_name: str, folder: Path):
     original = original_model(model_name)
     original.name = model_name  # random-weight models are named "unset"; the format records the name
     torch.manual_seed(5)
-    lm = encodec.model.LMModel(original.quantizer.n_q, original.quantizer.bins, num_layers=5, dim=200,
-                               past_context=int(3.5 * original.frame_rate)).eval()
+    lm = encodec.model.LMModel(
+        original.quantizer.n_q,
+        original.quantizer.bins,
+        num_layers=5,
+        dim=200,
+        past_context=int(3.5 * original.frame_rate),
+    ).eval()
     torch.save(original.state_dict(), folder / "model.th")
     torch.save(lm.state_dict(), folder / "lm.th")
     convert_checkpoint(folder / "model.th", model_name, folder / "hf", lm_checkpoint=folder / "lm.th")
@@ -65,7 +69,7 @@ def main() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
 
     from encodec_hf import EncodecModel
-    from encodec_hf.compression import compress, decompress
+    from encodec_hf.ecdc import compress, decompress
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="encodec-bench-") as tmp:
@@ -73,13 +77,18 @@ def main() -> None:
         model = EncodecModel.from_pretrained(folder).eval()
         rate, channels = original.sample_rate, original.channels
         implementations = {
-            "original": (lambda audio: original_compress.compress(original, torch.from_numpy(audio), use_lm=True),
-                         lambda data: original_compress.decompress(data)[0].numpy()),
-            "encodec-hf v0": (lambda audio: compress(model, audio, rate, BANDWIDTH, use_lm=True),
-                              lambda data: decompress(data, model)[0]),
+            "original": (
+                lambda audio: original_compress.compress(original, torch.from_numpy(audio), use_lm=True),
+                lambda data: original_compress.decompress(data)[0].numpy(),
+            ),
+            "encodec-hf v0": (
+                lambda audio: compress(model, audio, rate, BANDWIDTH, use_lm=True),
+                lambda data: decompress(data, model)[0],
+            ),
             "encodec-hf v1 deterministic": (
                 lambda audio: compress(model, audio, rate, BANDWIDTH, use_lm=True, container_version=1),
-                lambda data: decompress(data, model)[0]),
+                lambda data: decompress(data, model)[0],
+            ),
         }
         warm = (0.1 * np.random.default_rng(1).standard_normal((channels, rate))).astype(np.float32)
         with torch.no_grad():
@@ -106,16 +115,21 @@ def main() -> None:
             if files["encodec-hf v0"] != files["original"]:
                 raise SystemExit("encodec-hf's version-0 file differs from the original's")
 
-    print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-          f"{torch.__version__}, {args.threads} threads; {args.model} at {BANDWIDTH:g} kbps, random weights, best of {args.repeats}; "
-          f"encodec-hf v0 bytes identical to the original's (checked).\n")
+    print(
+        f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__}, {args.threads} threads; {args.model} at {BANDWIDTH:g} kbps, random weights, "
+        f"best of {args.repeats}; "
+        f"encodec-hf v0 bytes identical to the original's (checked).\n"
+    )
     print("| audio | implementation | compress | decompress | total | vs original | file kbps | same codes |")
     print("|---|---|---|---|---|---|---|---|")
     base = {seconds: c + d for seconds, name, c, d, _, _ in rows if name == "original"}
     for seconds, name, c, d, kbps, same in rows:
         same_text = "-" if same is None else ("yes" if same else "NO")
-        print(f"| {seconds:g} s | {name} | {c:.2f} s | {d:.2f} s | {c + d:.2f} s | {base[seconds] / (c + d):.2f}x | "
-              f"{kbps:.2f} | {same_text} |")
+        print(
+            f"| {seconds:g} s | {name} | {c:.2f} s | {d:.2f} s | {c + d:.2f} s | {base[seconds] / (c + d):.2f}x | "
+            f"{kbps:.2f} | {same_text} |"
+        )
 
 
 if __name__ == "__main__":

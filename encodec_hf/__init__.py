@@ -1,6 +1,6 @@
 """encodec-hf: the EnCodec neural audio codec as a Hugging Face model package.
 
-    from encodec_hf import EncodecModel, EncodecFeatureExtractor, compress, decompress
+from encodec_hf import EncodecModel, EncodecFeatureExtractor, compress, decompress
 """
 
 from .audio_io import read_audio, write_audio

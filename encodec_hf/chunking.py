@@ -174,5 +174,13 @@ def batch_jobs(jobs: Iterable[tuple[Hashable, object]], batch_size: int) -> Iter
             yield members[first : first + batch_size]
 
 
-__all__ = ["chunk_sizes", "plan_chunks", "num_frames", "conv_extra_padding", "overlap_add_weights", "OverlapAdd",
-           "linear_overlap_add", "batch_jobs"]
+__all__ = [
+    "chunk_sizes",
+    "plan_chunks",
+    "num_frames",
+    "conv_extra_padding",
+    "overlap_add_weights",
+    "OverlapAdd",
+    "linear_overlap_add",
+    "batch_jobs",
+]

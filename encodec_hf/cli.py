@@ -1,13 +1,13 @@
 """The `encodec-hf` command line: argument parsing over library functions, errors as one readable line.
 
-    encodec-hf roundtrip IN OUT [--model ID_OR_DIR] [--bandwidth BW] [-f]
-    encodec-hf convert CHECKPOINT --model {encodec_24khz,encodec_32khz,encodec_48khz} --output DIR [--lm-checkpoint LM]
-    encodec-hf compress IN OUT.ecdc [--model ID_OR_DIR] [-b BW] [--lm] [-f]
-    encodec-hf decompress IN.ecdc OUT.wav [--model ID_OR_DIR] [-f] [-r]
-    encodec-hf tokenize INPUT --model ID_OR_DIR --output DIR [--bandwidth BW] [--audio-column NAME]
-                        [--batch-size N] [--split NAME] [--on-error {raise,skip}] [--id-column NAME]
-    encodec-hf upload SOURCE --repo-id OWNER/NAME [--model NAME] [--local-dir DIR] [--dry-run] [--private]
-                      [--revision REV] [--create-pr] [--commit-message MSG] [--license ID] [--base-model ID]
+encodec-hf roundtrip IN OUT [--model ID_OR_DIR] [--bandwidth BW] [-f]
+encodec-hf convert CHECKPOINT --model {encodec_24khz,encodec_32khz,encodec_48khz} --output DIR [--lm-checkpoint LM]
+encodec-hf compress IN OUT.ecdc [--model ID_OR_DIR] [-b BW] [--lm] [-f]
+encodec-hf decompress IN.ecdc OUT.wav [--model ID_OR_DIR] [-f] [-r]
+encodec-hf tokenize INPUT --model ID_OR_DIR --output DIR [--bandwidth BW] [--audio-column NAME]
+                    [--batch-size N] [--split NAME] [--on-error {raise,skip}] [--id-column NAME]
+encodec-hf upload SOURCE --repo-id OWNER/NAME [--model NAME] [--local-dir DIR] [--dry-run] [--private]
+                  [--revision REV] [--create-pr] [--commit-message MSG] [--license ID] [--base-model ID]
 """
 
 from __future__ import annotations
@@ -53,17 +53,23 @@ def load_model(name_or_path: str):
 
     path = Path(name_or_path)
     if path.exists() and not path.is_dir():
-        raise CommandError(f"--model {name_or_path!r} is a file; pass a model folder (encodec-hf convert "
-                           f"CHECKPOINT --model NAME --output DIR makes one) or a Hub id")
+        raise CommandError(
+            f"--model {name_or_path!r} is a file; pass a model folder (encodec-hf convert "
+            f"CHECKPOINT --model NAME --output DIR makes one) or a Hub id"
+        )
     try:
         model = EncodecModel.from_pretrained(name_or_path)
     except OSError as error:
         if path.is_dir():
-            raise CommandError(f"{name_or_path!r} is not an EnCodec model folder (no config.json and "
-                               f"model.safetensors): {str(error).splitlines()[0]}") from error
-        raise CommandError(f"cannot load {name_or_path!r}: the Hugging Face Hub could not be reached (or has no "
-                           f"such model) and it is not in the local cache; pass a local folder with --model DIR "
-                           f"(encodec-hf convert CHECKPOINT --model NAME --output DIR makes one)") from error
+            raise CommandError(
+                f"{name_or_path!r} is not an EnCodec model folder (no config.json and "
+                f"model.safetensors): {str(error).splitlines()[0]}"
+            ) from error
+        raise CommandError(
+            f"cannot load {name_or_path!r}: the Hugging Face Hub could not be reached (or has no "
+            f"such model) and it is not in the local cache; pass a local folder with --model DIR "
+            f"(encodec-hf convert CHECKPOINT --model NAME --output DIR makes one)"
+        ) from error
     try:
         extractor = EncodecFeatureExtractor.from_pretrained(name_or_path)
     except OSError:
@@ -113,16 +119,19 @@ def roundtrip(args) -> int:
     start = time.perf_counter()
     with torch.inference_mode():
         encoded = model.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=bandwidth, progress=progress)
-        decoded = model.decode(encoded.audio_codes, encoded.audio_scales, inputs["padding_mask"],
-                               progress=progress).audio_values
+        decoded = model.decode(
+            encoded.audio_codes, encoded.audio_scales, inputs["padding_mask"], progress=progress
+        ).audio_values
     elapsed = time.perf_counter() - start
     bar.close()
     write_audio(output, decoded[0].float().numpy(), model.config.sampling_rate)
 
     codebooks = encoded.audio_codes.shape[2]
     kbps = codebooks * model.config.codebook_nbits * model.config.frame_rate / 1000
-    print(f"{args.input} -> {output}: {seconds:.2f} s, {codebooks} codebooks, {kbps:g} kbps, "
-          f"{seconds / elapsed:.1f}x real time (encode + decode, {elapsed:.2f} s)")
+    print(
+        f"{args.input} -> {output}: {seconds:.2f} s, {codebooks} codebooks, {kbps:g} kbps, "
+        f"{seconds / elapsed:.1f}x real time (encode + decode, {elapsed:.2f} s)"
+    )
     return 0
 
 
@@ -135,13 +144,23 @@ def compress_command(args) -> int:
     seconds = audio.shape[-1] / rate
     bar, progress = _progress_bar(seconds, ("encode",))
     start = time.perf_counter()
-    data = compress(model, audio, rate, bandwidth=_default_bandwidth(model, args.bandwidth), use_lm=args.lm,
-                    feature_extractor=extractor, container_version=args.container, progress=progress)
+    data = compress(
+        model,
+        audio,
+        rate,
+        bandwidth=_default_bandwidth(model, args.bandwidth),
+        use_lm=args.lm,
+        feature_extractor=extractor,
+        container_version=args.container,
+        progress=progress,
+    )
     elapsed = time.perf_counter() - start
     bar.close()
     output.write_bytes(data)
-    print(f"{args.input} -> {output}: {len(data):,} bytes for {seconds:.2f} s, "
-          f"{8 * len(data) / seconds / 1000:.2f} kbps, {seconds / elapsed:.1f}x real time")
+    print(
+        f"{args.input} -> {output}: {len(data):,} bytes for {seconds:.2f} s, "
+        f"{8 * len(data) / seconds / 1000:.2f} kbps, {seconds / elapsed:.1f}x real time"
+    )
     return 0
 
 
@@ -168,8 +187,10 @@ def decompress_command(args) -> int:
         audio = audio * min(0.99 / max(float(np.abs(audio).max()), 1e-12), 1.0)
     write_audio(output, audio, rate)
     seconds = audio.shape[-1] / rate
-    print(f"{args.input} -> {output}: {seconds:.2f} s from {len(data):,} bytes, "
-          f"{8 * len(data) / seconds / 1000:.2f} kbps, {seconds / elapsed:.1f}x real time")
+    print(
+        f"{args.input} -> {output}: {seconds:.2f} s from {len(data):,} bytes, "
+        f"{8 * len(data) / seconds / 1000:.2f} kbps, {seconds / elapsed:.1f}x real time"
+    )
     return 0
 
 
@@ -177,18 +198,31 @@ def convert(args) -> int:
     from .convert_encodec import convert_checkpoint
 
     convert_checkpoint(args.checkpoint, args.model, args.output, lm_checkpoint=args.lm_checkpoint)
-    extra = ", language_model.safetensors" if args.lm_checkpoint else ""
-    print(f"wrote {args.output} (config.json, model.safetensors, preprocessor_config.json{extra}) from {args.checkpoint}")
+    extra = ", language_model/" if args.lm_checkpoint else ""
+    print(
+        f"wrote {args.output} (config.json, model.safetensors, preprocessor_config.json{extra}) from {args.checkpoint}"
+    )
     return 0
 
 
 def upload(args) -> int:
-    from .hub_upload import HubUploadError, upload as upload_folder
+    from .hub_upload import HubUploadError
+    from .hub_upload import upload as upload_folder
 
     try:
-        upload_folder(args.source, args.repo_id, model_name=args.model, local_dir=args.local_dir,
-                      dry_run=args.dry_run, private=args.private, revision=args.revision, create_pr=args.create_pr,
-                      commit_message=args.commit_message, license=args.license, base_model=args.base_model)
+        upload_folder(
+            args.source,
+            args.repo_id,
+            model_name=args.model,
+            local_dir=args.local_dir,
+            dry_run=args.dry_run,
+            private=args.private,
+            revision=args.revision,
+            create_pr=args.create_pr,
+            commit_message=args.commit_message,
+            license=args.license,
+            base_model=args.base_model,
+        )
     except HubUploadError as error:
         raise CommandError(str(error)) from error
     return 0
@@ -208,8 +242,9 @@ def load_input_dataset(source: str, split: str | None, audio_column: str):
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
         if not files:
             raise CommandError(f"{source} holds no dataset (save_to_disk) and no audio files soundfile reads")
-        loaded = datasets.Dataset.from_dict({audio_column: [str(p) for p in files],
-                                             "file": [str(p.relative_to(path)) for p in files]})
+        loaded = datasets.Dataset.from_dict(
+            {audio_column: [str(p) for p in files], "file": [str(p.relative_to(path)) for p in files]}
+        )
         loaded = loaded.cast_column(audio_column, datasets.Audio(decode=False))
     elif path.exists():
         raise CommandError(f"{source} is a file; pass a dataset folder, a folder of audio files or a Hub dataset name")
@@ -217,16 +252,19 @@ def load_input_dataset(source: str, split: str | None, audio_column: str):
         try:
             loaded = datasets.load_dataset(source, split=split or "train")
         except Exception as error:
-            raise CommandError(f"cannot load dataset {source!r} (not a local folder; the Hub could not be reached "
-                               f"or has no such dataset): {str(error).splitlines()[0]}") from error
+            raise CommandError(
+                f"cannot load dataset {source!r} (not a local folder; the Hub could not be reached "
+                f"or has no such dataset): {str(error).splitlines()[0]}"
+            ) from error
     if isinstance(loaded, datasets.DatasetDict):
         chosen = split or ("train" if "train" in loaded else None)
         if chosen not in loaded:
             raise CommandError(f"{source} has splits {', '.join(loaded)}; choose one with --split")
         loaded = loaded[chosen]
     if audio_column not in loaded.column_names:
-        raise CommandError(f"{source} has no column {audio_column!r} (columns: {', '.join(loaded.column_names)}); "
-                           f"pass --audio-column")
+        raise CommandError(
+            f"{source} has no column {audio_column!r} (columns: {', '.join(loaded.column_names)}); pass --audio-column"
+        )
     if isinstance(loaded.features[audio_column], datasets.Audio):
         loaded = loaded.cast_column(audio_column, datasets.Audio(decode=False))
     return loaded
@@ -242,16 +280,27 @@ def tokenize(args) -> int:
     if torch.cuda.is_available():
         model.to("cuda")
     bandwidth = _default_bandwidth(model, args.bandwidth)
-    output = tokenize_to_disk(dataset, model, extractor, args.output, bandwidth, rows_per_part=args.rows_per_part,
-                              audio_column=args.audio_column, batch_size=args.batch_size, id_column=args.id_column,
-                              on_error=args.on_error)
+    output = tokenize_to_disk(
+        dataset,
+        model,
+        extractor,
+        args.output,
+        bandwidth,
+        rows_per_part=args.rows_per_part,
+        audio_column=args.audio_column,
+        batch_size=args.batch_size,
+        id_column=args.id_column,
+        on_error=args.on_error,
+    )
     if output is not None:  # rank 0
         import datasets
 
         written = datasets.load_from_disk(str(output))
         skipped = tokenization_metadata(written)["skipped_rows"]
-        print(f"wrote {len(written)} rows to {output} at {bandwidth:g} kbps"
-              + (f"; skipped {len(skipped)}: " + "; ".join(skipped[:5]) if skipped else ""))
+        print(
+            f"wrote {len(written)} rows to {output} at {bandwidth:g} kbps"
+            + (f"; skipped {len(skipped)}: " + "; ".join(skipped[:5]) if skipped else "")
+        )
     return 0
 
 
@@ -268,34 +317,66 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("output", help=output_help)
         command.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or local folder (default {DEFAULT_MODEL})")
         if bandwidth:
-            command.add_argument("-b", "--bandwidth", type=float, default=None,
-                                 help=f"kbps, one of the model's bandwidths (default {DEFAULT_BANDWIDTH:g} when offered)")
+            command.add_argument(
+                "-b",
+                "--bandwidth",
+                type=float,
+                default=None,
+                help=f"kbps, one of the model's bandwidths (default {DEFAULT_BANDWIDTH:g} when offered)",
+            )
         command.add_argument("-f", "--force", action="store_true", help="overwrite the output file")
         command.set_defaults(func=func)
         return command
 
-    file_command("roundtrip", "encode and decode an audio file, report bit rate and speed",
-                 "audio file to read (any format soundfile reads)", "audio file to write, at the model's sample rate",
-                 roundtrip)
-    compress = file_command("compress", "compress an audio file to EnCodec's .ecdc format",
-                            "audio file to read (any format soundfile reads)", ".ecdc file to write", compress_command)
-    compress.add_argument("--lm", action="store_true",
-                          help="entropy-code with the model's language model (converted with --lm-checkpoint)")
-    compress.add_argument("--container", type=int, choices=(0, 1), default=0,
-                          help="0: EnCodec 0.1.1's format (default); 1: chunks framed with a CRC32, so that a damaged "
-                               "byte loses one chunk, and with --lm the language model's deterministic mode (files "
-                               "that decode on any machine, coded several times faster)")
-    decompress = file_command("decompress", "decode an .ecdc file to audio", ".ecdc file to read",
-                              "audio file to write, at the model's sample rate", decompress_command, bandwidth=False)
-    decompress.add_argument("-r", "--rescale", action="store_true",
-                            help="scale down to avoid clipping instead of clipping")
+    file_command(
+        "roundtrip",
+        "encode and decode an audio file, report bit rate and speed",
+        "audio file to read (any format soundfile reads)",
+        "audio file to write, at the model's sample rate",
+        roundtrip,
+    )
+    compress = file_command(
+        "compress",
+        "compress an audio file to EnCodec's .ecdc format",
+        "audio file to read (any format soundfile reads)",
+        ".ecdc file to write",
+        compress_command,
+    )
+    compress.add_argument(
+        "--lm",
+        action="store_true",
+        help="entropy-code with the model's language model (converted with --lm-checkpoint)",
+    )
+    compress.add_argument(
+        "--container",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="0: EnCodec 0.1.1's format (default); 1: chunks framed with a CRC32, so that a damaged "
+        "byte loses one chunk, and with --lm the language model's deterministic mode (files "
+        "that decode on any machine, coded several times faster)",
+    )
+    decompress = file_command(
+        "decompress",
+        "decode an .ecdc file to audio",
+        ".ecdc file to read",
+        "audio file to write, at the model's sample rate",
+        decompress_command,
+        bandwidth=False,
+    )
+    decompress.add_argument(
+        "-r", "--rescale", action="store_true", help="scale down to avoid clipping instead of clipping"
+    )
 
     conv = commands.add_parser("convert", help="convert an original EnCodec or audiocraft checkpoint to a Hub folder")
     conv.add_argument("checkpoint", help="encodec_24khz-*.th, encodec_48khz-*.th or compression_state_dict.bin")
     conv.add_argument("--model", required=True, choices=PRESETS, help="which model the checkpoint holds")
     conv.add_argument("--output", required=True, help="folder to write")
-    conv.add_argument("--lm-checkpoint", default=None,
-                      help="the original's entropy-coding language model (encodec_lm_24khz-*.th, encodec_lm_48khz-*.th)")
+    conv.add_argument(
+        "--lm-checkpoint",
+        default=None,
+        help="the original's entropy-coding language model (encodec_lm_24khz-*.th, encodec_lm_48khz-*.th)",
+    )
     conv.set_defaults(func=convert)
 
     tok = commands.add_parser("tokenize", help="add EnCodec codes to every row of an audio dataset")
@@ -307,8 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--id-column", default=None, help="column that names rows in error reports")
     tok.add_argument("--batch-size", type=int, default=16)
     tok.add_argument("--split", default=None, help="split of a DatasetDict or Hub dataset (default train)")
-    tok.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                     help="rows whose audio cannot be read, is empty or holds NaN: stop, or skip and list them")
+    tok.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="rows whose audio cannot be read, is empty or holds NaN: stop, or skip and list them",
+    )
     tok.add_argument("--rows-per-part", type=int, default=1000, help="rows per resumable part")
     tok.set_defaults(func=tokenize)
 

@@ -127,8 +127,18 @@ class EncodecConfig(PretrainedConfig):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
-        for name in ("sampling_rate", "hidden_size", "num_filters", "kernel_size", "last_kernel_size",
-                     "residual_kernel_size", "dilation_growth_rate", "compress", "codebook_size", "codebook_dim"):
+        for name in (
+            "sampling_rate",
+            "hidden_size",
+            "num_filters",
+            "kernel_size",
+            "last_kernel_size",
+            "residual_kernel_size",
+            "dilation_growth_rate",
+            "compress",
+            "codebook_size",
+            "codebook_dim",
+        ):
             positive_int(name)
         for name in ("num_residual_layers", "num_lstm_layers"):
             value = getattr(self, name)
@@ -141,36 +151,46 @@ class EncodecConfig(PretrainedConfig):
         if self.pad_mode not in _PAD_MODES:
             raise ValueError(f"pad_mode must be one of {', '.join(_PAD_MODES)}, got {self.pad_mode!r}")
         if self.norm_type == "time_group_norm" and self.use_causal_conv:
-            raise ValueError("norm_type 'time_group_norm' normalises over time and cannot be causal; "
-                             "set use_causal_conv=False or norm_type='weight_norm'")
+            raise ValueError(
+                "norm_type 'time_group_norm' normalises over time and cannot be causal; "
+                "set use_causal_conv=False or norm_type='weight_norm'"
+            )
         if not self.upsampling_ratios or any(r < 1 for r in self.upsampling_ratios):
-            raise ValueError(f"upsampling_ratios must be a non-empty list of positive integers, "
-                             f"got {self.upsampling_ratios}")
+            raise ValueError(
+                f"upsampling_ratios must be a non-empty list of positive integers, got {self.upsampling_ratios}"
+            )
         if not self.target_bandwidths or any(b <= 0 for b in self.target_bandwidths):
-            raise ValueError(f"target_bandwidths must be a non-empty list of positive kbps values, "
-                             f"got {self.target_bandwidths}")
+            raise ValueError(
+                f"target_bandwidths must be a non-empty list of positive kbps values, got {self.target_bandwidths}"
+            )
         if sorted(self.target_bandwidths) != self.target_bandwidths:
             raise ValueError(f"target_bandwidths must be in increasing order, got {self.target_bandwidths}")
         if 2 ** int(math.log2(self.codebook_size)) != self.codebook_size:
             raise ValueError(f"codebook_size must be a power of 2, got {self.codebook_size}")
         if self.codebook_dim != self.hidden_size:
-            raise ValueError(f"codebook_dim must equal hidden_size ({self.hidden_size}): EnCodec's codebooks "
-                             f"have no projection; got {self.codebook_dim}")
+            raise ValueError(
+                f"codebook_dim must equal hidden_size ({self.hidden_size}): EnCodec's codebooks "
+                f"have no projection; got {self.codebook_dim}"
+            )
         if not 0.0 <= self.trim_right_ratio <= 1.0:
             raise ValueError(f"trim_right_ratio must be in [0, 1], got {self.trim_right_ratio}")
         if not self.use_causal_conv and self.trim_right_ratio != 1.0:
             raise ValueError("trim_right_ratio != 1.0 only makes sense for causal convolutions")
         if (self.chunk_length_s is None) != (self.overlap is None):
-            raise ValueError(f"chunk_length_s and overlap are set together or not at all, got "
-                             f"chunk_length_s={self.chunk_length_s!r}, overlap={self.overlap!r}")
+            raise ValueError(
+                f"chunk_length_s and overlap are set together or not at all, got "
+                f"chunk_length_s={self.chunk_length_s!r}, overlap={self.overlap!r}"
+            )
         if self.chunk_length_s is not None:
             if self.chunk_length_s <= 0 or self.chunk_length < 1:
                 raise ValueError(f"chunk_length_s must be positive, got {self.chunk_length_s!r}")
             if not 0.0 <= self.overlap < 1.0:
                 raise ValueError(f"overlap must be in [0, 1), got {self.overlap!r}")
         if self.num_quantizers < 1:
-            raise ValueError(f"target_bandwidths[-1]={self.target_bandwidths[-1]} kbps is below one codebook "
-                             f"({self.bandwidth_per_quantizer} kbps at {self.frame_rate} frames/s)")
+            raise ValueError(
+                f"target_bandwidths[-1]={self.target_bandwidths[-1]} kbps is below one codebook "
+                f"({self.bandwidth_per_quantizer} kbps at {self.frame_rate} frames/s)"
+            )
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "EncodecConfig":
@@ -279,8 +299,11 @@ class EncodecLanguageModelConfig(PretrainedConfig):
     @classmethod
     def for_model(cls, config: EncodecConfig) -> "EncodecLanguageModelConfig":
         """The original's architecture for an EnCodec configuration."""
-        return cls(num_codebooks=config.num_quantizers, codebook_size=config.codebook_size,
-                   past_context=int(3.5 * config.frame_rate))
+        return cls(
+            num_codebooks=config.num_quantizers,
+            codebook_size=config.codebook_size,
+            past_context=int(3.5 * config.frame_rate),
+        )
 
 
 # `PretrainedConfig` is a strict dataclass whose type checks raise huggingface_hub's StrictDataclassError; a

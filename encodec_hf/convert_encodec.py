@@ -59,11 +59,15 @@ def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         package = package["best_state"]
         if isinstance(package, dict) and "model" in package:
             package = package["model"]
-    if not isinstance(package, dict) or not package or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in package.items()
+    if (
+        not isinstance(package, dict)
+        or not package
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in package.items())
     ):
-        raise ValueError(f"{str(path)!r} holds no state dict of tensors (an EnCodec .th file or an audiocraft "
-                         f"compression_state_dict.bin was expected)")
+        raise ValueError(
+            f"{str(path)!r} holds no state dict of tensors (an EnCodec .th file or an audiocraft "
+            f"compression_state_dict.bin was expected)"
+        )
     return dict(package)
 
 
@@ -75,18 +79,22 @@ def convert_state_dict(source: dict[str, torch.Tensor], config: EncodecConfig) -
     for key, tensor in source.items():
         target = rename_key(key)
         if target not in expected:
-            raise ValueError(f"unused tensor {key!r}: it maps to {target!r}, which this model does not have "
-                             f"(is --model right?)")
+            raise ValueError(
+                f"unused tensor {key!r}: it maps to {target!r}, which this model does not have (is --model right?)"
+            )
         if target in converted:
             raise ValueError(f"tensors {origin[target]!r} and {key!r} both map to {target!r}")
         if tuple(tensor.shape) != tuple(expected[target]):
-            raise ValueError(f"shape mismatch for {key!r}: checkpoint has {tuple(tensor.shape)}, the model's "
-                             f"{target!r} needs {tuple(expected[target])} (is --model right?)")
+            raise ValueError(
+                f"shape mismatch for {key!r}: checkpoint has {tuple(tensor.shape)}, the model's "
+                f"{target!r} needs {tuple(expected[target])} (is --model right?)"
+            )
         converted[target], origin[target] = tensor, key
     missing = sorted(set(expected) - set(converted))
     if missing:
-        raise ValueError(f"missing tensor {missing[0]!r} ({len(missing)} target tensors have no source; "
-                         f"is --model right?)")
+        raise ValueError(
+            f"missing tensor {missing[0]!r} ({len(missing)} target tensors have no source; is --model right?)"
+        )
     return converted
 
 
@@ -104,15 +112,18 @@ def convert_language_model(checkpoint: str | Path, config: EncodecConfig, output
         raise ValueError(f"missing tensor {missing[0]!r} in the language model checkpoint ({len(missing)} in all)")
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise ValueError(f"shape mismatch for {key!r}: checkpoint has {tuple(tensor.shape)}, this model's "
-                             f"language model needs {tuple(expected[key].shape)} (is --model right?)")
+            raise ValueError(
+                f"shape mismatch for {key!r}: checkpoint has {tuple(tensor.shape)}, this model's "
+                f"language model needs {tuple(expected[key].shape)} (is --model right?)"
+            )
     model.load_state_dict(state, strict=True)
     model.eval().save(output)
     return model
 
 
-def convert_checkpoint(checkpoint: str | Path, model_name: str, output: str | Path,
-                       lm_checkpoint: str | Path | None = None) -> EncodecModel:
+def convert_checkpoint(
+    checkpoint: str | Path, model_name: str, output: str | Path, lm_checkpoint: str | Path | None = None
+) -> EncodecModel:
     """Convert `checkpoint` for the preset `model_name` and save a Hub folder in `output`; with `lm_checkpoint`,
     the entropy-coding language model too."""
     if model_name not in PRESETS:
@@ -131,5 +142,11 @@ def convert_checkpoint(checkpoint: str | Path, model_name: str, output: str | Pa
     return model
 
 
-__all__ = ["KEY_RENAMES", "rename_key", "load_original_state_dict", "convert_state_dict", "convert_checkpoint",
-           "convert_language_model"]
+__all__ = [
+    "KEY_RENAMES",
+    "rename_key",
+    "load_original_state_dict",
+    "convert_state_dict",
+    "convert_checkpoint",
+    "convert_language_model",
+]

@@ -30,8 +30,14 @@ from .processing import EncodecFeatureExtractor
 # The model's and processor's modules and every module they import (streaming.py for stream_encoder /
 # stream_decoder, language_model.py for the entropy-coding model, chunking.py for the arithmetic they share):
 # transformers copies what the auto_map names and their relative imports, so all of them ship.
-REMOTE_CODE = ("configuration_encodec.py", "modeling_encodec.py", "processing.py", "streaming.py",
-               "language_model.py", "chunking.py")
+REMOTE_CODE = (
+    "configuration_encodec.py",
+    "modeling_encodec.py",
+    "processing.py",
+    "streaming.py",
+    "language_model.py",
+    "chunking.py",
+)
 CONFIG_AUTO_MAP = {
     "AutoConfig": "configuration_encodec.EncodecConfig",
     "AutoModel": "modeling_encodec.EncodecModel",
@@ -67,8 +73,9 @@ def load_source(source: str | Path, model_name: str | None = None) -> Source:
     path = Path(source)
     if path.is_file():
         if model_name is None:
-            raise HubUploadError(f"{source} is a checkpoint file: say which model it holds with --model "
-                                 f"{{{','.join(PRESETS)}}}")
+            raise HubUploadError(
+                f"{source} is a checkpoint file: say which model it holds with --model {{{','.join(PRESETS)}}}"
+            )
         if model_name not in PRESETS:
             raise HubUploadError(f"--model must be one of {', '.join(PRESETS)}, got {model_name!r}")
         config = EncodecConfig.from_preset(model_name)
@@ -79,14 +86,19 @@ def load_source(source: str | Path, model_name: str | None = None) -> Source:
         model = EncodecModel(config)
         model.load_state_dict(state_dict, strict=True)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        return Source(model.eval(), EncodecFeatureExtractor.from_model_config(config),
-                      f"converted by encodec-hf from the original checkpoint `{path.name}` (sha256 {digest[:16]}...)",
-                      OFFICIAL_CHECKPOINTS.get(path.name))
+        return Source(
+            model.eval(),
+            EncodecFeatureExtractor.from_model_config(config),
+            f"converted by encodec-hf from the original checkpoint `{path.name}` (sha256 {digest[:16]}...)",
+            OFFICIAL_CHECKPOINTS.get(path.name),
+        )
     try:
         model = EncodecModel.from_pretrained(str(source))
     except (OSError, ValueError) as error:
-        raise HubUploadError(f"{source} is not an EnCodec model (a folder with config.json and model.safetensors, "
-                             f"a Hub id, or a checkpoint file with --model): {str(error).splitlines()[0]}") from error
+        raise HubUploadError(
+            f"{source} is not an EnCodec model (a folder with config.json and model.safetensors, "
+            f"a Hub id, or a checkpoint file with --model): {str(error).splitlines()[0]}"
+        ) from error
     try:
         extractor = EncodecFeatureExtractor.from_pretrained(str(source))
     except OSError:
@@ -106,21 +118,29 @@ def _bandwidth_rows(config: EncodecConfig) -> str:
 
 def _processing_facts(config: EncodecConfig) -> str:
     channels = {1: "mono", 2: "stereo"}[config.audio_channels]
-    facts = [f"- Takes {channels} audio at {config.sampling_rate} Hz; the feature extractor resamples other rates "
-             f"(soxr) and converts mono <-> stereo.",
-             f"- {config.frame_rate} code frames per second ({config.hop_length} samples each), "
-             f"{config.num_quantizers} codebooks of {config.codebook_size} entries."]
+    facts = [
+        f"- Takes {channels} audio at {config.sampling_rate} Hz; the feature extractor resamples other rates "
+        f"(soxr) and converts mono <-> stereo.",
+        f"- {config.frame_rate} code frames per second ({config.hop_length} samples each), "
+        f"{config.num_quantizers} codebooks of {config.codebook_size} entries.",
+    ]
     if config.chunk_length is not None:
-        facts.append(f"- Encodes in chunks of {config.chunk_length_s:g} s ({config.chunk_length} samples) starting "
-                     f"every {config.chunk_stride} samples ({config.overlap:.0%} overlap). The last chunk keeps only "
-                     f"the samples that exist, as in EnCodec 0.1.1. Decoding joins the chunks by linear "
-                     f"overlap-add.")
+        facts.append(
+            f"- Encodes in chunks of {config.chunk_length_s:g} s ({config.chunk_length} samples) starting "
+            f"every {config.chunk_stride} samples ({config.overlap:.0%} overlap). The last chunk keeps only "
+            f"the samples that exist, as in EnCodec 0.1.1. Decoding joins the chunks by linear "
+            f"overlap-add."
+        )
     else:
-        facts.append(f"- Encodes the whole clip at once; the convolutions are "
-                     f"{'causal' if config.use_causal_conv else 'non-causal'}.")
+        facts.append(
+            f"- Encodes the whole clip at once; the convolutions are "
+            f"{'causal' if config.use_causal_conv else 'non-causal'}."
+        )
     if config.normalize:
-        facts.append("- Each chunk is divided by its RMS volume (over its real samples) before encoding; the scale is "
-                     "returned in `audio_scales` and multiplied back after decoding.")
+        facts.append(
+            "- Each chunk is divided by its RMS volume (over its real samples) before encoding; the scale is "
+            "returned in `audio_scales` and multiplied back after decoding."
+        )
     else:
         facts.append("- No volume normalisation: `audio_scales` holds `None`.")
     return "\n".join(facts)
@@ -128,16 +148,27 @@ def _processing_facts(config: EncodecConfig) -> str:
 
 def model_card(config: EncodecConfig, repo_id: str, license: str, base_model: str | None, provenance: str) -> str:
     """The README.md of a published folder: YAML metadata, a runnable snippet, bandwidths and facts."""
-    meta = ["---", f"license: {license}", "library_name: transformers", "pipeline_tag: feature-extraction",
-            "tags:", "- audio", "- audio-codec", "- encodec", "- encodec-hf"]
+    meta = [
+        "---",
+        f"license: {license}",
+        "library_name: transformers",
+        "pipeline_tag: feature-extraction",
+        "tags:",
+        "- audio",
+        "- audio-codec",
+        "- encodec",
+        "- encodec-hf",
+    ]
     if base_model:
         meta += [f"base_model: {base_model}"]
     meta += ["---"]
     channels = config.audio_channels
     example_shape = "audio" if channels == 1 else "np.stack([audio, audio])"
-    return "\n".join(meta) + f"""
+    return (
+        "\n".join(meta)
+        + f"""
 
-# EnCodec ({config.sampling_rate // 1000} kHz, {'mono' if channels == 1 else 'stereo'})
+# EnCodec ({config.sampling_rate // 1000} kHz, {"mono" if channels == 1 else "stereo"})
 
 [EnCodec](https://arxiv.org/abs/2210.13438) neural audio codec, packaged by
 [encodec-hf](https://pypi.org/project/encodec-hf/): the numbers of the original EnCodec 0.1.1 (identical codes)
@@ -192,6 +223,7 @@ length.
 }}
 ```
 """
+    )
 
 
 def _add_auto_map(path: Path, auto_map: dict) -> None:
@@ -200,15 +232,17 @@ def _add_auto_map(path: Path, auto_map: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def build_folder(source: Source, local_dir: str | Path, repo_id: str, license: str = META_LICENSE,
-                 base_model: str | None = None) -> Path:
+def build_folder(
+    source: Source, local_dir: str | Path, repo_id: str, license: str = META_LICENSE, base_model: str | None = None
+) -> Path:
     """Write the folder to publish into `local_dir` (which must be empty or hold only such a folder)."""
     folder = Path(local_dir)
     folder.mkdir(parents=True, exist_ok=True)
     strangers = sorted(p.name for p in folder.iterdir() if p.name not in FOLDER_FILES + OPTIONAL_FILES)
     if strangers:
-        raise HubUploadError(f"--local-dir {folder} holds other files ({', '.join(strangers[:5])}); "
-                             f"use an empty folder")
+        raise HubUploadError(
+            f"--local-dir {folder} holds other files ({', '.join(strangers[:5])}); use an empty folder"
+        )
     source.model.save_pretrained(folder)  # safetensors, never pickle; the language model in language_model/
     source.extractor.save_pretrained(folder)
     _add_auto_map(folder / "config.json", CONFIG_AUTO_MAP)
@@ -226,17 +260,22 @@ def check_folder(folder: str | Path, source_model: EncodecModel) -> None:
     folder = Path(folder)
     present = sorted(p.name for p in folder.iterdir() if p.name not in OPTIONAL_FILES)
     if sorted(FOLDER_FILES) != present:
-        raise HubUploadError(f"{folder} should hold exactly {', '.join(sorted(FOLDER_FILES))} (and optionally "
-                             f"{', '.join(OPTIONAL_FILES)}); it holds {', '.join(present)}")
+        raise HubUploadError(
+            f"{folder} should hold exactly {', '.join(sorted(FOLDER_FILES))} (and optionally "
+            f"{', '.join(OPTIONAL_FILES)}); it holds {', '.join(present)}"
+        )
     reloaded = EncodecModel.from_pretrained(folder).eval()
     if (source_model.language_model is None) != (reloaded.language_model is None):
-        raise HubUploadError(f"the built folder {folder} {'lacks' if reloaded.language_model is None else 'adds'} "
-                             f"the source model's language model; nothing was uploaded")
+        raise HubUploadError(
+            f"the built folder {folder} {'lacks' if reloaded.language_model is None else 'adds'} "
+            f"the source model's language model; nothing was uploaded"
+        )
     if source_model.language_model is not None:
         expected_lm, got_lm = source_model.language_model.state_dict(), reloaded.language_model.state_dict()
         if expected_lm.keys() != got_lm.keys() or not all(torch.equal(expected_lm[k], got_lm[k]) for k in expected_lm):
-            raise HubUploadError(f"the built folder {folder} does not hold the source model's language model; "
-                                 f"nothing was uploaded")
+            raise HubUploadError(
+                f"the built folder {folder} does not hold the source model's language model; nothing was uploaded"
+            )
     config = source_model.config
     generator = torch.Generator().manual_seed(0)
     clip = torch.randn(1, config.audio_channels, config.sampling_rate // 2 + 17, generator=generator) * 0.1
@@ -245,31 +284,45 @@ def check_folder(folder: str | Path, source_model: EncodecModel) -> None:
         expected = source_model.encode(clip, bandwidth=bandwidth).audio_codes
         got = reloaded.encode(clip, bandwidth=bandwidth).audio_codes
     if not torch.equal(expected, got):
-        raise HubUploadError(f"the built folder {folder} does not reproduce the source model's codes "
-                             f"({int((expected != got).sum())} of {expected.numel()} differ); nothing was uploaded")
+        raise HubUploadError(
+            f"the built folder {folder} does not reproduce the source model's codes "
+            f"({int((expected != got).sum())} of {expected.numel()} differ); nothing was uploaded"
+        )
 
 
 def describe_folder(folder: str | Path) -> list[tuple[str, int]]:
     """(path in the repo, bytes) of every file in the folder, subfolders included; links are not followed."""
     folder = Path(folder)
-    return [(p.relative_to(folder).as_posix(), p.stat().st_size) for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.is_symlink()]
+    return [
+        (p.relative_to(folder).as_posix(), p.stat().st_size)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    ]
 
 
 def _one_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-                create_pr: bool = False, commit_message: str | None = None, token: str | None = None) -> str:
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> str:
     """Create the repo if needed and upload `folder` in one commit; return the commit (or pull request) URL."""
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 
     token = token or get_token()
     if not token:
-        raise HubUploadError("no Hugging Face token: set HF_TOKEN or run `hf auth login` "
-                             "(or `huggingface-cli login`), then try again")
+        raise HubUploadError(
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login` (or `huggingface-cli login`), then try again"
+        )
     api = HfApi(token=token)
     message = commit_message or "Upload EnCodec model with encodec-hf"
     try:
@@ -278,34 +331,54 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         # create_commit rather than upload_folder: with hf_xet installed, upload_folder may split a folder into
         # several commits; one commit means a failure leaves the repo as it was.
-        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(folder) / name))
-                      for name, _ in describe_folder(folder)]
-        info = api.create_commit(repo_id=repo_id, operations=operations, commit_message=message,
-                                 revision=revision, create_pr=create_pr)
+        operations = [
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(folder) / name))
+            for name, _ in describe_folder(folder)
+        ]
+        info = api.create_commit(
+            repo_id=repo_id, operations=operations, commit_message=message, revision=revision, create_pr=create_pr
+        )
     except OfflineModeIsEnabled as error:
         raise HubUploadError(f"HF_HUB_OFFLINE is set: unset it to upload ({_one_line(error)})") from error
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if status in (401, 403) or isinstance(error, RepositoryNotFoundError):
-            raise HubUploadError(f"no permission to write to {repo_id} (HTTP {status}): it does not exist for this "
-                                 f"token or the token may not write to it; use a token with write access to this "
-                                 f"namespace (hf auth login), or another --repo-id") from error
+            raise HubUploadError(
+                f"no permission to write to {repo_id} (HTTP {status}): it does not exist for this "
+                f"token or the token may not write to it; use a token with write access to this "
+                f"namespace (hf auth login), or another --repo-id"
+            ) from error
         raise HubUploadError(f"the Hub refused the upload to {repo_id}: {_one_line(error)}") from error
     except OSError as error:  # network failures surface as httpx / OS errors
-        raise HubUploadError(f"could not reach the Hugging Face Hub ({_one_line(error)}); check the network and "
-                             f"try again: nothing was committed") from error
+        raise HubUploadError(
+            f"could not reach the Hugging Face Hub ({_one_line(error)}); check the network and "
+            f"try again: nothing was committed"
+        ) from error
     except Exception as error:
         if type(error).__module__.startswith("httpx"):
-            raise HubUploadError(f"could not reach the Hugging Face Hub ({_one_line(error)}); check the network "
-                                 f"and try again: nothing was committed") from error
+            raise HubUploadError(
+                f"could not reach the Hugging Face Hub ({_one_line(error)}); check the network "
+                f"and try again: nothing was committed"
+            ) from error
         raise
     return info.pr_url if create_pr and info.pr_url else info.commit_url
 
 
-def upload(source: str | Path, repo_id: str, *, model_name: str | None = None, local_dir: str | Path | None = None,
-           dry_run: bool = False, private: bool = False, revision: str | None = None, create_pr: bool = False,
-           commit_message: str | None = None, license: str = META_LICENSE, base_model: str | None = None,
-           report=print) -> str | None:
+def upload(
+    source: str | Path,
+    repo_id: str,
+    *,
+    model_name: str | None = None,
+    local_dir: str | Path | None = None,
+    dry_run: bool = False,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    license: str = META_LICENSE,
+    base_model: str | None = None,
+    report=print,
+) -> str | None:
     """Build, check and (unless `dry_run`) push. Returns the commit URL, or None for a dry run."""
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise HubUploadError(f"--repo-id must be OWNER/NAME, got {repo_id!r}")
@@ -325,8 +398,9 @@ def upload(source: str | Path, repo_id: str, *, model_name: str | None = None, l
             report(f"  {name:28s} {size:>12,d} bytes")
         if dry_run:
             return None
-        url = push_folder(folder, repo_id, private=private, revision=revision, create_pr=create_pr,
-                          commit_message=commit_message)
+        url = push_folder(
+            folder, repo_id, private=private, revision=revision, create_pr=create_pr, commit_message=commit_message
+        )
         report(f"committed: {url}")
         return url
     finally:
@@ -334,5 +408,4 @@ def upload(source: str | Path, repo_id: str, *, model_name: str | None = None, l
             temporary.cleanup()
 
 
-__all__ = ["upload", "build_folder", "check_folder", "push_folder", "load_source", "model_card",
-           "HubUploadError"]
+__all__ = ["upload", "build_folder", "check_folder", "push_folder", "load_source", "model_card", "HubUploadError"]

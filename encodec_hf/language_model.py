@@ -69,15 +69,26 @@ class StreamingTransformerLayer(nn.TransformerEncoderLayer):
 
 
 class StreamingTransformer(nn.Module):
-    def __init__(self, dim: int, hidden_scale: float, num_heads: int, num_layers: int, past_context: int,
-                 max_period: float = 10000):
+    def __init__(
+        self,
+        dim: int,
+        hidden_scale: float,
+        num_heads: int,
+        num_layers: int,
+        past_context: int,
+        max_period: float = 10000,
+    ):
         super().__init__()
         self.past_context, self.max_period = past_context, max_period
         self.norm_in = nn.LayerNorm(dim)
-        self.layers = nn.ModuleList([
-            StreamingTransformerLayer(dim, num_heads, int(dim * hidden_scale), activation=F.gelu, batch_first=True,
-                                      dropout=0.0)
-            for _ in range(num_layers)])
+        self.layers = nn.ModuleList(
+            [
+                StreamingTransformerLayer(
+                    dim, num_heads, int(dim * hidden_scale), activation=F.gelu, batch_first=True, dropout=0.0
+                )
+                for _ in range(num_layers)
+            ]
+        )
 
     def forward(self, x: torch.Tensor, states: list | None, offset: int):
         batch, steps, channels = x.shape
@@ -106,16 +117,24 @@ class EncodecLanguageModel(PreTrainedModel):
 
     def __init__(self, config: EncodecLanguageModelConfig | int | None = None, *args, **kwargs):
         if not isinstance(config, EncodecLanguageModelConfig):
-            fields = ("num_codebooks", "codebook_size", "past_context", "dim", "num_layers", "num_heads",
-                      "hidden_scale")
+            fields = (
+                "num_codebooks",
+                "codebook_size",
+                "past_context",
+                "dim",
+                "num_layers",
+                "num_heads",
+                "hidden_scale",
+            )
             values = dict(zip(fields, (config, *args) if config is not None else args, strict=False))
             config = EncodecLanguageModelConfig(**values, **kwargs)
         elif args or kwargs:
             raise ValueError("pass either an EncodecLanguageModelConfig or the config's fields, not both")
         super().__init__(config)
         dim = config.dim
-        self.transformer = StreamingTransformer(dim, config.hidden_scale, config.num_heads, config.num_layers,
-                                                config.past_context)
+        self.transformer = StreamingTransformer(
+            dim, config.hidden_scale, config.num_heads, config.num_layers, config.past_context
+        )
         # index 0 of each embedding means "no previous frame" (the first step); code c is index c + 1
         self.emb = nn.ModuleList([nn.Embedding(config.codebook_size + 1, dim) for _ in range(config.num_codebooks)])
         self.linears = nn.ModuleList([nn.Linear(dim, config.codebook_size) for _ in range(config.num_codebooks)])
@@ -146,8 +165,9 @@ class EncodecLanguageModel(PreTrainedModel):
         """The language model of a local codec folder, in either layout (ValueError if it has none)."""
         model = load_language_model(folder)
         if model is None:
-            raise ValueError(f"{str(folder)!r} holds no language model (no {LANGUAGE_MODEL_FOLDER}/ subfolder, no "
-                             f"{WEIGHTS_NAME})")
+            raise ValueError(
+                f"{str(folder)!r} holds no language model (no {LANGUAGE_MODEL_FOLDER}/ subfolder, no {WEIGHTS_NAME})"
+            )
         return model
 
 
@@ -175,11 +195,15 @@ def load_language_model(name_or_path: str | Path, **hub_kwargs) -> EncodecLangua
         if (path / WEIGHTS_NAME).is_file() and (path / CONFIG_NAME).is_file():
             return _legacy(path / CONFIG_NAME, path / WEIGHTS_NAME)
         return None
-    quiet = dict(_raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False,
-                 _raise_exceptions_for_gated_repo=False)
+    quiet = dict(
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        _raise_exceptions_for_gated_repo=False,
+    )
     if cached_file(str(name_or_path), "config.json", subfolder=LANGUAGE_MODEL_FOLDER, **quiet, **hub_kwargs):
-        return EncodecLanguageModel.from_pretrained(str(name_or_path), subfolder=LANGUAGE_MODEL_FOLDER,
-                                                    **hub_kwargs).eval()
+        return EncodecLanguageModel.from_pretrained(
+            str(name_or_path), subfolder=LANGUAGE_MODEL_FOLDER, **hub_kwargs
+        ).eval()
     config = cached_file(str(name_or_path), CONFIG_NAME, **quiet, **hub_kwargs)
     weights = cached_file(str(name_or_path), WEIGHTS_NAME, **quiet, **hub_kwargs) if config else None
     return _legacy(config, weights) if weights else None
@@ -199,8 +223,7 @@ class DeterministicRunner:
     def __init__(self, language_model: EncodecLanguageModel, batch: int, max_block: int = 1):
         transformer = language_model.transformer
         device = next(language_model.parameters()).device
-        self.weights = {name: value.detach().to(torch.float64)
-                        for name, value in language_model.state_dict().items()}
+        self.weights = {name: value.detach().to(torch.float64) for name, value in language_model.state_dict().items()}
         codebooks = len(language_model.emb)
         self.card = language_model.linears[0].out_features
         self.num_layers = len(transformer.layers)
@@ -250,8 +273,9 @@ class DeterministicRunner:
         x = F.embedding(indices + offsets, self.embeddings).sum(dim=1)  # (B, K, T, C) -> (B, T, C)
         if self.frames + steps > self.positions.shape[1]:  # position features, computed once for many frames
             count = max(2 * self.positions.shape[1], self.frames + steps)
-            self.positions = sin_embedding(torch.arange(count, dtype=torch.float64, device=x.device).view(1, -1, 1),
-                                           self.dim, self.max_period)  # (1, count, C)
+            self.positions = sin_embedding(
+                torch.arange(count, dtype=torch.float64, device=x.device).view(1, -1, 1), self.dim, self.max_period
+            )  # (1, count, C)
         x = self._layer_norm(x, "transformer.norm_in") + self.positions[:, self.frames : self.frames + steps]
         heads, head_dim = self.num_heads, self.dim // self.num_heads
         cached, total = self.cached, self.cached + steps
@@ -267,12 +291,16 @@ class DeterministicRunner:
             self.values[layer][:, :, cached:total] = v
             keys, values = self.keys[layer][:, :, :total], self.values[layer][:, :, :total]
             attention = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed)  # (B, h, T, d)
-            attention = F.linear(attention.transpose(1, 2).reshape(batch, steps, self.dim),
-                                 w[f"{name}.self_attn.out_proj.weight"], w[f"{name}.self_attn.out_proj.bias"])
+            attention = F.linear(
+                attention.transpose(1, 2).reshape(batch, steps, self.dim),
+                w[f"{name}.self_attn.out_proj.weight"],
+                w[f"{name}.self_attn.out_proj.bias"],
+            )
             x = self._layer_norm(x + attention, f"{name}.norm1")
             hidden = F.gelu(F.linear(x, w[f"{name}.linear1.weight"], w[f"{name}.linear1.bias"]))
-            x = self._layer_norm(x + F.linear(hidden, w[f"{name}.linear2.weight"], w[f"{name}.linear2.bias"]),
-                                 f"{name}.norm2")
+            x = self._layer_norm(
+                x + F.linear(hidden, w[f"{name}.linear2.weight"], w[f"{name}.linear2.bias"]), f"{name}.norm2"
+            )
         self.cached = total
         self.frames += steps
         used = codebooks * self.card
@@ -283,5 +311,10 @@ class DeterministicRunner:
         return torch.softmax(logits.reshape(batch, steps, codebooks, self.card), dim=-1)
 
 
-__all__ = ["EncodecLanguageModel", "EncodecLanguageModelConfig", "DeterministicRunner", "load_language_model",
-           "LANGUAGE_MODEL_FOLDER"]
+__all__ = [
+    "EncodecLanguageModel",
+    "EncodecLanguageModelConfig",
+    "DeterministicRunner",
+    "load_language_model",
+    "LANGUAGE_MODEL_FOLDER",
+]

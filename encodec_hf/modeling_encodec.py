@@ -32,7 +32,7 @@ from transformers.utils import ModelOutput
 
 from .chunking import batch_jobs, conv_extra_padding, linear_overlap_add, num_frames, overlap_add_weights, plan_chunks
 from .configuration_encodec import EncodecConfig
-from .language_model import LANGUAGE_MODEL_FOLDER, load_language_model
+from .language_model import LANGUAGE_MODEL_FOLDER, EncodecLanguageModel, load_language_model
 from .streaming import StreamDecoder, StreamEncoder
 
 
@@ -179,8 +179,15 @@ class EncodecConv1d(nn.Module):
     """Conv1d with EnCodec's padding (causal: all on the left; otherwise split, extra on the right) and
     weight norm or a one-group GroupNorm."""
 
-    def __init__(self, config: EncodecConfig, in_channels: int, out_channels: int, kernel_size: int,
-                 stride: int = 1, dilation: int = 1):
+    def __init__(
+        self,
+        config: EncodecConfig,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+    ):
         super().__init__()
         self.causal = config.use_causal_conv
         self.pad_mode = config.pad_mode
@@ -204,17 +211,28 @@ class EncodecConv1d(nn.Module):
         # already padded: (B, C_in, T) or (B, C_in, 1, T) -> (B, C_out, T'), the same layout
         if hidden_states.dim() == 4:
             hidden_states = nn.functional.conv2d(
-                _to_channels_last(hidden_states), self.folded_weight.get(self.conv, True), self.conv.bias,
-                stride=(1, self.stride), dilation=(1, self.conv.dilation[0]))
+                _to_channels_last(hidden_states),
+                self.folded_weight.get(self.conv, True),
+                self.conv.bias,
+                stride=(1, self.stride),
+                dilation=(1, self.conv.dilation[0]),
+            )
         else:
-            hidden_states = nn.functional.conv1d(hidden_states, self.folded_weight.get(self.conv, False),
-                                                 self.conv.bias, self.stride, 0, self.conv.dilation)
+            hidden_states = nn.functional.conv1d(
+                hidden_states,
+                self.folded_weight.get(self.conv, False),
+                self.conv.bias,
+                self.stride,
+                0,
+                self.conv.dilation,
+            )
         if hasattr(self, "norm"):
             hidden_states = self.norm(hidden_states)
         return hidden_states
 
-    def forward(self, hidden_states: torch.Tensor, state: EncodecConv1dState | None = None,
-                final: bool = False) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, state: EncodecConv1dState | None = None, final: bool = False
+    ) -> torch.Tensor:
         # (B, C_in, T) -> (B, C_out, ceil(T / stride)), or the same with a unit axis: (B, C, 1, T).
         # With a state: the outputs this piece of the stream completes (all of them at the end, `final`).
         if state is not None:
@@ -277,8 +295,7 @@ class EncodecConvTranspose1dState:
 class EncodecConvTranspose1d(nn.Module):
     """ConvTranspose1d that trims its fixed padding (causal: `trim_right_ratio` of it on the right)."""
 
-    def __init__(self, config: EncodecConfig, in_channels: int, out_channels: int, kernel_size: int,
-                 stride: int = 1):
+    def __init__(self, config: EncodecConfig, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
         super().__init__()
         self.conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride)
         if config.norm_type == "weight_norm":
@@ -299,8 +316,10 @@ class EncodecConvTranspose1d(nn.Module):
         if not self.causal:
             raise ValueError("streaming needs a causal model (the 24 kHz one); this convolution is not causal")
         if kernel != 2 * stride:
-            raise ValueError(f"streaming supports EnCodec's transposed convolutions (kernel = 2 x stride) only, "
-                             f"got kernel {kernel} and stride {stride}")
+            raise ValueError(
+                f"streaming supports EnCodec's transposed convolutions (kernel = 2 x stride) only, "
+                f"got kernel {kernel} and stride {stride}"
+            )
         if self.padding_left:
             raise ValueError("streaming supports causal models with trim_right_ratio = 1 only (EnCodec's)")
         return EncodecConvTranspose1dState()
@@ -309,17 +328,22 @@ class EncodecConvTranspose1d(nn.Module):
         # (B, C_in, F) -> (B, C_out, (F + 1) * stride) before trimming, or the same with a unit axis
         if hidden_states.dim() == 4:
             hidden_states = nn.functional.conv_transpose2d(
-                _to_channels_last(hidden_states), self.folded_weight.get(self.conv, True), self.conv.bias,
-                stride=(1, self.conv.stride[0]))
+                _to_channels_last(hidden_states),
+                self.folded_weight.get(self.conv, True),
+                self.conv.bias,
+                stride=(1, self.conv.stride[0]),
+            )
         else:
             hidden_states = nn.functional.conv_transpose1d(
-                hidden_states, self.folded_weight.get(self.conv, False), self.conv.bias, self.conv.stride)
+                hidden_states, self.folded_weight.get(self.conv, False), self.conv.bias, self.conv.stride
+            )
         if hasattr(self, "norm"):
             hidden_states = self.norm(hidden_states)
         return hidden_states
 
-    def forward(self, hidden_states: torch.Tensor, state: EncodecConvTranspose1dState | None = None,
-                final: bool = False) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, state: EncodecConvTranspose1dState | None = None, final: bool = False
+    ) -> torch.Tensor:
         # (B, C_in, F) -> (B, C_out, F * stride), or the same with a unit axis: (B, C, 1, F).
         # With a state: frame t's outputs are final once frame t has arrived (trimming is all on the right, so
         # nothing is left at the end).
@@ -366,15 +390,19 @@ class EncodecLSTMLayers(nn.Module):
         if state is None:
             zeros = sequence.new_zeros(self.num_layers, sequence.shape[1], self.hidden_size)
             state = (zeros, zeros)
-        weights = [getattr(self, f"{kind}_l{layer}") for layer in range(self.num_layers)
-                   for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        weights = [
+            getattr(self, f"{kind}_l{layer}")
+            for layer in range(self.num_layers)
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        ]
         out, hidden, cell = torch.lstm(sequence, state, weights, True, self.num_layers, 0.0, False, False, False)
         return out, (hidden, cell)
 
 
 # cuDNN's note that these weights are packed at every call (see EncodecLSTMLayers), for this module only.
-warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous",
-                        category=UserWarning, module=__name__)
+warnings.filterwarnings(
+    "ignore", message="RNN module weights are not part of single contiguous", category=UserWarning, module=__name__
+)
 
 
 @dataclass
@@ -394,8 +422,9 @@ class EncodecLSTM(nn.Module):
     def init_state(self) -> EncodecLSTMState:
         return EncodecLSTMState()
 
-    def forward(self, hidden_states: torch.Tensor, state: EncodecLSTMState | None = None,
-                final: bool = False) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, state: EncodecLSTMState | None = None, final: bool = False
+    ) -> torch.Tensor:
         if hidden_states.dim() == 4:  # (B, C, 1, T) channels_last: memory is already (B, T, C)
             sequence = hidden_states.squeeze(2).permute(2, 0, 1)  # (T, B, C)
             sequence = self.lstm(sequence)[0] + sequence
@@ -437,8 +466,9 @@ class EncodecResnetBlock(nn.Module):
         shortcut = self.shortcut.init_state() if isinstance(self.shortcut, EncodecConv1d) else None
         return EncodecResnetBlockState(init_layer_states(self.block), shortcut)
 
-    def forward(self, hidden_states: torch.Tensor, state: EncodecResnetBlockState | None = None,
-                final: bool = False) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, state: EncodecResnetBlockState | None = None, final: bool = False
+    ) -> torch.Tensor:
         residual = hidden_states
         if state is not None:
             block = run_layers(self.block, hidden_states, states=state.block, final=final)
@@ -465,8 +495,13 @@ def init_layer_states(layers: nn.ModuleList) -> list:
     return [layer.init_state() if hasattr(layer, "init_state") else None for layer in layers]
 
 
-def run_layers(layers: nn.ModuleList, hidden_states: torch.Tensor, channels_last: bool = False,
-               states: list | None = None, final: bool = False) -> torch.Tensor:
+def run_layers(
+    layers: nn.ModuleList,
+    hidden_states: torch.Tensor,
+    channels_last: bool = False,
+    states: list | None = None,
+    final: bool = False,
+) -> torch.Tensor:
     """Run (B, C, T) through `layers`, in (B, C, 1, T) channels_last memory when asked; returns (B, C', T').
 
     With `states` (from `init_layer_states`), each layer streams with its own state (`final` on the stream's last
@@ -505,16 +540,19 @@ class EncodecEncoder(nn.Module):
             scaling *= 2
         if config.num_lstm_layers:
             layers += [EncodecLSTM(config, scaling * config.num_filters)]
-        layers += [nn.ELU(), EncodecConv1d(config, scaling * config.num_filters, config.hidden_size,
-                                           config.last_kernel_size)]
+        layers += [
+            nn.ELU(),
+            EncodecConv1d(config, scaling * config.num_filters, config.hidden_size, config.last_kernel_size),
+        ]
         self.layers = nn.ModuleList(layers)
 
     def init_states(self) -> list:
         """Streaming states for `forward(..., states=)`: one per layer, for one stream."""
         return init_layer_states(self.layers)
 
-    def forward(self, hidden_states: torch.Tensor, channels_last: bool = False, states: list | None = None,
-                final: bool = False) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, channels_last: bool = False, states: list | None = None, final: bool = False
+    ) -> torch.Tensor:
         return run_layers(self.layers, hidden_states, channels_last, states, final)
 
 
@@ -529,21 +567,20 @@ class EncodecDecoder(nn.Module):
             layers += [EncodecLSTM(config, scaling * config.num_filters)]
         for ratio in config.upsampling_ratios:
             width = scaling * config.num_filters
-            layers += [nn.ELU(), EncodecConvTranspose1d(config, width, width // 2, kernel_size=ratio * 2,
-                                                        stride=ratio)]
+            layers += [nn.ELU(), EncodecConvTranspose1d(config, width, width // 2, kernel_size=ratio * 2, stride=ratio)]
             for j in range(config.num_residual_layers):
                 layers += [EncodecResnetBlock(config, width // 2, [config.dilation_growth_rate**j, 1])]
             scaling //= 2
-        layers += [nn.ELU(), EncodecConv1d(config, config.num_filters, config.audio_channels,
-                                           config.last_kernel_size)]
+        layers += [nn.ELU(), EncodecConv1d(config, config.num_filters, config.audio_channels, config.last_kernel_size)]
         self.layers = nn.ModuleList(layers)
 
     def init_states(self) -> list:
         """Streaming states for `forward(..., states=)`: one per layer, for one stream."""
         return init_layer_states(self.layers)
 
-    def forward(self, hidden_states: torch.Tensor, channels_last: bool = False, states: list | None = None,
-                final: bool = False) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, channels_last: bool = False, states: list | None = None, final: bool = False
+    ) -> torch.Tensor:
         return run_layers(self.layers, hidden_states, channels_last, states, final)
 
 
@@ -563,8 +600,9 @@ class EncodecEuclideanCodebook(nn.Module):
         # rounding fall the same way; in float32 at least (a bfloat16 model's distances would tie often).
         hidden_states = hidden_states.float()
         embed = self.embed.float().t()
-        dist = -(hidden_states.pow(2).sum(1, keepdim=True) - 2 * hidden_states @ embed
-                 + embed.pow(2).sum(0, keepdim=True))
+        dist = -(
+            hidden_states.pow(2).sum(1, keepdim=True) - 2 * hidden_states @ embed + embed.pow(2).sum(0, keepdim=True)
+        )
         return dist.max(dim=-1).indices
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -629,8 +667,10 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
                 direction = module.parametrizations.weight.original1
                 init.kaiming_normal_(direction)
                 dims = tuple(range(1, direction.dim()))
-                init.copy_(module.parametrizations.weight.original0,
-                           torch.linalg.vector_norm(direction, dim=dims, keepdim=True))
+                init.copy_(
+                    module.parametrizations.weight.original0,
+                    torch.linalg.vector_norm(direction, dim=dims, keepdim=True),
+                )
             else:
                 init.kaiming_normal_(module.weight)
             if module.bias is not None:
@@ -652,7 +692,6 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
             init.zeros_(module.cluster_size)
             init.kaiming_uniform_(module.embed)
             init.copy_(module.embed_avg, module.embed)
-
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -696,8 +735,10 @@ def _progress_reporter(progress, stage: str):
         return report
     if callable(progress):
         return lambda done, total: progress(stage, done, total)
-    raise ValueError(f"progress must be a callable (stage, done, total) or a tqdm-like object with update(), got "
-                     f"{type(progress).__name__}")
+    raise ValueError(
+        f"progress must be a callable (stage, done, total) or a tqdm-like object with update(), got "
+        f"{type(progress).__name__}"
+    )
 
 
 def _deprecated_option(name: str) -> property:
@@ -705,8 +746,12 @@ def _deprecated_option(name: str) -> property:
         return self._inference_defaults[name]
 
     def setter(self, value):
-        warnings.warn(f"setting model.{name} is deprecated and will be removed in the next release: pass {name}= to "
-                      f"encode/decode, or call model.set_inference_defaults({name}=...)", FutureWarning, stacklevel=2)
+        warnings.warn(
+            f"setting model.{name} is deprecated and will be removed in the next release: pass {name}= to "
+            f"encode/decode, or call model.set_inference_defaults({name}=...)",
+            FutureWarning,
+            stacklevel=2,
+        )
         self.set_inference_defaults(**{name: value})
 
     return property(getter, setter, doc=f"Deprecated: the model-wide default of the `{name}` argument.")
@@ -773,8 +818,12 @@ class EncodecModel(EncodecPreTrainedModel):
 
     @progress_callback.setter
     def progress_callback(self, value):
-        warnings.warn("setting model.progress_callback is deprecated and will be removed in the next release: pass "
-                      "progress= to encode/decode", FutureWarning, stacklevel=2)
+        warnings.warn(
+            "setting model.progress_callback is deprecated and will be removed in the next release: pass "
+            "progress= to encode/decode",
+            FutureWarning,
+            stacklevel=2,
+        )
         self._progress_callback = value
 
     def refresh_weights(self) -> None:
@@ -788,16 +837,30 @@ class EncodecModel(EncodecPreTrainedModel):
     # Kept out of the module tree on purpose: state_dict() and save_pretrained's model.safetensors stay exactly the
     # official layout. `_apply` moves it with the model (`.to`, `.cuda`, `.float`, ...).
 
-    language_model = None
+    @property
+    def language_model(self) -> EncodecLanguageModel | None:
+        """The entropy-coding language model (docs/ecdc.md), or None. Assign an `EncodecLanguageModel` or None."""
+        return self.__dict__.get("_language_model")
+
+    def __setattr__(self, name, value):
+        if name == "language_model":  # never a registered submodule: the codec's state_dict stays official
+            if value is not None and not isinstance(value, EncodecLanguageModel):
+                raise ValueError(f"language_model must be an EncodecLanguageModel or None, got {type(value).__name__}")
+            self.__dict__["_language_model"] = value
+            return
+        super().__setattr__(name, value)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        hub_kwargs = {key: kwargs[key] for key in ("cache_dir", "revision", "token", "local_files_only",
-                                                   "force_download") if key in kwargs}
+        hub_kwargs = {
+            key: kwargs[key]
+            for key in ("cache_dir", "revision", "token", "local_files_only", "force_download")
+            if key in kwargs
+        }
         language_model = load_language_model(pretrained_model_name_or_path, **hub_kwargs)
         if language_model is not None:
-            object.__setattr__(model, "language_model", language_model.to(model.device))
+            model.language_model = language_model.to(model.device)
         return model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -813,31 +876,42 @@ class EncodecModel(EncodecPreTrainedModel):
 
     # -- streaming --------------------------------------------------------------------------------------------------
 
-    def stream_encoder(self, bandwidth: float | None = None, batch_size: int = 1) -> StreamEncoder:
+    def stream_encoder(
+        self, bandwidth: float | None = None, batch_size: int = 1, *, fast_encoding: bool | None = None
+    ) -> StreamEncoder:
         """A `StreamEncoder`: push audio in pieces, get codes as frames (causal models) or chunks complete."""
-        return StreamEncoder(self, bandwidth=bandwidth, batch_size=batch_size)
+        return StreamEncoder(self, bandwidth=bandwidth, batch_size=batch_size, fast_encoding=fast_encoding)
 
-    def stream_decoder(self, batch_size: int = 1, audio_length: int | None = None) -> StreamDecoder:
+    def stream_decoder(
+        self, batch_size: int = 1, audio_length: int | None = None, *, fast_decoding: bool | None = None
+    ) -> StreamDecoder:
         """A `StreamDecoder`: push codes in pieces, get the audio samples that are final. With `audio_length`
         (the samples encode saw) the stream ends exactly there, else on a whole frame."""
-        return StreamDecoder(self, batch_size=batch_size, audio_length=audio_length)
+        return StreamDecoder(self, batch_size=batch_size, audio_length=audio_length, fast_decoding=fast_decoding)
 
     # -- input checks -------------------------------------------------------------------------------------------
 
     def _check_audio(self, input_values: torch.Tensor) -> None:
         if not isinstance(input_values, torch.Tensor):
-            raise ValueError(f"input_values must be a torch.Tensor shaped (batch, channels, samples), got "
-                             f"{type(input_values).__name__}; the feature extractor makes one")
+            raise ValueError(
+                f"input_values must be a torch.Tensor shaped (batch, channels, samples), got "
+                f"{type(input_values).__name__}; the feature extractor makes one"
+            )
         if input_values.dim() != 3:
-            raise ValueError(f"input_values must be shaped (batch, channels, samples), got shape "
-                             f"{tuple(input_values.shape)}")
+            raise ValueError(
+                f"input_values must be shaped (batch, channels, samples), got shape {tuple(input_values.shape)}"
+            )
         batch, channels, length = input_values.shape
         if channels != self.config.audio_channels:
-            raise ValueError(f"this model takes {self.config.audio_channels}-channel audio, got {channels} "
-                             f"channels; EncodecFeatureExtractor converts mono <-> stereo")
+            raise ValueError(
+                f"this model takes {self.config.audio_channels}-channel audio, got {channels} "
+                f"channels; EncodecFeatureExtractor converts mono <-> stereo"
+            )
         if batch == 0 or length == 0:
-            raise ValueError(f"input_values is empty (shape {tuple(input_values.shape)}); expected at least "
-                             f"one clip of at least one sample")
+            raise ValueError(
+                f"input_values is empty (shape {tuple(input_values.shape)}); expected at least "
+                f"one clip of at least one sample"
+            )
         if not input_values.is_floating_point():
             raise ValueError(f"input_values must be floating point audio in [-1, 1], got {input_values.dtype}")
         if not torch.isfinite(input_values).all():
@@ -852,18 +926,22 @@ class EncodecModel(EncodecPreTrainedModel):
         if mask.dim() == 3:
             mask = mask.bool().any(dim=1)
         if mask.dim() != 2 or mask.shape[0] != batch or mask.shape[-1] < 1:
-            raise ValueError(f"padding_mask must be shaped (batch, samples) or (batch, channels, samples) with "
-                             f"batch {batch}, got shape {tuple(padding_mask.shape)}")
+            raise ValueError(
+                f"padding_mask must be shaped (batch, samples) or (batch, channels, samples) with "
+                f"batch {batch}, got shape {tuple(padding_mask.shape)}"
+            )
         mask = mask.bool()
         lengths = mask.sum(dim=-1)
         prefix = torch.arange(mask.shape[-1], device=mask.device)[None, :] < lengths[:, None]
         if not torch.equal(prefix, mask):
-            raise ValueError("padding_mask must mark a prefix of real samples in each row (right padding); "
-                             "found zeros before ones")
+            raise ValueError(
+                "padding_mask must mark a prefix of real samples in each row (right padding); found zeros before ones"
+            )
         lengths = lengths.tolist()
         if min(lengths) == 0:
-            raise ValueError(f"padding_mask marks no real sample in item {lengths.index(0)}; every item needs at "
-                             f"least one")
+            raise ValueError(
+                f"padding_mask marks no real sample in item {lengths.index(0)}; every item needs at least one"
+            )
         return lengths
 
     # -- encoding -----------------------------------------------------------------------------------------------
@@ -933,8 +1011,9 @@ class EncodecModel(EncodecPreTrainedModel):
         # runs each chunk alone: EnCodec's convolutions round differently in a batch (the original itself
         # changes a few codes between a clip alone and the same clip in a batch), and a batch item must get
         # exactly the codes it gets alone. Fast encoding batches chunks of equal length.
-        jobs = [(size, (index, item, start)) for item, plan in enumerate(plans)
-                for index, (start, size) in enumerate(plan)]
+        jobs = [
+            (size, (index, item, start)) for item, plan in enumerate(plans) for index, (start, size) in enumerate(plan)
+        ]
         done = 0
         with _no_grad_unless_training(self):
             for part in batch_jobs(jobs, step):
@@ -961,37 +1040,44 @@ class EncodecModel(EncodecPreTrainedModel):
         """Check codes and scales as `decode` takes them; returns the scales as (batch, 1, 1) tensors or Nones."""
         if not isinstance(audio_codes, torch.Tensor) or audio_codes.dim() != 4:
             shape = tuple(audio_codes.shape) if isinstance(audio_codes, torch.Tensor) else type(audio_codes).__name__
-            raise ValueError(f"audio_codes must be a tensor shaped (num_chunks, batch, num_quantizers, frames), "
-                             f"got {shape}")
+            raise ValueError(
+                f"audio_codes must be a tensor shaped (num_chunks, batch, num_quantizers, frames), got {shape}"
+            )
         if audio_codes.is_floating_point() or audio_codes.is_complex():
             raise ValueError(f"audio_codes must hold integers, got {audio_codes.dtype}")
         total_chunks, batch, quantizers, frames = audio_codes.shape
         if min(audio_codes.shape) == 0:
             raise ValueError(f"audio_codes is empty (shape {tuple(audio_codes.shape)})")
         if quantizers > self.config.num_quantizers:
-            raise ValueError(f"audio_codes has {quantizers} codebooks; this model has "
-                             f"{self.config.num_quantizers}")
+            raise ValueError(f"audio_codes has {quantizers} codebooks; this model has {self.config.num_quantizers}")
         low, high = int(audio_codes.min()), int(audio_codes.max())
         if low < 0 or high >= self.config.codebook_size:
-            raise ValueError(f"audio_codes must lie in [0, {self.config.codebook_size}), found values from "
-                             f"{low} to {high}")
+            raise ValueError(
+                f"audio_codes must lie in [0, {self.config.codebook_size}), found values from {low} to {high}"
+            )
         if audio_scales is None:
             audio_scales = [None] * total_chunks
         if len(audio_scales) != total_chunks:
-            raise ValueError(f"audio_scales has {len(audio_scales)} entries for {total_chunks} chunks of codes; "
-                             f"expected one per chunk")
+            raise ValueError(
+                f"audio_scales has {len(audio_scales)} entries for {total_chunks} chunks of codes; "
+                f"expected one per chunk"
+            )
         checked = []
         for index, scale in enumerate(audio_scales):
             if scale is None:
                 if self.config.normalize:
-                    raise ValueError(f"audio_scales[{index}] is None, but this model normalises its chunks and "
-                                     f"needs the scale that encode returned")
+                    raise ValueError(
+                        f"audio_scales[{index}] is None, but this model normalises its chunks and "
+                        f"needs the scale that encode returned"
+                    )
                 checked.append(None)
                 continue
             scale = torch.as_tensor(scale, device=audio_codes.device)
             if scale.numel() != batch:
-                raise ValueError(f"audio_scales[{index}] has {scale.numel()} values for a batch of {batch}; "
-                                 f"expected shape ({batch}, 1)")
+                raise ValueError(
+                    f"audio_scales[{index}] has {scale.numel()} values for a batch of {batch}; "
+                    f"expected shape ({batch}, 1)"
+                )
             checked.append(scale.reshape(batch, 1, 1))
         return checked
 
@@ -1038,8 +1124,9 @@ class EncodecModel(EncodecPreTrainedModel):
         hop, stride = self.config.hop_length, self.config.chunk_stride
         chunked = self.config.chunk_length is not None
         if not chunked and total_chunks != 1:
-            raise ValueError(f"this model does not chunk its input, so audio_codes must have one chunk; got "
-                             f"{total_chunks}")
+            raise ValueError(
+                f"this model does not chunk its input, so audio_codes must have one chunk; got {total_chunks}"
+            )
 
         # Each item's decode plan: the frames of each of its chunks, and its final length in samples.
         if padding_mask is not None:
@@ -1049,9 +1136,11 @@ class EncodecModel(EncodecPreTrainedModel):
             for item, length in enumerate(lengths):
                 plan = [num_frames(size, hop) for _, size in plan_chunks(length, self.config.chunk_length, stride)]
                 if len(plan) > total_chunks or max(plan) > frames:
-                    raise ValueError(f"padding_mask gives item {item} {length} samples, which need {len(plan)} "
-                                     f"chunk(s) of up to {max(plan)} frames; audio_codes has {total_chunks} of "
-                                     f"{frames}. Pass the padding_mask that encode was given.")
+                    raise ValueError(
+                        f"padding_mask gives item {item} {length} samples, which need {len(plan)} "
+                        f"chunk(s) of up to {max(plan)} frames; audio_codes has {total_chunks} of "
+                        f"{frames}. Pass the padding_mask that encode was given."
+                    )
                 plans.append(plan)
         else:
             pad = int(last_frame_pad_length or 0)
@@ -1063,8 +1152,9 @@ class EncodecModel(EncodecPreTrainedModel):
             plans, lengths = [plan] * batch, [length] * batch
 
         # Decode chunks with the same number of frames together; then join each item's chunks.
-        jobs = [(chunk_frames, (index, item)) for item, plan in enumerate(plans)
-                for index, chunk_frames in enumerate(plan)]
+        jobs = [
+            (chunk_frames, (index, item)) for item, plan in enumerate(plans) for index, chunk_frames in enumerate(plan)
+        ]
         decoded = {}
         done = 0
         with _no_grad_unless_training(self):
@@ -1117,19 +1207,34 @@ class EncodecModel(EncodecPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if (audio_codes is None) != (audio_scales is None):
             given = "audio_codes" if audio_codes is not None else "audio_scales"
-            raise ValueError(f"{given} was given without its partner; pass both audio_codes and audio_scales, "
-                             f"or neither")
+            raise ValueError(
+                f"{given} was given without its partner; pass both audio_codes and audio_scales, or neither"
+            )
         if audio_codes is None:
             audio_codes, audio_scales, last_frame_pad_length = self.encode(
-                input_values, padding_mask, bandwidth, return_dict=False, fast_encoding=fast_encoding,
-                chunk_batch_size=chunk_batch_size, progress=progress)
+                input_values,
+                padding_mask,
+                bandwidth,
+                return_dict=False,
+                fast_encoding=fast_encoding,
+                chunk_batch_size=chunk_batch_size,
+                progress=progress,
+            )
             if padding_mask is None:
                 # decode must return the input's exact length, not a whole number of frames.
-                padding_mask = torch.ones(input_values.shape[0], input_values.shape[-1], dtype=torch.bool,
-                                          device=input_values.device)
-        audio_values = self.decode(audio_codes, audio_scales, padding_mask, return_dict=False,
-                                   last_frame_pad_length=last_frame_pad_length, fast_decoding=fast_decoding,
-                                   chunk_batch_size=chunk_batch_size, progress=progress)[0]
+                padding_mask = torch.ones(
+                    input_values.shape[0], input_values.shape[-1], dtype=torch.bool, device=input_values.device
+                )
+        audio_values = self.decode(
+            audio_codes,
+            audio_scales,
+            padding_mask,
+            return_dict=False,
+            last_frame_pad_length=last_frame_pad_length,
+            fast_decoding=fast_decoding,
+            chunk_batch_size=chunk_batch_size,
+            progress=progress,
+        )[0]
         if not return_dict:
             return audio_codes, audio_values
         return EncodecOutput(audio_codes=audio_codes, audio_values=audio_values)

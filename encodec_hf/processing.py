@@ -61,13 +61,17 @@ def _to_float_array(clip, index: int) -> np.ndarray:
     elif array.dtype == object or array.dtype.kind not in "fiu":
         raise ValueError(f"clip {index}: expected float32, float64 or int16 samples, got dtype {array.dtype}")
     else:
-        raise ValueError(f"clip {index}: expected float32, float64 or int16 samples, got dtype {array.dtype}; "
-                         f"convert it to float in [-1, 1] first")
+        raise ValueError(
+            f"clip {index}: expected float32, float64 or int16 samples, got dtype {array.dtype}; "
+            f"convert it to float in [-1, 1] first"
+        )
     if array.ndim == 1:
         array = array[None, :]
     elif array.ndim != 2:
-        raise ValueError(f"clip {index}: expected (samples,) or (channels, samples), got an array of shape "
-                         f"{array.shape}; pass a batch as a list of clips")
+        raise ValueError(
+            f"clip {index}: expected (samples,) or (channels, samples), got an array of shape "
+            f"{array.shape}; pass a batch as a list of clips"
+        )
     if array.shape[-1] == 0:
         raise ValueError(f"clip {index}: audio is empty (shape {array.shape}); EnCodec needs at least one sample")
     if array.shape[0] == 0:
@@ -129,21 +133,26 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
         **kwargs,
     ):
         kwargs.setdefault("return_attention_mask", True)
-        super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value,
-                         **kwargs)
+        super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
         if feature_size not in (1, 2):
             raise ValueError(f"feature_size must be 1 (mono) or 2 (stereo), got {feature_size!r}")
         if self.padding_side != "right":
-            raise ValueError(f"padding_side must be 'right': EnCodec's padding_mask marks a prefix of real "
-                             f"samples; got {self.padding_side!r}")
+            raise ValueError(
+                f"padding_side must be 'right': EnCodec's padding_mask marks a prefix of real "
+                f"samples; got {self.padding_side!r}"
+            )
         self.chunk_length_s = chunk_length_s
         self.overlap = overlap
 
     @classmethod
     def from_model_config(cls, config) -> "EncodecFeatureExtractor":
         """The extractor that matches an `EncodecConfig` (as written by `encodec-hf convert`)."""
-        return cls(feature_size=config.audio_channels, sampling_rate=config.sampling_rate,
-                   chunk_length_s=config.chunk_length_s, overlap=config.overlap)
+        return cls(
+            feature_size=config.audio_channels,
+            sampling_rate=config.sampling_rate,
+            chunk_length_s=config.chunk_length_s,
+            overlap=config.overlap,
+        )
 
     @property
     def chunk_length(self) -> int | None:
@@ -172,8 +181,9 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
                 raise ValueError(f"clip {index}: sampling_rate must be a positive integer, got {rate!r}")
             array = resample(array, int(rate), self.sampling_rate)
             if array.shape[-1] == 0:
-                raise ValueError(f"clip {index}: no samples left after resampling from {rate} Hz to "
-                                 f"{self.sampling_rate} Hz")
+                raise ValueError(
+                    f"clip {index}: no samples left after resampling from {rate} Hz to {self.sampling_rate} Hz"
+                )
         return array
 
     def __call__(
@@ -221,8 +231,10 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
             if max_length is None:
                 raise ValueError("padding='max_length' needs max_length (in samples at the model's rate)")
             if max(lengths) > max_length:
-                raise ValueError(f"a clip has {max(lengths)} samples, more than max_length={max_length}; "
-                                 f"pass truncation=True to cut it")
+                raise ValueError(
+                    f"a clip has {max(lengths)} samples, more than max_length={max_length}; "
+                    f"pass truncation=True to cut it"
+                )
             target = max_length
         elif padding in (False, None, "do_not_pad"):
             if len(set(lengths)) > 1:
@@ -237,8 +249,7 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
         for row, array in enumerate(arrays):
             input_values[row, :, : array.shape[-1]] = array
             padding_mask[row, : array.shape[-1]] = 1
-        return BatchFeature({"input_values": input_values, "padding_mask": padding_mask},
-                            tensor_type=return_tensors)
+        return BatchFeature({"input_values": input_values, "padding_mask": padding_mask}, tensor_type=return_tensors)
 
 
 __all__ = ["EncodecFeatureExtractor", "plan_chunks", "convert_channels", "resample"]

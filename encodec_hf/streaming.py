@@ -74,11 +74,15 @@ class StreamEncoder(_Stream):
 
     def _check(self, audio: torch.Tensor) -> None:
         if not isinstance(audio, torch.Tensor) or audio.dim() != 3:
-            raise ValueError(f"push takes audio shaped (batch, channels, samples), got "
-                             f"{tuple(audio.shape) if isinstance(audio, torch.Tensor) else type(audio).__name__}")
+            raise ValueError(
+                f"push takes audio shaped (batch, channels, samples), got "
+                f"{tuple(audio.shape) if isinstance(audio, torch.Tensor) else type(audio).__name__}"
+            )
         if audio.shape[0] != self.batch_size or audio.shape[1] != self.model.config.audio_channels:
-            raise ValueError(f"this stream takes ({self.batch_size}, {self.model.config.audio_channels}, samples) "
-                             f"audio, got {tuple(audio.shape)}")
+            raise ValueError(
+                f"this stream takes ({self.batch_size}, {self.model.config.audio_channels}, samples) "
+                f"audio, got {tuple(audio.shape)}"
+            )
         if not audio.is_floating_point():
             raise ValueError(f"push takes floating point audio in [-1, 1], got {audio.dtype}")
         if not torch.isfinite(audio).all():
@@ -140,11 +144,11 @@ class StreamDecoder(_Stream):
     `model.decode_chunks` as offline `decode` decodes it.
     """
 
-    def __init__(self, model, batch_size: int = 1, audio_length: int | None = None,
-                 fast_decoding: bool | None = None):
+    def __init__(self, model, batch_size: int = 1, audio_length: int | None = None, fast_decoding: bool | None = None):
         super().__init__(model, batch_size)
-        if audio_length is not None and (isinstance(audio_length, bool) or not isinstance(audio_length, int)
-                                         or audio_length < 0):
+        if audio_length is not None and (
+            isinstance(audio_length, bool) or not isinstance(audio_length, int) or audio_length < 0
+        ):
             raise ValueError(f"audio_length must be a non-negative integer of samples, got {audio_length!r}")
         self.emitted = 0
         self.audio_length = audio_length  # when known, no sample past it is emitted

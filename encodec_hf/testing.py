@@ -56,8 +56,10 @@ def original_model(name: str, seed: int = 0):
     """EnCodec 0.1.1's `encodec_model_24khz/48khz(pretrained=False)` with random weights and codebooks."""
     encodec = import_original_encodec()
     torch.manual_seed(seed)
-    factory = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
-               "encodec_48khz": encodec.EncodecModel.encodec_model_48khz}[name]
+    factory = {
+        "encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
+        "encodec_48khz": encodec.EncodecModel.encodec_model_48khz,
+    }[name]
     model = factory(pretrained=False)
     fit_codebooks(model, model.channels, model.sample_rate, seed + 1)
     # Random GroupNorm affine parameters too, so that a swapped weight/bias would show.
@@ -75,7 +77,8 @@ def original_layout(model) -> dict:
     out = {}
     for key, value in model.state_dict().items():
         key = key.replace("parametrizations.weight.original0", "weight_g").replace(
-            "parametrizations.weight.original1", "weight_v")
+            "parametrizations.weight.original1", "weight_v"
+        )
         if key.startswith("quantizer."):
             out[key.replace("quantizer.layers.", "quantizer.vq.layers.").replace(".codebook.", "._codebook.")] = value
             continue
@@ -99,11 +102,25 @@ def tiny_config(**overrides) -> EncodecConfig:
     miniature 48 kHz model.
     """
     chunked = overrides.pop("chunked", False)
-    values = dict(sampling_rate=400, hidden_size=8, codebook_dim=8, num_filters=4, upsampling_ratios=[2, 2],
-                  codebook_size=16, target_bandwidths=[0.4, 0.8], num_lstm_layers=1)
+    values = dict(
+        sampling_rate=400,
+        hidden_size=8,
+        codebook_dim=8,
+        num_filters=4,
+        upsampling_ratios=[2, 2],
+        codebook_size=16,
+        target_bandwidths=[0.4, 0.8],
+        num_lstm_layers=1,
+    )
     if chunked:
-        values.update(audio_channels=2, normalize=True, chunk_length_s=1.0, overlap=0.1, use_causal_conv=False,
-                      norm_type="time_group_norm")
+        values.update(
+            audio_channels=2,
+            normalize=True,
+            chunk_length_s=1.0,
+            overlap=0.1,
+            use_causal_conv=False,
+            norm_type="time_group_norm",
+        )
     values.update(overrides)
     return EncodecConfig(**values)
 
@@ -132,8 +149,10 @@ def requires_original():
     """A pytest mark that skips a test when EnCodec 0.1.1 is not installed."""
     import pytest
 
-    return pytest.mark.skipif(import_original_encodec() is None,
-                              reason="EnCodec 0.1.1 is not installed (pip install --no-deps encodec==0.1.1)")
+    return pytest.mark.skipif(
+        import_original_encodec() is None,
+        reason="EnCodec 0.1.1 is not installed (pip install --no-deps encodec==0.1.1)",
+    )
 
 
 BLOCK_ENCODEC_HF = """
@@ -155,11 +174,26 @@ def run_without_encodec_hf(code: str, cwd: Path):
 
     script = cwd / "probe.py"
     script.write_text(BLOCK_ENCODEC_HF + textwrap.dedent(code))
-    result = subprocess.run([sys.executable, str(script)], cwd=cwd, capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
-__all__ = ["import_original_encodec", "fit_codebooks", "original_model", "original_layout", "tiny_config",
-           "tiny_model", "save_tiny_folder", "requires_original", "run_without_encodec_hf"]
+__all__ = [
+    "import_original_encodec",
+    "fit_codebooks",
+    "original_model",
+    "original_layout",
+    "tiny_config",
+    "tiny_model",
+    "save_tiny_folder",
+    "requires_original",
+    "run_without_encodec_hf",
+]

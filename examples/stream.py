@@ -40,7 +40,10 @@ def main() -> None:
     audio = torch.from_numpy(extractor.prepare(data.T, rate))[None]  # (1, channels, samples) at the model's rate
     hop, sampling_rate = model.config.hop_length * args.frames_per_push, model.config.sampling_rate
 
-    encoder, decoder = model.stream_encoder(bandwidth=args.bandwidth), model.stream_decoder(audio_length=audio.shape[-1])
+    encoder, decoder = (
+        model.stream_encoder(bandwidth=args.bandwidth),
+        model.stream_decoder(audio_length=audio.shape[-1]),
+    )
     times, pieces, first_sample_frame = [], [], None
     with torch.inference_mode():
         for frame, start in enumerate(range(0, audio.shape[-1], hop)):
@@ -58,14 +61,20 @@ def main() -> None:
 
     frame_ms = 1000 * hop / sampling_rate
     per_frame = [1000 * t for t in times]
-    print(f"{len(times)} pushes of {frame_ms:.1f} ms ({args.frames_per_push} frame(s)), {args.bandwidth:g} kbps, "
-          f"{torch.get_num_threads()} threads")
-    print(f"first samples out with push {first_sample_frame + 1}: {(first_sample_frame + 1) * frame_ms:.0f} ms of audio "
-          f"in before any comes out (each stream waits at most {STARTUP_DELAY_FRAMES} frames for its reflect "
-          f"padding); then one push in, one push out")
-    print(f"compute per push: mean {statistics.mean(per_frame):.2f} ms, p95 "
-          f"{sorted(per_frame)[int(0.95 * len(per_frame))]:.2f} ms, max {max(per_frame):.2f} ms; "
-          f"real-time factor {frame_ms / statistics.mean(per_frame):.1f}x")
+    print(
+        f"{len(times)} pushes of {frame_ms:.1f} ms ({args.frames_per_push} frame(s)), {args.bandwidth:g} kbps, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"first samples out with push {first_sample_frame + 1}: {(first_sample_frame + 1) * frame_ms:.0f} ms of audio "
+        f"in before any comes out (each stream waits at most {STARTUP_DELAY_FRAMES} frames for its reflect "
+        f"padding); then one push in, one push out"
+    )
+    print(
+        f"compute per push: mean {statistics.mean(per_frame):.2f} ms, p95 "
+        f"{sorted(per_frame)[int(0.95 * len(per_frame))]:.2f} ms, max {max(per_frame):.2f} ms; "
+        f"real-time factor {frame_ms / statistics.mean(per_frame):.1f}x"
+    )
     print(f"wrote {args.output}: {result.shape[-1]} samples ({result.shape[-1] / sampling_rate:.2f} s)")
 
 

@@ -16,6 +16,15 @@ from encodec_hf.testing import import_original_encodec, original_model  # noqa: 
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# Fixtures that build full-size models: a test that uses one is in the slow tier.
+FULL_SIZE_FIXTURES = {"converted", "model_24k"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if FULL_SIZE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def rng():

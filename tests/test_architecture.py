@@ -60,8 +60,10 @@ def test_no_import_cycle():
     graph = import_graph()
     # A package's __init__ imports its submodules by design; a cycle through it is the submodule importing the
     # package's public names, which the walk below still sees via the submodules' own edges.
-    edges = {name: {t for t in targets if not (name + ".").startswith(t + ".") and t != name}
-             for name, targets in graph.items()}
+    edges = {
+        name: {t for t in targets if not (name + ".").startswith(t + ".") and t != name}
+        for name, targets in graph.items()
+    }
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -70,7 +72,7 @@ def test_no_import_cycle():
         stack.append(node)
         for target in sorted(edges.get(node, ())):
             if state.get(target) == 1:
-                cycle = stack[stack.index(target):] + [target]
+                cycle = stack[stack.index(target) :] + [target]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if state.get(target) is None:
                 visit(target)
@@ -84,8 +86,9 @@ def test_no_import_cycle():
 
 def test_streaming_holds_no_layer_arithmetic_and_no_private_imports():
     tree = ast.parse((PACKAGE / "streaming.py").read_text())
-    calls = {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call)
-             and isinstance(node.func, ast.Attribute)}
+    calls = {
+        node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
     assert not calls & {"conv1d", "conv_transpose1d", "lstm", "_pad1d", "pad", "elu", "group_norm"}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -109,7 +112,16 @@ def test_remote_code_ships_every_module_the_model_imports():
 
 
 def test_public_names():
-    for name in ("compress", "decompress", "compress_file", "decompress_file", "EncodecModel",
-                 "EncodecFeatureExtractor", "EncodecLanguageModel", "read_audio", "write_audio"):
+    for name in (
+        "compress",
+        "decompress",
+        "compress_file",
+        "decompress_file",
+        "EncodecModel",
+        "EncodecFeatureExtractor",
+        "EncodecLanguageModel",
+        "read_audio",
+        "write_audio",
+    ):
         assert name in encodec_hf.__all__ and hasattr(encodec_hf, name), name
     assert (PACKAGE / "py.typed").is_file()

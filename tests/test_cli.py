@@ -9,14 +9,18 @@ import pytest
 import soundfile as sf
 import torch
 
-from encodec_hf.testing import requires_original, save_tiny_folder
-from encodec_hf.testing import original_model
+from encodec_hf.testing import original_model, requires_original, save_tiny_folder
 
 
 def run(*args, env=None):
     environment = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "encodec_hf", *map(str, args)], capture_output=True, text=True,
-                          env=environment, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "encodec_hf", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +29,18 @@ def tiny_folder(tmp_path_factory):
 
 
 @requires_original()
+@pytest.mark.slow
 def test_convert_then_roundtrip_48khz(tmp_path):
     torch.save(original_model("encodec_48khz").state_dict(), tmp_path / "encodec_48khz-random.th")
-    result = run("convert", tmp_path / "encodec_48khz-random.th", "--model", "encodec_48khz", "--output", tmp_path / "m")
+    result = run(
+        "convert", tmp_path / "encodec_48khz-random.th", "--model", "encodec_48khz", "--output", tmp_path / "m"
+    )
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == \
-        ["config.json", "model.safetensors", "preprocessor_config.json"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]
     # mono 44.1 kHz int16 in: resampled to 48 kHz and duplicated to stereo by the processor
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(44_100 * 2) / 44_100) * 32767).astype(np.int16)
     sf.write(tmp_path / "in.wav", tone, 44_100, subtype="PCM_16")
@@ -46,6 +56,7 @@ def test_convert_then_roundtrip_48khz(tmp_path):
 def test_roundtrip_matches_the_library(tmp_path, tiny_folder):
     """The command writes what encode + decode give, as 16-bit PCM."""
     from encodec_hf import EncodecModel
+
     rng = np.random.default_rng(0)
     clip = (rng.standard_normal((2, 1234)) * 0.1).astype(np.float32)
     sf.write(tmp_path / "in.wav", clip.T, 400, subtype="FLOAT")
@@ -74,12 +85,16 @@ def test_errors_are_one_line(tmp_path, tiny_folder, capsys):
 
     sf.write(tmp_path / "in.wav", np.zeros(100, dtype=np.float32), 400)
     cases = [
-        (("roundtrip", tmp_path / "in.wav", tmp_path / "o.wav"),  # default model, offline, not cached
-         "Hugging Face Hub could not be reached"),
+        (
+            ("roundtrip", tmp_path / "in.wav", tmp_path / "o.wav"),  # default model, offline, not cached
+            "Hugging Face Hub could not be reached",
+        ),
         (("roundtrip", tmp_path / "missing.wav", tmp_path / "o.wav", "--model", tiny_folder), "cannot read audio"),
         (("roundtrip", tmp_path / "in.wav", tmp_path / "in.wav", "--model", tiny_folder), "pass -f"),
-        (("roundtrip", tmp_path / "in.wav", tmp_path / "o.wav", "--model", tiny_folder, "-b", "3"),
-         "not one of this model's bandwidths: 0.4, 0.8"),
+        (
+            ("roundtrip", tmp_path / "in.wav", tmp_path / "o.wav", "--model", tiny_folder, "-b", "3"),
+            "not one of this model's bandwidths: 0.4, 0.8",
+        ),
         (("roundtrip", tmp_path / "in.wav", tmp_path / "o.wav", "--model", tmp_path), "not an EnCodec model folder"),
         (("convert", tmp_path / "in.wav", "--model", "encodec_24khz", "--output", tmp_path / "x"), "cannot read"),
     ]

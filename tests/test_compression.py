@@ -11,11 +11,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from encodec_hf.testing import requires_original, save_tiny_folder, tiny_model
 from encodec_hf import EncodecModel
 from encodec_hf.cli import main
 from encodec_hf.ecdc import compress, decompress, pack_bits, unpack_bits, write_header
 from encodec_hf.ecdc.container import HEADER
+from encodec_hf.testing import requires_original, save_tiny_folder, tiny_model
 
 
 def test_pack_bits_worked_example_and_round_trip():
@@ -132,8 +132,10 @@ def test_bad_files(tiny, good_file):
         decompress(bytes(nan_scale), tiny)
 
 
-@settings(max_examples=400, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@pytest.mark.slow
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_fuzzed_files_fail_cleanly(tiny, good_file, data):
     """Mutated files decode to audio of the promised shape or raise ValueError / EOFError: nothing else."""
@@ -164,8 +166,9 @@ def test_cli_compress_decompress(tmp_path, tiny, capsys):
     folder = save_tiny_folder(tmp_path / "model", tiny)
     audio = np.random.default_rng(0).standard_normal((2000, 2)).astype(np.float32) * 0.2
     sf.write(tmp_path / "in.wav", audio, 400, subtype="FLOAT")
-    assert main(["compress", str(tmp_path / "in.wav"), str(tmp_path / "x.ecdc"), "--model", str(folder),
-                 "-b", "0.8"]) == 0
+    assert (
+        main(["compress", str(tmp_path / "in.wav"), str(tmp_path / "x.ecdc"), "--model", str(folder), "-b", "0.8"]) == 0
+    )
     out = capsys.readouterr().out
     size = (tmp_path / "x.ecdc").stat().st_size
     assert f"{size:,} bytes for 5.00 s" in out and f"{8 * size / 5 / 1000:.2f} kbps" in out
@@ -180,10 +183,14 @@ def test_cli_compress_decompress(tmp_path, tiny, capsys):
     capsys.readouterr()
     for args, message in [
         (["compress", str(tmp_path / "in.wav"), str(tmp_path / "x.ecdc"), "--model", str(folder)], "pass -f"),
-        (["compress", str(tmp_path / "in.wav"), str(tmp_path / "y.ecdc"), "--model", str(folder), "--lm"],
-         "language model"),
-        (["decompress", str(tmp_path / "in.wav"), str(tmp_path / "z.wav"), "--model", str(folder)],
-         "not an EnCodec file"),
+        (
+            ["compress", str(tmp_path / "in.wav"), str(tmp_path / "y.ecdc"), "--model", str(folder), "--lm"],
+            "language model",
+        ),
+        (
+            ["decompress", str(tmp_path / "in.wav"), str(tmp_path / "z.wav"), "--model", str(folder)],
+            "not an EnCodec file",
+        ),
     ]:
         assert main(args) == 2
         err = capsys.readouterr().err
@@ -191,6 +198,7 @@ def test_cli_compress_decompress(tmp_path, tiny, capsys):
 
 
 # -- with the entropy-coding language model -------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def with_lm(converted, tmp_path_factory):
@@ -203,8 +211,13 @@ def with_lm(converted, tmp_path_factory):
     for name in ("encodec_24khz", "encodec_48khz"):
         original, _ = converted[name]
         torch.manual_seed(5)
-        lm = encodec.model.LMModel(original.quantizer.n_q, original.quantizer.bins, num_layers=5, dim=200,
-                                   past_context=int(3.5 * original.frame_rate)).eval()
+        lm = encodec.model.LMModel(
+            original.quantizer.n_q,
+            original.quantizer.bins,
+            num_layers=5,
+            dim=200,
+            past_context=int(3.5 * original.frame_rate),
+        ).eval()
         root = tmp_path_factory.mktemp(f"{name}-lm")
         torch.save(original.state_dict(), root / "model.th")
         torch.save(lm.state_dict(), root / "lm.th")
@@ -223,7 +236,10 @@ def test_language_model_files_match_the_original_both_ways(with_lm, name, monkey
     monkeypatch.setitem(original_compress.MODELS, name, lambda: original)  # and builds its model by name
     model = EncodecModel.from_pretrained(folder).eval()
     assert model.language_model is not None
-    audio = torch.randn(original.channels, int(1.1 * original.sample_rate), generator=torch.Generator().manual_seed(9)) * 0.2
+    audio = (
+        torch.randn(original.channels, int(1.1 * original.sample_rate), generator=torch.Generator().manual_seed(9))
+        * 0.2
+    )
     original.set_target_bandwidth(6.0)
     with torch.no_grad():
         theirs = original_compress.compress(original, audio, use_lm=True)
@@ -313,8 +329,10 @@ def test_language_model_round_trip_and_streaming(tiny_with_lm):
     assert np.linalg.norm(streamed - decoded) / np.linalg.norm(decoded) < 1e-5
 
 
-@settings(max_examples=50, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@pytest.mark.slow
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_fuzzed_language_model_files_fail_cleanly(tiny_with_lm, data):
     model, coded, _ = tiny_with_lm
@@ -336,11 +354,15 @@ def test_fuzzed_language_model_files_fail_cleanly(tiny_with_lm, data):
 
 # -- version 1: chunks framed with their length and a CRC32 --------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def framed(tiny):
     audio = np.random.default_rng(2).standard_normal((2, 1000)).astype(np.float32) * 0.2  # 3 chunks
-    return audio, compress(tiny, audio, 400, bandwidth=0.8), compress(tiny, audio, 400, bandwidth=0.8,
-                                                                       container_version=1)
+    return (
+        audio,
+        compress(tiny, audio, 400, bandwidth=0.8),
+        compress(tiny, audio, 400, bandwidth=0.8, container_version=1),
+    )
 
 
 def chunk_offsets(tiny, data):
@@ -371,7 +393,7 @@ def test_a_damaged_byte_loses_one_chunk(tiny, framed, caplog):
     damaged = bytearray(data)
     damaged[offsets[1] + 5] ^= 0x40  # one bit in the second chunk's codes
     audio, _ = decompress(bytes(damaged), tiny)
-    (start, size), = [plan_chunks(1000, 400, 360)[1]]
+    ((start, size),) = [plan_chunks(1000, 400, 360)[1]]
     assert (audio[:, start : start + size] == 0).all()
     np.testing.assert_array_equal(audio[:, :start], reference[:, :start])
     np.testing.assert_array_equal(audio[:, start + size :], reference[:, start + size :])
@@ -412,8 +434,10 @@ def mutate(data: bytes, draw) -> bytes:
     return bytes(mutated)
 
 
-@settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@pytest.mark.slow
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_fuzzed_version_1_files_fail_cleanly(tiny, framed, data):
     try:
@@ -424,6 +448,7 @@ def test_fuzzed_version_1_files_fail_cleanly(tiny, framed, data):
 
 
 # -- the language model's deterministic mode (version 1) -----------------------------------------------------------
+
 
 def test_deterministic_cdf_worked_example():
     from encodec_hf.ecdc.coder import deterministic_cdf
@@ -561,8 +586,11 @@ def test_bad_deterministic_files(deterministic):
     from encodec_hf.ecdc.container import FRAME
 
     model, _, coded, plain = deterministic
-    for bad, match in ((rewrite(coded, dlm=2), "mode 2"), (rewrite(coded, version=0), "version 0"),
-                       (rewrite(plain, dlm=1), "lm False")):
+    for bad, match in (
+        (rewrite(coded, dlm=2), "mode 2"),
+        (rewrite(coded, version=0), "version 0"),
+        (rewrite(plain, dlm=1), "lm False"),
+    ):
         with pytest.raises(ValueError, match=match):
             decompress(bad, model)
     # a risky position beyond the chunk's codes, with a CRC32 that matches
@@ -572,14 +600,20 @@ def test_bad_deterministic_files(deterministic):
     size, _ = FRAME.unpack(coded[start : start + FRAME.size])
     payload = bytearray(coded[start + FRAME.size : start + FRAME.size + size])
     payload[4:5] = b"\x02\x96\x01\x3c"  # 2 risky positions, gaps 150 and 60: 150, 211 (chunk 0: 2 x 100 codes)
-    forged = coded[:start] + FRAME.pack(len(payload), zlib.crc32(payload)) + bytes(payload) + \
-        coded[start + FRAME.size + size :]
+    forged = (
+        coded[:start]
+        + FRAME.pack(len(payload), zlib.crc32(payload))
+        + bytes(payload)
+        + coded[start + FRAME.size + size :]
+    )
     with pytest.raises(ValueError, match="211 lies beyond the chunk's 200 codes"):
         decompress(forged, model)
 
 
-@settings(max_examples=50, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@pytest.mark.slow
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_fuzzed_deterministic_files_fail_cleanly(deterministic, data):
     model, _, coded, _ = deterministic
@@ -597,8 +631,23 @@ def test_cli_deterministic_files(tmp_path, deterministic, capsys):
     folder = save_tiny_folder(tmp_path / "model", model)
     model.language_model.save(folder)
     sf.write(tmp_path / "in.wav", audio.T, 400, subtype="FLOAT")
-    assert main(["compress", str(tmp_path / "in.wav"), str(tmp_path / "x.ecdc"), "--model", str(folder),
-                 "-b", "0.8", "--lm", "--container", "1"]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                str(tmp_path / "in.wav"),
+                str(tmp_path / "x.ecdc"),
+                "--model",
+                str(folder),
+                "-b",
+                "0.8",
+                "--lm",
+                "--container",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "kbps" in capsys.readouterr().out
     assert (tmp_path / "x.ecdc").read_bytes() == coded
     assert main(["decompress", str(tmp_path / "x.ecdc"), str(tmp_path / "out.wav"), "--model", str(folder)]) == 0

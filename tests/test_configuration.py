@@ -28,8 +28,11 @@ def test_presets_are_transformers_configs(name, tmp_path):
 
 @pytest.mark.parametrize(
     "name, frame_rate, quantizers, chunk_length, chunk_stride",
-    [("encodec_24khz", 75, 32, None, None), ("encodec_32khz", 50, 4, None, None),
-     ("encodec_48khz", 150, 16, 48_000, 47_520)],
+    [
+        ("encodec_24khz", 75, 32, None, None),
+        ("encodec_32khz", 50, 4, None, None),
+        ("encodec_48khz", 150, 16, 48_000, 47_520),
+    ],
 )
 def test_derived_values(name, frame_rate, quantizers, chunk_length, chunk_stride):
     config = EncodecConfig.from_preset(name)
@@ -37,11 +40,14 @@ def test_derived_values(name, frame_rate, quantizers, chunk_length, chunk_stride
     assert (config.chunk_length, config.chunk_stride) == (chunk_length, chunk_stride)
 
 
-@pytest.mark.parametrize("name, bandwidths, codebooks", [
-    ("encodec_24khz", [1.5, 3, 6, 12, 24], [2, 4, 8, 16, 32]),
-    ("encodec_48khz", [3, 6, 12, 24], [2, 4, 8, 16]),
-    ("encodec_32khz", [2.2], [4]),
-])
+@pytest.mark.parametrize(
+    "name, bandwidths, codebooks",
+    [
+        ("encodec_24khz", [1.5, 3, 6, 12, 24], [2, 4, 8, 16, 32]),
+        ("encodec_48khz", [3, 6, 12, 24], [2, 4, 8, 16]),
+        ("encodec_32khz", [2.2], [4]),
+    ],
+)
 def test_codebooks_per_bandwidth(name, bandwidths, codebooks):
     config = EncodecConfig.from_preset(name)
     assert [config.num_quantizers_for_bandwidth(b) for b in bandwidths] == codebooks
@@ -60,22 +66,25 @@ def test_check_bandwidth_lists_options():
         config.check_bandwidth(1.5)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"not_a_field": 1}, "unknown settings"),
-    ({"norm_type": "batch_norm"}, "norm_type"),
-    ({"audio_channels": 3}, "audio_channels"),
-    ({"sampling_rate": 0}, "sampling_rate"),
-    ({"sampling_rate": "24k"}, "sampling_rate"),
-    ({"codebook_size": 1000}, "power of 2"),
-    ({"target_bandwidths": []}, "target_bandwidths"),
-    ({"target_bandwidths": [6.0, 3.0]}, "increasing"),
-    ({"chunk_length_s": 1.0}, "together"),
-    ({"chunk_length_s": 1.0, "overlap": 1.5}, "overlap"),
-    ({"norm_type": "time_group_norm", "use_causal_conv": True}, "causal"),
-    ({"use_causal_conv": False, "trim_right_ratio": 0.5}, "trim_right_ratio"),
-    ({"upsampling_ratios": [8, 0]}, "upsampling_ratios"),
-    ({"model_type": "wav2vec2"}, "model_type"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"not_a_field": 1}, "unknown settings"),
+        ({"norm_type": "batch_norm"}, "norm_type"),
+        ({"audio_channels": 3}, "audio_channels"),
+        ({"sampling_rate": 0}, "sampling_rate"),
+        ({"sampling_rate": "24k"}, "sampling_rate"),
+        ({"codebook_size": 1000}, "power of 2"),
+        ({"target_bandwidths": []}, "target_bandwidths"),
+        ({"target_bandwidths": [6.0, 3.0]}, "increasing"),
+        ({"chunk_length_s": 1.0}, "together"),
+        ({"chunk_length_s": 1.0, "overlap": 1.5}, "overlap"),
+        ({"norm_type": "time_group_norm", "use_causal_conv": True}, "causal"),
+        ({"use_causal_conv": False, "trim_right_ratio": 0.5}, "trim_right_ratio"),
+        ({"upsampling_ratios": [8, 0]}, "upsampling_ratios"),
+        ({"model_type": "wav2vec2"}, "model_type"),
+    ],
+)
 def test_invalid_settings_raise_value_error(settings, message):
     with pytest.raises(ValueError, match=message):
         EncodecConfig(**settings)

@@ -5,36 +5,48 @@ import pickle
 import pytest
 import torch
 
-from encodec_hf.testing import requires_original
 from encodec_hf import EncodecConfig, EncodecModel
 from encodec_hf.convert_encodec import convert_checkpoint, convert_state_dict, rename_key
-from encodec_hf.testing import original_layout
+from encodec_hf.testing import original_layout, requires_original
 
 
 def test_rename_key_examples():
-    assert rename_key("encoder.model.1.block.1.conv.conv.weight_g") == \
-        "encoder.layers.1.block.1.conv.parametrizations.weight.original0"
-    assert rename_key("decoder.model.3.convtr.convtr.weight_v") == "decoder.layers.3.conv.parametrizations.weight.original1"
+    assert (
+        rename_key("encoder.model.1.block.1.conv.conv.weight_g")
+        == "encoder.layers.1.block.1.conv.parametrizations.weight.original0"
+    )
+    assert (
+        rename_key("decoder.model.3.convtr.convtr.weight_v")
+        == "decoder.layers.3.conv.parametrizations.weight.original1"
+    )
     assert rename_key("decoder.model.3.convtr.norm.bias") == "decoder.layers.3.norm.bias"
     assert rename_key("encoder.model.0.conv.norm.weight") == "encoder.layers.0.norm.weight"
     assert rename_key("encoder.model.13.lstm.weight_ih_l1") == "encoder.layers.13.lstm.weight_ih_l1"
     assert rename_key("quantizer.vq.layers.7._codebook.embed_avg") == "quantizer.layers.7.codebook.embed_avg"
 
 
+@pytest.mark.slow
 def test_audiocraft_32khz_checkpoint(tmp_path):
     """audiocraft's compression_state_dict.bin: {'best_state': state dict, 'xp.cfg': yaml text, ...}."""
     torch.manual_seed(0)
     source = EncodecModel(EncodecConfig.from_preset("encodec_32khz")).eval()
-    package = {"best_state": original_layout(source), "xp.cfg": "sample_rate: 32000\n", "version": "1.0.0",
-               "exported": True}
+    package = {
+        "best_state": original_layout(source),
+        "xp.cfg": "sample_rate: 32000\n",
+        "version": "1.0.0",
+        "exported": True,
+    }
     torch.save(package, tmp_path / "compression_state_dict.bin")
     model = convert_checkpoint(tmp_path / "compression_state_dict.bin", "encodec_32khz", tmp_path / "hf")
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
     loaded = EncodecModel.from_pretrained(tmp_path / "hf")
     assert loaded.config.sampling_rate == 32_000 and loaded.config.codebook_size == 2048
-    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == \
-        ["config.json", "model.safetensors", "preprocessor_config.json"]
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]
 
 
 @requires_original()

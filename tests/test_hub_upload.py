@@ -6,12 +6,7 @@ an httpx MockTransport that plays the Hub's endpoints and records every request.
 
 import base64
 import json
-import os
 import re
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import httpx2
 import numpy as np
@@ -21,10 +16,11 @@ import transformers
 from huggingface_hub import metadata_load
 from huggingface_hub.utils import _http
 
-from encodec_hf.testing import original_layout, run_without_encodec_hf, save_tiny_folder, tiny_model
 from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
 from encodec_hf.cli import main
 from encodec_hf.hub_upload import FOLDER_FILES, HubUploadError, build_folder, load_source, upload
+from encodec_hf.testing import original_layout, run_without_encodec_hf, save_tiny_folder, tiny_model
+
 
 @pytest.fixture(scope="module")
 def source_folder(tmp_path_factory):
@@ -41,8 +37,10 @@ def built(source_folder, tmp_path_factory):
 def test_folder_contents(built):
     assert sorted(p.name for p in built.iterdir()) == sorted(FOLDER_FILES)
     config = json.loads((built / "config.json").read_text())
-    assert config["auto_map"] == {"AutoConfig": "configuration_encodec.EncodecConfig",
-                                  "AutoModel": "modeling_encodec.EncodecModel"}
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_encodec.EncodecConfig",
+        "AutoModel": "modeling_encodec.EncodecModel",
+    }
     pre = json.loads((built / "preprocessor_config.json").read_text())
     assert pre["auto_map"]["AutoProcessor"] == "processing.EncodecFeatureExtractor"
     assert not list(built.glob("*.bin")) and not list(built.glob("*.pt"))  # no pickled weights
@@ -54,22 +52,27 @@ def test_remote_code_loads_without_encodec_hf(built, tmp_path):
     clips = [rng.standard_normal(1500).astype(np.float32) * 0.2, rng.standard_normal((2, 900)).astype(np.float32) * 0.2]
     np.save(tmp_path / "a.npy", clips[0])
     np.save(tmp_path / "b.npy", clips[1])
-    run_without_encodec_hf(f"""
+    run_without_encodec_hf(
+        f"""
         import numpy as np, torch
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
         folder = {str(built)!r}
         model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
         processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-        assert type(AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=True)).__name__ == "EncodecFeatureExtractor"
-        assert type(AutoConfig.from_pretrained(folder, trust_remote_code=True)).__module__.startswith("transformers_modules")
-        assert type(model).__module__.startswith("transformers_modules") and type(processor).__module__.startswith("transformers_modules")
+        remote = "transformers_modules"
+        extractor = AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=True)
+        assert type(extractor).__name__ == "EncodecFeatureExtractor"
+        assert type(AutoConfig.from_pretrained(folder, trust_remote_code=True)).__module__.startswith(remote)
+        assert type(model).__module__.startswith(remote) and type(processor).__module__.startswith(remote)
         assert not [m for m in sys.modules if m.startswith("encodec_hf")]
         inputs = processor([np.load("a.npy"), np.load("b.npy")], sampling_rate=400, return_tensors="pt")
         with torch.no_grad():
             out = model.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=0.8)
             audio = model.decode(out.audio_codes, out.audio_scales, inputs["padding_mask"]).audio_values
         torch.save({{"codes": out.audio_codes, "scales": out.audio_scales, "audio": audio}}, "remote.pt")
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     remote = torch.load(tmp_path / "remote.pt")
     model = EncodecModel.from_pretrained(built).eval()
     inputs = EncodecFeatureExtractor.from_pretrained(built)(clips, sampling_rate=400, return_tensors="pt")
@@ -88,8 +91,18 @@ def test_loads_in_encodec_hf_and_transformers(built, source_folder):
     assert not any(info.values())
     for key, value in source.state_dict().items():
         assert torch.equal(ours.state_dict()[key], value) and torch.equal(theirs.state_dict()[key], value), key
-    for field in ("sampling_rate", "audio_channels", "chunk_length_s", "overlap", "target_bandwidths", "norm_type",
-                  "upsampling_ratios", "codebook_size", "normalize", "use_causal_conv"):
+    for field in (
+        "sampling_rate",
+        "audio_channels",
+        "chunk_length_s",
+        "overlap",
+        "target_bandwidths",
+        "norm_type",
+        "upsampling_ratios",
+        "codebook_size",
+        "normalize",
+        "use_causal_conv",
+    ):
         assert getattr(theirs.config, field) == getattr(ours.config, field) == getattr(source.config, field), field
 
 
@@ -124,6 +137,7 @@ def test_card_names_the_official_base_model(tmp_path):
 
 # -- the push, through a fake Hub --------------------------------------------------------------------------------
 
+
 class FakeHub:
     """Plays the Hub endpoints that create_repo, create_branch and upload_folder use; records every request."""
 
@@ -149,8 +163,9 @@ class FakeHub:
         if "/branch/" in path:
             return httpx2.Response(200, json={}, request=request)
         if "/preupload/" in path:
-            files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                     for f in json.loads(body)["files"]]
+            files = [
+                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in json.loads(body)["files"]
+            ]
             return httpx2.Response(200, json={"files": files}, request=request)
         if "/commit/" in path:
             repo = path.split("/api/models/")[1].split("/commit/")[0]
@@ -166,7 +181,9 @@ class FakeHub:
             if "/commit/" in path:
                 entries = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
                 header = next(e["value"] for e in entries if e["key"] == "header")
-                files = {e["value"]["path"]: base64.b64decode(e["value"]["content"]) for e in entries if e["key"] == "file"}
+                files = {
+                    e["value"]["path"]: base64.b64decode(e["value"]["content"]) for e in entries if e["key"] == "file"
+                }
                 out.append((path, params, header, files))
         return out
 
@@ -189,8 +206,21 @@ def fake_hub(monkeypatch, tmp_path):
 
 def test_push_sends_one_commit_with_every_file(fake_hub, source_folder, tmp_path, capsys):
     hub = fake_hub()
-    code = main(["upload", str(source_folder), "--repo-id", "me/tiny", "--local-dir", str(tmp_path / "built"),
-                 "--private", "--revision", "v1", "--commit-message", "first upload"])
+    code = main(
+        [
+            "upload",
+            str(source_folder),
+            "--repo-id",
+            "me/tiny",
+            "--local-dir",
+            str(tmp_path / "built"),
+            "--private",
+            "--revision",
+            "v1",
+            "--commit-message",
+            "first upload",
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "committed: https://huggingface.co/me/tiny/commit/c0ffee" in out.out
@@ -206,9 +236,11 @@ def test_push_sends_one_commit_with_every_file(fake_hub, source_folder, tmp_path
     assert sorted(files) == sorted(FOLDER_FILES)
     for name, content in files.items():
         assert content == (tmp_path / "built" / name).read_bytes(), name
-    unexpected = [r[:2] for r in hub.requests if not any(s in r[1] for s in ("/repos/create", "/branch/",
-                                                                               "/preupload/", "/commit/",
-                                                                               "/validate-yaml"))]
+    unexpected = [
+        r[:2]
+        for r in hub.requests
+        if not any(s in r[1] for s in ("/repos/create", "/branch/", "/preupload/", "/commit/", "/validate-yaml"))
+    ]
     assert unexpected == []
 
 
@@ -216,7 +248,7 @@ def test_push_as_pull_request(fake_hub, source_folder, capsys):
     hub = fake_hub()
     assert main(["upload", str(source_folder), "--repo-id", "me/tiny", "--create-pr"]) == 0
     assert "committed: https://huggingface.co/me/tiny/discussions/1" in capsys.readouterr().out
-    (path, params, _, _), = hub.commits()
+    ((path, params, _, _),) = hub.commits()
     assert params.get("create_pr") == "1" and path == "/api/models/me/tiny/commit/main"
 
 
@@ -246,12 +278,15 @@ def test_mismatch_stops_the_upload(fake_hub, source_folder, monkeypatch, capsys)
     assert hub.requests == []
 
 
-@pytest.mark.parametrize("fail, message", [
-    ({"/repos/create": 403}, "no permission to write to me/tiny (HTTP 403)"),
-    ({"/commit/": 401}, "no permission"),
-    ({"/repos/create": "network"}, "could not reach the Hugging Face Hub"),  # (preupload would be retried 5 times)
-    ({"/commit/": 500}, "the Hub refused the upload"),
-])
+@pytest.mark.parametrize(
+    "fail, message",
+    [
+        ({"/repos/create": 403}, "no permission to write to me/tiny (HTTP 403)"),
+        ({"/commit/": 401}, "no permission"),
+        ({"/repos/create": "network"}, "could not reach the Hugging Face Hub"),  # (preupload would be retried 5 times)
+        ({"/commit/": 500}, "the Hub refused the upload"),
+    ],
+)
 def test_push_failures_are_one_line(fake_hub, source_folder, capsys, fail, message):
     hub = fake_hub(fail)
     assert main(["upload", str(source_folder), "--repo-id", "me/tiny"]) == 2
@@ -267,12 +302,15 @@ def test_no_token(monkeypatch, tmp_path, source_folder, capsys):
     assert "no Hugging Face token: set HF_TOKEN or run `hf auth login`" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["SRC_FILE", "--repo-id", "me/x"], "say which model it holds with --model"),
-    (["SRC_FILE", "--repo-id", "me/x", "--model", "encodec_48khz"], "is not a encodec_48khz checkpoint"),
-    (["NO_DIR", "--repo-id", "me/x"], "is not an EnCodec model"),
-    (["SRC_DIR", "--repo-id", "nonsense"], "--repo-id must be OWNER/NAME"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["SRC_FILE", "--repo-id", "me/x"], "say which model it holds with --model"),
+        (["SRC_FILE", "--repo-id", "me/x", "--model", "encodec_48khz"], "is not a encodec_48khz checkpoint"),
+        (["NO_DIR", "--repo-id", "me/x"], "is not an EnCodec model"),
+        (["SRC_DIR", "--repo-id", "nonsense"], "--repo-id must be OWNER/NAME"),
+    ],
+)
 def test_bad_sources(tmp_path, source_folder, capsys, args, message):
     torch.save(original_layout(EncodecModel(EncodecConfig.from_preset("encodec_24khz"))), tmp_path / "e24.th")
     replace = {"SRC_FILE": str(tmp_path / "e24.th"), "NO_DIR": str(tmp_path), "SRC_DIR": str(source_folder)}

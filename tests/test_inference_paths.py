@@ -4,8 +4,8 @@ reduced precision. Speed itself is measured in benchmarks/, never here."""
 import pytest
 import torch
 
-from encodec_hf.testing import tiny_model
 from encodec_hf import EncodecModel
+from encodec_hf.testing import tiny_model
 
 LENGTHS = [1, 5, 361, 721, 1000]
 

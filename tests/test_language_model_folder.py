@@ -18,7 +18,7 @@ from encodec_hf.testing import run_without_encodec_hf, save_tiny_folder, tiny_mo
 def with_lm(tmp_path_factory):
     model = tiny_model(chunked=True)
     torch.manual_seed(3)
-    object.__setattr__(model, "language_model", EncodecLanguageModel.for_model(model.config).eval())
+    model.language_model = EncodecLanguageModel.for_model(model.config).eval()
     folder = save_tiny_folder(tmp_path_factory.mktemp("lm") / "model", model)
     return model, folder
 
@@ -41,9 +41,11 @@ def test_legacy_two_file_layout_still_loads(with_lm, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(folder, old)
     shutil.move(old / "language_model" / "model.safetensors", old / "language_model.safetensors")
-    fields = {k: v for k, v in json.loads((old / "language_model" / "config.json").read_text()).items()
-              if k in ("num_codebooks", "codebook_size", "past_context", "dim", "num_layers", "num_heads",
-                       "hidden_scale")}
+    fields = {
+        k: v
+        for k, v in json.loads((old / "language_model" / "config.json").read_text()).items()
+        if k in ("num_codebooks", "codebook_size", "past_context", "dim", "num_layers", "num_heads", "hidden_scale")
+    }
     (old / "language_model_config.json").write_text(json.dumps(fields))
     shutil.rmtree(old / "language_model")
     loaded = EncodecModel.from_pretrained(old)
@@ -87,12 +89,23 @@ def test_remote_code_loads_the_language_model(with_lm, tmp_path):
     _, folder = with_lm
     built = tmp_path / "built"
     upload(folder, "me/tiny-lm", local_dir=built, dry_run=True, report=lambda line: None)
-    run_without_encodec_hf(f"""
+    run_without_encodec_hf(
+        f"""
         from transformers import AutoModel
         model = AutoModel.from_pretrained({str(built)!r}, trust_remote_code=True)
         assert model.language_model is not None and type(model.language_model).__name__ == "EncodecLanguageModel"
         assert not any(key.startswith("language_model") for key in model.state_dict())
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
+
+
+def test_assigned_language_model_stays_out_of_the_state_dict(with_lm):
+    model, _ = with_lm
+    assert model.language_model is not None
+    assert not any(key.startswith("language_model") for key in model.state_dict())
+    with pytest.raises(ValueError, match="must be an EncodecLanguageModel or None"):
+        tiny_model().language_model = torch.nn.Linear(2, 2)
 
 
 def test_bad_construction(tmp_path):

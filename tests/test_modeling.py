@@ -5,7 +5,6 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from encodec_hf.testing import tiny_config, tiny_model
 from encodec_hf import EncodecFeatureExtractor, EncodecModel
 from encodec_hf.modeling_encodec import (
     EncodecConv1d,
@@ -15,11 +14,13 @@ from encodec_hf.modeling_encodec import (
     num_frames,
     overlap_add_weights,
 )
+from encodec_hf.testing import tiny_config, tiny_model
 
 LENGTHS = [1, 2, 3, 5, 17, 359, 360, 361, 399, 400, 401, 721, 1000]  # tiny chunked model: chunk 400, stride 360
 
 
 # -- arithmetic --------------------------------------------------------------------------------------------------
+
 
 def test_conv_extra_padding_worked_example():
     assert conv_extra_padding(5, kernel_size=4, stride=2, padding_total=2) == 1
@@ -32,8 +33,9 @@ def test_conv_extra_padding_worked_example():
 @pytest.mark.parametrize("causal", [True, False])
 def test_strided_conv_makes_ceil_frames(stride, causal):
     """With the extra padding, a conv of kernel 2*stride gives ceil(length / stride) frames at every length."""
-    conv = EncodecConv1d(tiny_config(use_causal_conv=causal), 1, 1, kernel_size=2 * stride if stride > 1 else 3,
-                         stride=stride)
+    conv = EncodecConv1d(
+        tiny_config(use_causal_conv=causal), 1, 1, kernel_size=2 * stride if stride > 1 else 3, stride=stride
+    )
     for length in range(1, 40):
         assert conv(torch.randn(1, 1, length)).shape[-1] == -(-length // stride), length
 
@@ -43,8 +45,9 @@ def test_num_frames():
 
 
 def test_overlap_add_weights_worked_example():
-    torch.testing.assert_close(overlap_add_weights(4, torch.float64),
-                               torch.tensor([0.2, 0.4, 0.4, 0.2], dtype=torch.float64))
+    torch.testing.assert_close(
+        overlap_add_weights(4, torch.float64), torch.tensor([0.2, 0.4, 0.4, 0.2], dtype=torch.float64)
+    )
 
 
 def test_linear_overlap_add():
@@ -74,6 +77,7 @@ def test_overlap_add_in_bfloat16_keeps_edges():
 
 # -- shapes and lengths ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("chunked", [False, True])
 def test_shapes_and_exact_lengths(chunked):
     model = tiny_model(chunked=chunked)
@@ -92,8 +96,9 @@ def test_shapes_and_exact_lengths(chunked):
             assert out.shape == (2, channels, length), length
             assert model(x).audio_values.shape == (2, channels, length)
             # without a padding mask decode returns whole frames, as the original's decode does
-            free = model.decode(enc.audio_codes, enc.audio_scales,
-                                last_frame_pad_length=enc.last_frame_pad_length).audio_values
+            free = model.decode(
+                enc.audio_codes, enc.audio_scales, last_frame_pad_length=enc.last_frame_pad_length
+            ).audio_values
             assert free.shape[-1] >= length and free.shape[-1] - length < 4 * (2 if chunked else 1)
             torch.testing.assert_close(free[..., :length], out)
 
@@ -126,8 +131,10 @@ def test_batch_items_equal_single_items(chunked):
                     torch.testing.assert_close(enc.audio_scales[k][i], alone.audio_scales[k][0], rtol=0, atol=0)
             audio = model.decode(alone.audio_codes, alone.audio_scales, torch.ones(1, clip.shape[-1])).audio_values
             # Equal to float rounding: chunks of several items share a batch, which changes the order of sums.
-            torch.testing.assert_close(out[i, :, : clip.shape[-1]], audio[0], rtol=0, atol=1e-6 * audio.abs().max().item())
-            assert (out[i, :, clip.shape[-1]:] == 0).all()
+            torch.testing.assert_close(
+                out[i, :, : clip.shape[-1]], audio[0], rtol=0, atol=1e-6 * audio.abs().max().item()
+            )
+            assert (out[i, :, clip.shape[-1] :] == 0).all()
             forward = model(batch["input_values"], batch["padding_mask"], bandwidth=0.8).audio_values
             torch.testing.assert_close(forward, out)
 
@@ -171,6 +178,7 @@ def test_lstm_layers_are_nn_lstm_bit_for_bit(dtype):
 
 # -- checkpoints -------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("chunked", [False, True])
 def test_state_dict_matches_transformers(chunked):
     """Same keys and shapes as transformers' EncodecModel, so Hub folders load both ways."""
@@ -194,8 +202,12 @@ def test_loads_legacy_weight_g_weight_v_keys(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path)
     tensors = load_file(tmp_path / "model.safetensors")
-    legacy = {k.replace("parametrizations.weight.original0", "weight_g")
-               .replace("parametrizations.weight.original1", "weight_v"): v for k, v in tensors.items()}
+    legacy = {
+        k.replace("parametrizations.weight.original0", "weight_g").replace(
+            "parametrizations.weight.original1", "weight_v"
+        ): v
+        for k, v in tensors.items()
+    }
     assert any(k.endswith("weight_g") for k in legacy)
     save_file(legacy, tmp_path / "model.safetensors", metadata={"format": "pt"})
     again, info = EncodecModel.from_pretrained(tmp_path, output_loading_info=True)
@@ -219,6 +231,7 @@ def test_loads_in_transformers_and_back(tmp_path):
 
 
 # -- bad input ---------------------------------------------------------------------------------------------------
+
 
 def test_bad_encode_input():
     model = tiny_model(chunked=True)

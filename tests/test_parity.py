@@ -1,7 +1,7 @@
 """Parity with the references: EnCodec 0.1.1 for the numbers (24 and 48 kHz), transformers for the 32 kHz model.
 
 The original models are built with random weights and codebooks fitted to their own encoder outputs (see
-reference.py), saved as checkpoints and converted with `encodec-hf convert`'s code path.
+`encodec_hf.testing`), saved as checkpoints and converted with `encodec-hf convert`'s code path.
 """
 
 import numpy as np
@@ -9,10 +9,9 @@ import pytest
 import torch
 import transformers
 
-from encodec_hf.testing import import_original_encodec
-
 from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
 from encodec_hf.modeling_encodec import num_frames
+from encodec_hf.testing import import_original_encodec
 
 pytestmark = pytest.mark.parity
 
@@ -66,7 +65,7 @@ def test_codes_and_audio_match_the_original(converted, name):
             assert encoded.audio_codes.shape[0] == len(frames), (length, bandwidth)
             for index, (codes, scale) in enumerate(frames):
                 assert torch.equal(encoded.audio_codes[index, :, :, : codes.shape[-1]], codes), (length, bandwidth)
-                assert (encoded.audio_codes[index, :, :, codes.shape[-1]:] == 0).all()
+                assert (encoded.audio_codes[index, :, :, codes.shape[-1] :] == 0).all()
                 if scale is not None:
                     assert torch.equal(encoded.audio_scales[index], scale), (length, bandwidth)
                 distinct.update(codes.unique().tolist())
@@ -83,8 +82,9 @@ def test_padded_batch_items_match_the_original_alone(converted, name, processor)
     model = EncodecModel.from_pretrained(folder).eval()
     rate, channels = original.sample_rate, original.channels
     rng = np.random.default_rng(3)
-    clips = [(rng.standard_normal((channels, n)) * 0.2).astype(np.float32)
-             for n in (333, rate // 2 + 17, int(2.3 * rate))]
+    clips = [
+        (rng.standard_normal((channels, n)) * 0.2).astype(np.float32) for n in (333, rate // 2 + 17, int(2.3 * rate))
+    ]
     if processor == "ours":
         inputs = EncodecFeatureExtractor.from_pretrained(folder)(clips, sampling_rate=rate, return_tensors="pt")
     else:  # transformers pads the 48 kHz batch to whole chunks and wants mono clips 1-D
@@ -103,15 +103,16 @@ def test_padded_batch_items_match_the_original_alone(converted, name, processor)
                 if scale is not None:
                     assert torch.equal(encoded.audio_scales[index][item], scale[0])
             assert relative_error(audio[item : item + 1, :, : clip.shape[-1]], reference) < 1e-5
-            assert (audio[item, :, clip.shape[-1]:] == 0).all()
+            assert (audio[item, :, clip.shape[-1] :] == 0).all()
 
 
 def test_transformers_48k_differs_where_we_follow_the_original(converted):
     """The disagreement this package settles: transformers pads the last chunk; we match the original."""
     original, folder = converted["encodec_48khz"]
     clip = (np.random.default_rng(5).standard_normal((2, int(2.3 * 48_000))) * 0.2).astype(np.float32)
-    inputs = transformers.EncodecFeatureExtractor.from_pretrained(folder)(clip, sampling_rate=48_000,
-                                                                          return_tensors="pt")
+    inputs = transformers.EncodecFeatureExtractor.from_pretrained(folder)(
+        clip, sampling_rate=48_000, return_tensors="pt"
+    )
     theirs = transformers.EncodecModel.from_pretrained(folder).eval()
     ours = EncodecModel.from_pretrained(folder).eval()
     original.set_target_bandwidth(6.0)

@@ -6,8 +6,8 @@ import transformers
 from encodec_hf import EncodecConfig, EncodecFeatureExtractor
 from encodec_hf.processing import chunk_sizes, convert_channels, plan_chunks, resample
 
-
 # -- the chunk plan ---------------------------------------------------------------------------------------------
+
 
 def test_chunk_sizes_worked_examples():
     assert chunk_sizes(1.0, 0.01, 48_000) == (48_000, 47_520)  # the 48 kHz model
@@ -51,6 +51,7 @@ def test_extractor_chunk_plan_is_the_models():
 
 # -- channels and rates -----------------------------------------------------------------------------------------
 
+
 def test_convert_channels(rng):
     mono = rng.standard_normal((1, 50)).astype(np.float32)
     stereo = rng.standard_normal((2, 50)).astype(np.float32)
@@ -74,6 +75,7 @@ def test_resample_keeps_a_tone():
 
 # -- the feature extractor ---------------------------------------------------------------------------------------
 
+
 def extractor_24k():
     return EncodecFeatureExtractor.from_model_config(EncodecConfig.from_preset("encodec_24khz"))
 
@@ -92,7 +94,9 @@ def test_batch_of_mixed_inputs_pads_to_longest(rng):
     assert out["input_values"].shape == (3, 1, 300) and out["input_values"].dtype == torch.float32
     assert out["padding_mask"].tolist() == [[1] * 300, [1] * 100 + [0] * 200, [1] * 200 + [0] * 100]
     np.testing.assert_allclose(out["input_values"][1, 0, :100].numpy(), clips[1][0] / 32768.0)
-    np.testing.assert_allclose(out["input_values"][2, 0, :200].numpy(), clips[2].mean(0).numpy(), atol=1e-6)  # float32 mean
+    np.testing.assert_allclose(
+        out["input_values"][2, 0, :200].numpy(), clips[2].mean(0).numpy(), atol=1e-6
+    )  # float32 mean
     assert out["input_values"][1, 0, 100:].abs().sum() == 0
 
 
@@ -113,6 +117,7 @@ def test_other_rates_are_resampled(rng):
 
 def test_datasets_forms(rng):
     """dict values and decoder objects with get_all_samples() (torchcodec's AudioDecoder interface)."""
+
     class Samples:
         def __init__(self, data, rate):
             self.data, self.sample_rate = data, rate
@@ -125,8 +130,9 @@ def test_datasets_forms(rng):
             return self._samples
 
     stereo = torch.randn(2, 480)
-    out = extractor_48k()([{"array": stereo.numpy(), "sampling_rate": 48_000}, Decoder(stereo, 24_000)],
-                          sampling_rate=48_000)
+    out = extractor_48k()(
+        [{"array": stereo.numpy(), "sampling_rate": 48_000}, Decoder(stereo, 24_000)], sampling_rate=48_000
+    )
     assert out["input_values"].shape == (2, 2, 960)
     assert out["padding_mask"].sum(-1).tolist() == [480, 960]
     np.testing.assert_array_equal(out["input_values"][0, :, :480], stereo.numpy())
@@ -144,16 +150,19 @@ def test_padding_modes(rng):
         fe(clips, sampling_rate=24_000, padding="max_length", max_length=80)
 
 
-@pytest.mark.parametrize("clip, message", [
-    (np.array([0.1, np.nan, 0.2], dtype=np.float32), "NaN or Inf"),
-    (np.array([0.1, np.inf], dtype=np.float64), "NaN or Inf"),
-    (np.zeros(0, dtype=np.float32), "empty"),
-    (np.zeros((1, 2, 100), dtype=np.float32), "shape"),
-    (np.zeros((3, 100), dtype=np.float32), "1 or 2 channels"),
-    (np.zeros((100, 2), dtype=np.float32), "transpose"),
-    (np.zeros(10, dtype=np.uint8), "dtype"),
-    (np.array(["a", "b"]), "dtype"),
-])
+@pytest.mark.parametrize(
+    "clip, message",
+    [
+        (np.array([0.1, np.nan, 0.2], dtype=np.float32), "NaN or Inf"),
+        (np.array([0.1, np.inf], dtype=np.float64), "NaN or Inf"),
+        (np.zeros(0, dtype=np.float32), "empty"),
+        (np.zeros((1, 2, 100), dtype=np.float32), "shape"),
+        (np.zeros((3, 100), dtype=np.float32), "1 or 2 channels"),
+        (np.zeros((100, 2), dtype=np.float32), "transpose"),
+        (np.zeros(10, dtype=np.uint8), "dtype"),
+        (np.array(["a", "b"]), "dtype"),
+    ],
+)
 def test_bad_input(clip, message):
     with pytest.raises(ValueError, match=message):
         extractor_24k()(clip, sampling_rate=24_000)

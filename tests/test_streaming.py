@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from encodec_hf.testing import tiny_model
 from encodec_hf import EncodecConfig, EncodecModel
 from encodec_hf.streaming import STARTUP_DELAY_FRAMES
+from encodec_hf.testing import tiny_model
 
 
 def split_push(stream, tensor, sizes_seed, max_piece, *extra):
@@ -34,8 +34,9 @@ def test_causal_streams_equal_offline(model_24k, length, seed):
         offline = model_24k.encode(x, bandwidth=6.0).audio_codes[0]  # (B, Q, F)
         reference = model_24k.decode(offline[None], [None], torch.ones(2, length)).audio_values
         codes = torch.cat(split_push(model_24k.stream_encoder(bandwidth=6.0, batch_size=2), x, seed, 700), dim=-1)
-        audio = torch.cat(split_push(model_24k.stream_decoder(batch_size=2, audio_length=length), offline, seed, 9),
-                          dim=-1)
+        audio = torch.cat(
+            split_push(model_24k.stream_decoder(batch_size=2, audio_length=length), offline, seed, 9), dim=-1
+        )
     # A stream rounds its shorter windows in another order, so a code whose two nearest entries are almost equally
     # near may flip, and the residual quantizer carries a flip into every later codebook of that frame. Measured:
     # on AMD EPYC none; on an Intel Xeon with AMX, 1 frame of 152 at length 24,007 with seed 0 (the same before and
@@ -83,16 +84,18 @@ def test_startup_delay(model_24k):
 def test_chunk_streams_of_the_48k_model(converted, length):
     _, folder = converted["encodec_48khz"]
     model = EncodecModel.from_pretrained(folder).eval()
-    model.set_inference_defaults(fast_decoding=False)  # each chunk alone, as the stream decodes it: bit for bit
     x = torch.randn(1, 2, length, generator=torch.Generator().manual_seed(length)) * 0.2
     with torch.inference_mode():
         offline = model.encode(x, bandwidth=6.0)
-        reference = model.decode(offline.audio_codes, offline.audio_scales, torch.ones(1, length)).audio_values
+        # each chunk alone with the original's operations, in both: bit for bit
+        reference = model.decode(
+            offline.audio_codes, offline.audio_scales, torch.ones(1, length), fast_decoding=False
+        ).audio_values
         encoder = model.stream_encoder(bandwidth=6.0)
         chunks = []
         for piece in split_push(encoder, x, 0, 30_011):
             chunks += piece
-        decoder = model.stream_decoder(audio_length=length)
+        decoder = model.stream_decoder(audio_length=length, fast_decoding=False)
         audio = torch.cat([decoder.push(codes, scale) for codes, scale in chunks] + [decoder.flush()], dim=-1)
     assert len(chunks) == offline.audio_codes.shape[0]
     for index, (codes, scale) in enumerate(chunks):

@@ -13,10 +13,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from encodec_hf.testing import save_tiny_folder, tiny_model
-from encodec_hf import EncodecFeatureExtractor, decode_tokens, tokenization_metadata, tokenize_dataset
-from encodec_hf import tokenization
+from encodec_hf import EncodecFeatureExtractor, decode_tokens, tokenization, tokenization_metadata, tokenize_dataset
 from encodec_hf.cli import main
+from encodec_hf.testing import save_tiny_folder, tiny_model
 from encodec_hf.tokenization import tokenize_to_disk
 
 datasets.disable_progress_bars()
@@ -45,8 +44,9 @@ def audio_files(tmp_path):
 
 
 def undecoded(paths, ids=None):
-    ds = datasets.Dataset.from_dict({"audio": paths, "id": ids or [f"r{i}" for i in range(len(paths))],
-                                     "n": list(range(len(paths)))})
+    ds = datasets.Dataset.from_dict(
+        {"audio": paths, "id": ids or [f"r{i}" for i in range(len(paths))], "n": list(range(len(paths)))}
+    )
     return ds.cast_column("audio", datasets.Audio(decode=False))
 
 
@@ -86,7 +86,8 @@ def test_every_audio_form(model, extractor, audio_files):
     forms = {
         "path": undecoded([audio_files[0]]),
         "bytes": datasets.Dataset.from_dict({"audio": [{"bytes": buffer.getvalue(), "path": None}]}).cast_column(
-            "audio", datasets.Audio(decode=False)),
+            "audio", datasets.Audio(decode=False)
+        ),
         "array dict": datasets.Dataset.from_dict({"audio": [{"array": data.T.tolist(), "sampling_rate": rate}]}),
         "array + rate column": datasets.Dataset.from_dict({"audio": [data.T.tolist()], "rate": [rate]}),
     }
@@ -132,8 +133,13 @@ def test_errors_are_reported_with_index_and_id(model, extractor, audio_files, tm
     (tmp_path / "broken.wav").write_bytes(b"RIFF but not really")
     sf.write(tmp_path / "nan.wav", np.full((100, 1), np.nan, dtype=np.float32), 400, subtype="FLOAT")
     sf.write(tmp_path / "empty.wav", np.zeros((0, 1), dtype=np.float32), 400)
-    paths = [audio_files[0], str(tmp_path / "broken.wav"), str(tmp_path / "nan.wav"), audio_files[1],
-             str(tmp_path / "empty.wav")]
+    paths = [
+        audio_files[0],
+        str(tmp_path / "broken.wav"),
+        str(tmp_path / "nan.wav"),
+        audio_files[1],
+        str(tmp_path / "empty.wav"),
+    ]
     ds = undecoded(paths, ids=["ok1", "broken", "nan", "ok2", "empty"])
     with pytest.raises(ValueError, match=r"cannot tokenize row 1 \(id='broken'\)"):
         tokenize_dataset(ds, model, extractor, bandwidth=0.8, id_column="id")
@@ -169,10 +175,15 @@ def test_resumes_after_an_interruption(model, extractor, audio_files, tmp_path, 
     monkeypatch.setattr(tokenization, "tokenize_dataset", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2)
-    assert sorted(p.name for p in (tmp_path / "out.parts").iterdir() if not p.name.startswith(".")) == \
-        ["rows-000000000000-000000000002", "rows-000000000002-000000000004", "rows-000000000004-000000000006"]
+    assert sorted(p.name for p in (tmp_path / "out.parts").iterdir() if not p.name.startswith(".")) == [
+        "rows-000000000000-000000000002",
+        "rows-000000000002-000000000004",
+        "rows-000000000004-000000000006",
+    ]
     calls.clear()
-    monkeypatch.setattr(tokenization, "tokenize_dataset", lambda *a, **k: (calls.append(k["_offset"]), real(*a, **k))[1])
+    monkeypatch.setattr(
+        tokenization, "tokenize_dataset", lambda *a, **k: (calls.append(k["_offset"]), real(*a, **k))[1]
+    )
     tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2)
     assert calls == [6, 8, 10]  # only the missing parts were done
     written = datasets.load_from_disk(str(tmp_path / "out"))
@@ -186,18 +197,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_write_the_one_process_dataset(model, extractor, audio_files, tmp_path):
     folder = save_tiny_folder(tmp_path / "model", model)
     undecoded(audio_files * 2 + audio_files[:1]).save_to_disk(str(tmp_path / "input"))  # 9 rows: uneven shards
-    single = main(["tokenize", str(tmp_path / "input"), "--model", str(folder), "--output", str(tmp_path / "one"),
-                   "-b", "0.8", "--rows-per-part", "2"])
+    single = main(
+        [
+            "tokenize",
+            str(tmp_path / "input"),
+            "--model",
+            str(folder),
+            "--output",
+            str(tmp_path / "one"),
+            "-b",
+            "0.8",
+            "--rows-per-part",
+            "2",
+        ]
+    )
     assert single == 0
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(free_port()), "-m", "encodec_hf", "tokenize", str(tmp_path / "input"), "--model",
-         str(folder), "--output", str(tmp_path / "two"), "-b", "0.8", "--rows-per-part", "2"],
-        capture_output=True, text=True, env=env, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "encodec_hf",
+            "tokenize",
+            str(tmp_path / "input"),
+            "--model",
+            str(folder),
+            "--output",
+            str(tmp_path / "two"),
+            "-b",
+            "0.8",
+            "--rows-per-part",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     one = datasets.load_from_disk(str(tmp_path / "one"))
     two = datasets.load_from_disk(str(tmp_path / "two"))
@@ -216,10 +264,51 @@ def test_cli_folder_of_files_and_errors(model, extractor, audio_files, tmp_path,
     assert main(["tokenize", "someone/some-dataset", "--model", str(folder), "--output", str(tmp_path / "x")]) == 2
     assert "cannot load dataset 'someone/some-dataset'" in capsys.readouterr().err
     # a folder of files gets the audio column it is asked for
-    assert main(["tokenize", audio_dir, "--model", str(folder), "--output", str(tmp_path / "y"), "-b", "0.8",
-                 "--audio-column", "sound"]) == 0
+    assert (
+        main(
+            [
+                "tokenize",
+                audio_dir,
+                "--model",
+                str(folder),
+                "--output",
+                str(tmp_path / "y"),
+                "-b",
+                "0.8",
+                "--audio-column",
+                "sound",
+            ]
+        )
+        == 0
+    )
     assert "sound" in datasets.load_from_disk(str(tmp_path / "y")).column_names
     capsys.readouterr()
-    assert main(["tokenize", str(tmp_path / "out"), "--model", str(folder), "--output", str(tmp_path / "z"),
-                 "--audio-column", "nope"]) == 2
+    assert (
+        main(
+            [
+                "tokenize",
+                str(tmp_path / "out"),
+                "--model",
+                str(folder),
+                "--output",
+                str(tmp_path / "z"),
+                "--audio-column",
+                "nope",
+            ]
+        )
+        == 2
+    )
     assert "has no column 'nope'" in capsys.readouterr().err
+
+
+def test_fast_encoding_is_an_argument_and_recorded(model, extractor, audio_files):
+    ds = undecoded(audio_files[:2])
+    fast = tokenize_dataset(ds, model, extractor, 0.8, fast_encoding=True)
+    exact = tokenize_dataset(ds, model, extractor, 0.8)
+    assert tokenization_metadata(fast)["fast_encoding"] is True
+    assert tokenization_metadata(exact)["fast_encoding"] is False
+    data, rate = sf.read(audio_files[0], dtype="float32", always_2d=True)
+    inputs = extractor(data.T, sampling_rate=rate, return_tensors="pt")
+    with torch.no_grad():
+        enc = model.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=0.8, fast_encoding=True)
+    np.testing.assert_array_equal(np.asarray(fast[0]["audio_codes"]), enc.audio_codes[:, 0].numpy())

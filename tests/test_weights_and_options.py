@@ -15,8 +15,9 @@ def run(model, x, **options):
     mask = torch.ones(x.shape[0], x.shape[-1])
     with torch.inference_mode():
         encoded = model.encode(x, mask, bandwidth=0.8, fast_encoding=options["fast_encoding"])
-        audio = model.decode(encoded.audio_codes, encoded.audio_scales, mask,
-                             fast_decoding=options["fast_decoding"]).audio_values
+        audio = model.decode(
+            encoded.audio_codes, encoded.audio_scales, mask, fast_decoding=options["fast_decoding"]
+        ).audio_values
     return encoded.audio_codes, audio
 
 

@@ -8,5 +8,17 @@ the API (`api`), which `encodec_hf` re-exports:
 from .api import compress, compress_codes, compress_file, decompress, decompress_file, decompress_iter
 from .container import EcdcHeader, model_name, pack_bits, read_header, unpack_bits, write_header
 
-__all__ = ["compress", "decompress", "decompress_iter", "compress_codes", "compress_file", "decompress_file",
-           "EcdcHeader", "pack_bits", "unpack_bits", "read_header", "write_header", "model_name"]
+__all__ = [
+    "compress",
+    "decompress",
+    "decompress_iter",
+    "compress_codes",
+    "compress_file",
+    "decompress_file",
+    "EcdcHeader",
+    "pack_bits",
+    "unpack_bits",
+    "read_header",
+    "write_header",
+    "model_name",
+]

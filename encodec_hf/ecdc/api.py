@@ -18,36 +18,59 @@ from ..audio_io import read_audio, write_audio
 from ..chunking import num_frames, plan_chunks
 from ..modeling_encodec import EncodecModel
 from ..processing import EncodecFeatureExtractor
-from .coder import ArithmeticDecoder
-from .container import (FRAME, MAX_METADATA_BYTES, MIN_BITS_PER_CODE, SCALE, VERSION, VERSIONS, EcdcHeader,
-                        BitReader, PayloadBits, read_exactly, read_risky_positions, model_name, pack_bits)
 from . import lm_coding
+from .coder import ArithmeticDecoder
+from .container import (
+    FRAME,
+    MIN_BITS_PER_CODE,
+    SCALE,
+    VERSION,
+    VERSIONS,
+    BitReader,
+    EcdcHeader,
+    PayloadBits,
+    model_name,
+    pack_bits,
+    read_exactly,
+    read_risky_positions,
+)
 from .lm_coding import FrameStepper, decode_deterministic, encode_deterministic, encode_with_lm
 
 
 def _language_model(model: EncodecModel):
     if model.language_model is None:
-        raise ValueError("use_lm=True needs the model's entropy-coding language model: convert it into the model's "
-                         "folder with `encodec-hf convert CHECKPOINT --model NAME --output DIR --lm-checkpoint LM.th`")
+        raise ValueError(
+            "use_lm=True needs the model's entropy-coding language model: convert it into the model's "
+            "folder with `encodec-hf convert CHECKPOINT --model NAME --output DIR --lm-checkpoint LM.th`"
+        )
     return model.language_model.to(model.device)
 
 
 def _coding_mode(use_lm: bool, container_version: int, deterministic_lm: bool | None) -> bool:
     """Whether to code in the deterministic mode, after checking that the options fit together."""
     if container_version not in VERSIONS:
-        raise ValueError(f"container_version must be 0 (EnCodec 0.1.1's) or 1 (CRC-framed chunks), got "
-                         f"{container_version!r}")
+        raise ValueError(
+            f"container_version must be 0 (EnCodec 0.1.1's) or 1 (CRC-framed chunks), got {container_version!r}"
+        )
     deterministic = (use_lm and container_version == 1) if deterministic_lm is None else deterministic_lm
     if deterministic and not (use_lm and container_version == 1):
-        raise ValueError(f"the deterministic language-model mode needs use_lm=True and container_version=1 "
-                         f"(version 0 is the original's format, which cannot record it); got use_lm={use_lm}, "
-                         f"container_version={container_version}")
+        raise ValueError(
+            f"the deterministic language-model mode needs use_lm=True and container_version=1 "
+            f"(version 0 is the original's format, which cannot record it); got use_lm={use_lm}, "
+            f"container_version={container_version}"
+        )
     return deterministic
 
 
-def compress_codes(model: EncodecModel, audio_codes: torch.Tensor, audio_scales, audio_length: int,
-                   use_lm: bool = False, container_version: int = VERSION,
-                   deterministic_lm: bool | None = None) -> bytes:
+def compress_codes(
+    model: EncodecModel,
+    audio_codes: torch.Tensor,
+    audio_scales,
+    audio_length: int,
+    use_lm: bool = False,
+    container_version: int = VERSION,
+    deterministic_lm: bool | None = None,
+) -> bytes:
     """The .ecdc bytes of one clip's codes, (num_chunks, 1, num_quantizers, frames) as `encode` returns them.
 
     `deterministic_lm` (None: on for version-1 files with the language model) selects the language model's
@@ -56,13 +79,16 @@ def compress_codes(model: EncodecModel, audio_codes: torch.Tensor, audio_scales,
     config = model.config
     plan = plan_chunks(audio_length, config.chunk_length, config.chunk_stride)
     if audio_codes.shape[0] != len(plan) or audio_codes.shape[1] != 1:
-        raise ValueError(f"expected the codes of one clip of {audio_length} samples ({len(plan)} chunks), got "
-                         f"shape {tuple(audio_codes.shape)}")
+        raise ValueError(
+            f"expected the codes of one clip of {audio_length} samples ({len(plan)} chunks), got "
+            f"shape {tuple(audio_codes.shape)}"
+        )
     deterministic = _coding_mode(use_lm, container_version, deterministic_lm)
     language_model = _language_model(model) if use_lm else None
     stream = io.BytesIO()
-    EcdcHeader(container_version, model_name(model), int(audio_length), int(audio_codes.shape[2]), use_lm,
-               deterministic).write(stream)
+    EcdcHeader(
+        container_version, model_name(model), int(audio_length), int(audio_codes.shape[2]), use_lm, deterministic
+    ).write(stream)
     chunks = [audio_codes[index, 0, :, : num_frames(size, config.hop_length)] for index, (_, size) in enumerate(plan)]
     if deterministic:
         with torch.inference_mode():
@@ -85,12 +111,22 @@ def compress_codes(model: EncodecModel, audio_codes: torch.Tensor, audio_scales,
     return stream.getvalue()
 
 
-def compress(model: EncodecModel, audio, sampling_rate: int, bandwidth: float | None = None,
-             use_lm: bool = False, feature_extractor: EncodecFeatureExtractor | None = None,
-             container_version: int = VERSION, deterministic_lm: bool | None = None, progress=None) -> bytes:
+def compress(
+    model: EncodecModel,
+    audio,
+    sampling_rate: int,
+    bandwidth: float | None = None,
+    use_lm: bool = False,
+    feature_extractor: EncodecFeatureExtractor | None = None,
+    container_version: int = VERSION,
+    deterministic_lm: bool | None = None,
+    progress=None,
+    fast_encoding: bool | None = None,
+) -> bytes:
     """Compress one clip ((samples,) or (channels, samples), any rate) to .ecdc bytes (version 0, the original's,
     unless `container_version=1`; version 1 with `use_lm` codes in the language model's deterministic mode unless
-    `deterministic_lm=False`)."""
+    `deterministic_lm=False`). `fast_encoding` and `progress` go to `model.encode` (the default, exact encoding,
+    gives the original's bytes)."""
     _coding_mode(use_lm, container_version, deterministic_lm)  # fail before encoding
     if use_lm:
         _language_model(model)
@@ -102,9 +138,18 @@ def compress(model: EncodecModel, audio, sampling_rate: int, bandwidth: float | 
         raise ValueError("compress takes one clip; compress a batch clip by clip")
     length = inputs["input_values"].shape[-1]
     with torch.inference_mode():
-        encoded = model.encode(inputs["input_values"].to(model.device), bandwidth=bandwidth, progress=progress)
-    return compress_codes(model, encoded.audio_codes, encoded.audio_scales, length, use_lm=use_lm,
-                          container_version=container_version, deterministic_lm=deterministic_lm)
+        encoded = model.encode(
+            inputs["input_values"].to(model.device), bandwidth=bandwidth, progress=progress, fast_encoding=fast_encoding
+        )
+    return compress_codes(
+        model,
+        encoded.audio_codes,
+        encoded.audio_scales,
+        length,
+        use_lm=use_lm,
+        container_version=container_version,
+        deterministic_lm=deterministic_lm,
+    )
 
 
 def _read_scale(source, config, index: int):
@@ -146,12 +191,22 @@ def _read_chunk(source, reader, model, index: int, size: int, codebooks: int, la
 
 def _plain_chunk_bytes(config, size: int, codebooks: int) -> int:
     """The exact size of a chunk's version-0 bytes without the language model."""
-    return (SCALE.size if config.normalize else 0) + \
-        (num_frames(size, config.hop_length) * codebooks * config.codebook_nbits + 7) // 8
+    return (SCALE.size if config.normalize else 0) + (
+        num_frames(size, config.hop_length) * codebooks * config.codebook_nbits + 7
+    ) // 8
 
 
-def _chunk_pieces(stream, model: EncodecModel, version: int, length: int, codebooks: int, use_lm: bool,
-                  step: int | None, deterministic: bool = False, lm_batch: int | None = None):
+def _chunk_pieces(
+    stream,
+    model: EncodecModel,
+    version: int,
+    length: int,
+    codebooks: int,
+    use_lm: bool,
+    step: int | None,
+    deterministic: bool = False,
+    lm_batch: int | None = None,
+):
     """Read the chunks after the header: yields (chunk index, first frame, codes (K, n) or None for a damaged
     chunk of a version-1 file, scale or None), at most `step` frames a piece (None: whole chunks). Deterministic
     files are decoded `lm_batch` chunks at a time (None: `lm_coding.LM_DECODE_BATCH`, read at each call)."""
@@ -168,8 +223,9 @@ def _chunk_pieces(stream, model: EncodecModel, version: int, length: int, codebo
         decoded = decode_deterministic(language_model, decoders, codebooks)
         for (index, scale, bits, _, _), codes in zip(pending, decoded, strict=True):
             if bits.bytes_used() != len(bits.bits) // 8:
-                raise ValueError(f"chunk {index} holds {len(bits.bits) // 8 - bits.bytes_used()} bytes more than "
-                                 f"its codes")
+                raise ValueError(
+                    f"chunk {index} holds {len(bits.bits) // 8 - bits.bytes_used()} bytes more than its codes"
+                )
             yield index, 0, codes, scale
         pending.clear()
 
@@ -183,8 +239,10 @@ def _chunk_pieces(stream, model: EncodecModel, version: int, length: int, codebo
         # A damaged length would lose the frames after it; without the language model the size is known.
         payload_size = expected if expected is not None else claimed
         if expected is None and claimed > 64 + 4 * _plain_chunk_bytes(config, size, codebooks):
-            raise ValueError(f"chunk {index}'s frame claims {claimed} bytes, more than a chunk can hold: the file "
-                             f"is damaged beyond this point")
+            raise ValueError(
+                f"chunk {index}'s frame claims {claimed} bytes, more than a chunk can hold: the file "
+                f"is damaged beyond this point"
+            )
         payload = read_exactly(stream, payload_size, f"chunk {index}")
         if claimed != payload_size or zlib.crc32(payload) != checksum:
             yield from decode_pending()  # keep the chunks in order
@@ -199,8 +257,9 @@ def _chunk_pieces(stream, model: EncodecModel, version: int, length: int, codebo
             if len(pending) >= lm_batch:
                 yield from decode_pending()
             continue
-        for first, codes, scale in _read_chunk(source, BitReader(source), model, index, size, codebooks,
-                                               language_model, step):
+        for first, codes, scale in _read_chunk(
+            source, BitReader(source), model, index, size, codebooks, language_model, step
+        ):
             yield index, first, codes, scale
         if source.tell() != len(payload):
             raise ValueError(f"chunk {index} holds {len(payload) - source.tell()} bytes more than its codes")
@@ -226,21 +285,25 @@ def decompress(data: bytes, model: EncodecModel, on_damage: str = "silence", pro
     # Before allocating anything, the bytes must be able to hold what the metadata claims.
     remaining = len(data) - stream.tell()
     if not use_lm:
-        needed = sum(_plain_chunk_bytes(config, size, codebooks) + (FRAME.size if version == 1 else 0)
-                     for _, size in plan)
+        needed = sum(
+            _plain_chunk_bytes(config, size, codebooks) + (FRAME.size if version == 1 else 0) for _, size in plan
+        )
         if needed > remaining:
             raise EOFError(f"the file is truncated: its metadata needs {needed} bytes of codes, {remaining} remain")
     else:
         claimed = codebooks * sum(num_frames(size, config.hop_length) for _, size in plan)
         if claimed * MIN_BITS_PER_CODE > 8 * remaining:
-            raise ValueError(f"the file claims {claimed} codes in {remaining} bytes, more than arithmetic coding can "
-                             f"pack: its audio length {length} is not plausible")
+            raise ValueError(
+                f"the file claims {claimed} codes in {remaining} bytes, more than arithmetic coding can "
+                f"pack: its audio length {length} is not plausible"
+            )
     frames = num_frames(min(length, config.chunk_length or length), config.hop_length)
     codes = torch.zeros(len(plan), 1, codebooks, frames, dtype=torch.long)
     scales = [torch.ones(1, 1)] * len(plan)
     damaged = []
-    for index, first, piece, scale in _chunk_pieces(stream, model, version, length, codebooks, use_lm, None,
-                                                    header.deterministic):
+    for index, first, piece, scale in _chunk_pieces(
+        stream, model, version, length, codebooks, use_lm, None, header.deterministic
+    ):
         if piece is None:
             if on_damage == "raise":
                 raise ValueError(f"chunk {index} of the file is damaged (its CRC32 does not match)")
@@ -253,8 +316,9 @@ def decompress(data: bytes, model: EncodecModel, on_damage: str = "silence", pro
         raise ValueError(f"the file has {left} bytes more than its metadata accounts for")
     mask = torch.ones(1, length, dtype=torch.bool, device=model.device)
     with torch.inference_mode():
-        audio = model.decode(codes.to(model.device), scales if config.normalize else None, mask,
-                             progress=progress).audio_values
+        audio = model.decode(
+            codes.to(model.device), scales if config.normalize else None, mask, progress=progress
+        ).audio_values
     audio = audio[0].float().cpu().numpy()
     if damaged:
         from transformers.utils import logging
@@ -280,8 +344,9 @@ def decompress_iter(stream, model: EncodecModel, frames_per_step: int = 8):
     decoder = model.stream_decoder(audio_length=length)
     step = None if config.chunk_length is not None else frames_per_step
     # deterministic files: one chunk at a time, so that audio comes out as each chunk's bytes arrive
-    for index, _, codes, scale in _chunk_pieces(stream, model, version, length, codebooks, use_lm, step,
-                                                header.deterministic, lm_batch=1):
+    for index, _, codes, scale in _chunk_pieces(
+        stream, model, version, length, codebooks, use_lm, step, header.deterministic, lm_batch=1
+    ):
         if codes is None:
             raise ValueError(f"chunk {index} of the file is damaged (its CRC32 does not match)")
         piece = decoder.push(codes[None].to(model.device), scale)
@@ -292,8 +357,9 @@ def decompress_iter(stream, model: EncodecModel, frames_per_step: int = 8):
         yield piece[0].cpu().numpy()
 
 
-def compress_file(model: EncodecModel, source: str | Path, target: str | Path, bandwidth: float | None = None,
-                  use_lm: bool = False) -> int:
+def compress_file(
+    model: EncodecModel, source: str | Path, target: str | Path, bandwidth: float | None = None, use_lm: bool = False
+) -> int:
     """Compress an audio file (anything soundfile reads) to an .ecdc file; returns the bytes written."""
     audio, rate = read_audio(source)
     data = compress(model, audio, rate, bandwidth=bandwidth, use_lm=use_lm)
@@ -301,7 +367,9 @@ def compress_file(model: EncodecModel, source: str | Path, target: str | Path, b
     return len(data)
 
 
-def decompress_file(model: EncodecModel, source: str | Path, target: str | Path | None = None) -> tuple[np.ndarray, int]:
+def decompress_file(
+    model: EncodecModel, source: str | Path, target: str | Path | None = None
+) -> tuple[np.ndarray, int]:
     """Decode an .ecdc file: float32 audio (channels, samples) and its rate, also written to `target` (16-bit
     WAV, clipped to +-0.99 as EnCodec 0.1.1 saves it) when given."""
     audio, rate = decompress(Path(source).read_bytes(), model)

@@ -12,13 +12,14 @@ import bisect
 import math
 
 import numpy as np
-
 import torch
 
 TOTAL_RANGE_BITS = 24
 
-def quantized_cdf(pdf: torch.Tensor, total_range_bits: int = TOTAL_RANGE_BITS, roundoff: float = 1e-8,
-                  min_range: int = 2) -> list[int]:
+
+def quantized_cdf(
+    pdf: torch.Tensor, total_range_bits: int = TOTAL_RANGE_BITS, roundoff: float = 1e-8, min_range: int = 2
+) -> list[int]:
     """Integer cumulative ranges for `pdf` over [0, 2**total_range_bits), each symbol at least `min_range` wide.
 
     As the original: the pdf is floored to multiples of `roundoff`, mixed with a uniform distribution so that no
@@ -69,7 +70,10 @@ class ArithmeticEncoder(_Range):
             self.low, self.high, self.max_bit = self.low * 2, self.high * 2 + 1, self.max_bit + 1
         range_low, range_high = start, end - 1
         scale = (self.high - self.low + 1) / (2**self.bits)  # a float, as in the original
-        self.low, self.high = self.low + int(math.ceil(range_low * scale)), self.low + int(math.floor(range_high * scale))
+        self.low, self.high = (
+            self.low + int(math.ceil(range_low * scale)),
+            self.low + int(math.floor(range_high * scale)),
+        )
         if self.low > self.high:
             raise ValueError("arithmetic coding ran out of range (the distribution gave a symbol no room)")
         self._flush_common_prefix()
@@ -109,8 +113,11 @@ class ArithmeticDecoder(_Range):
         # (current - low) / scale lands on it or next to it; the exact integer test decides, and a binary search
         # (the original's) covers anything else.
         target = (self.current - self.low) / scale
-        guess = int(np.searchsorted(cdf, target, side="right")) if isinstance(cdf, np.ndarray) else \
-            bisect.bisect_right(cdf, target)
+        guess = (
+            int(np.searchsorted(cdf, target, side="right"))
+            if isinstance(cdf, np.ndarray)
+            else bisect.bisect_right(cdf, target)
+        )
         for middle in (guess, guess - 1, guess + 1):
             if 0 <= middle < len(cdf) and self._holds(cdf, middle, scale):
                 break
@@ -186,5 +193,12 @@ def uniform_cdf(card: int) -> torch.Tensor:
     return torch.arange(1, card + 1, dtype=torch.long) * (2**TOTAL_RANGE_BITS // card)
 
 
-__all__ = ["quantized_cdf", "deterministic_cdf", "uniform_cdf", "ArithmeticEncoder", "ArithmeticDecoder",
-           "TOTAL_RANGE_BITS", "PRECISION"]
+__all__ = [
+    "quantized_cdf",
+    "deterministic_cdf",
+    "uniform_cdf",
+    "ArithmeticEncoder",
+    "ArithmeticDecoder",
+    "TOTAL_RANGE_BITS",
+    "PRECISION",
+]

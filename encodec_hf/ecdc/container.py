@@ -155,9 +155,11 @@ class EcdcHeader:
         name, length, codebooks, use_lm = metadata["m"], metadata["al"], metadata["nc"], metadata["lm"]
         scheme = metadata.get("dlm")
         if scheme is not None and (scheme != DETERMINISTIC_SCHEME or version != 1 or use_lm is not True):
-            raise ValueError(f"the file's deterministic language-model mode {scheme!r} (version {version}, lm "
-                             f"{use_lm!r}) is not one this reader knows: mode {DETERMINISTIC_SCHEME}, in version-1 "
-                             f"files with lm true")
+            raise ValueError(
+                f"the file's deterministic language-model mode {scheme!r} (version {version}, lm "
+                f"{use_lm!r}) is not one this reader knows: mode {DETERMINISTIC_SCHEME}, in version-1 "
+                f"files with lm true"
+            )
         if not isinstance(name, str):
             raise ValueError(f"the file's model name {name!r} is not a string")
         if not isinstance(length, int) or isinstance(length, bool) or length < 1:
@@ -175,11 +177,12 @@ class EcdcHeader:
         if self.audio_length > MAX_SECONDS * model.config.sampling_rate:
             raise ValueError(f"the file's audio length {self.audio_length!r} is not a plausible number of samples")
         if self.codebooks > model.config.num_quantizers:
-            raise ValueError(f"the file's codebook count {self.codebooks!r} is not in "
-                             f"1..{model.config.num_quantizers}")
+            raise ValueError(f"the file's codebook count {self.codebooks!r} is not in 1..{model.config.num_quantizers}")
         if self.use_lm and model.language_model is None:
-            raise ValueError("the file was entropy-coded with EnCodec's language model, and this model's folder has "
-                             "none (convert it with `encodec-hf convert ... --lm-checkpoint LM.th`)")
+            raise ValueError(
+                "the file was entropy-coded with EnCodec's language model, and this model's folder has "
+                "none (convert it with `encodec-hf convert ... --lm-checkpoint LM.th`)"
+            )
 
 
 class BitReader:
@@ -241,5 +244,16 @@ def read_risky_positions(source, count_limit: int) -> set[int]:
     return positions
 
 
-__all__ = ["EcdcHeader", "pack_bits", "unpack_bits", "write_varint", "read_varint", "write_header", "read_header",
-           "model_name", "MAGIC", "VERSION", "VERSIONS"]
+__all__ = [
+    "EcdcHeader",
+    "pack_bits",
+    "unpack_bits",
+    "write_varint",
+    "read_varint",
+    "write_header",
+    "read_header",
+    "model_name",
+    "MAGIC",
+    "VERSION",
+    "VERSIONS",
+]

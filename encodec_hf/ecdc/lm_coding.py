@@ -92,8 +92,9 @@ def encode_deterministic(language_model, chunks: list[torch.Tensor]) -> list[byt
                 cdf, risky[:, span] = deterministic_cdf(probabilities[:, offset : offset + step])
                 symbols = codes[:, :, span].transpose(1, 2).unsqueeze(-1)  # (B, t, K, 1)
                 ends[:, span] = cdf.gather(-1, symbols)[..., 0].long()  # cdf[symbol]
-                starts[:, span] = torch.where(symbols[..., 0] > 0,
-                                              cdf.gather(-1, (symbols - 1).clamp(min=0))[..., 0].long(), 0)
+                starts[:, span] = torch.where(
+                    symbols[..., 0] > 0, cdf.gather(-1, (symbols - 1).clamp(min=0))[..., 0].long(), 0
+                )
         for b, chunk in enumerate(members):
             length = chunk.shape[1]
             flat_risky = risky[b, :length].reshape(-1)  # t-major, as coded
