@@ -73,14 +73,14 @@ def conv_extra_padding(length: int, kernel_size: int, stride: int, padding_total
     return ideal_length - length
 
 
-def overlap_add_weights(frame_length: int, dtype: torch.dtype, device=None) -> torch.Tensor:
+def overlap_add_weights(chunk_length: int, dtype: torch.dtype, device=None) -> torch.Tensor:
     """EnCodec's triangle of overlap-add weights, highest in the middle of a chunk and never zero.
 
     Two chunks overlapping from S to T weigh (t - S) and (T - t); divided by their sum, the second chunk
-    fades in linearly, (t - S) / (T - S). Example for frame_length 4: linspace(0, 1, 6)[1:-1] = 0.2, 0.4,
+    fades in linearly, (t - S) / (T - S). Example for chunk_length 4: linspace(0, 1, 6)[1:-1] = 0.2, 0.4,
     0.6, 0.8, so weights 0.2, 0.4, 0.4, 0.2.
     """
-    t = torch.linspace(0, 1, frame_length + 2, dtype=dtype, device=device)[1:-1]
+    t = torch.linspace(0, 1, chunk_length + 2, dtype=dtype, device=device)[1:-1]
     return 0.5 - (t - 0.5).abs()
 
 
@@ -140,20 +140,21 @@ class OverlapAdd:
         return out.to(self.dtype)
 
 
-def linear_overlap_add(frames: list[torch.Tensor], stride: int) -> torch.Tensor:
-    """Join decoded chunks (each `(..., length_i)`) that start every `stride` samples, as EnCodec 0.1.1 does.
+def linear_overlap_add(chunks: list[torch.Tensor], stride: int) -> torch.Tensor:
+    """Join decoded chunks (each `(..., length_i)`, a whole number of frames) that start every `stride` samples,
+    as EnCodec 0.1.1 does.
 
-    See `OverlapAdd` for the weights. The result covers every chunk: usually `stride * (len(frames) - 1) +
-    frames[-1].shape[-1]` samples, as in the original. The original allocates exactly that and fails ("The size
+    See `OverlapAdd` for the weights. The result covers every chunk: usually `stride * (len(chunks) - 1) +
+    chunks[-1].shape[-1]` samples, as in the original. The original allocates exactly that and fails ("The size
     of tensor a (47840) must match the size of tensor b (48000)") when an earlier chunk, rounded up to whole
     frames, reaches further than the last one: 48 kHz clips whose last chunk holds 161 to 320 samples after a
     partial chunk, such as 47,681 to 47,840 samples. Here the buffer grows to the furthest chunk end instead,
     which changes no sample where the original works; callers trim to the real length.
     """
-    if not frames:
+    if not chunks:
         raise ValueError("linear_overlap_add needs at least one chunk")
     joiner = OverlapAdd(stride)
-    pieces = [joiner.add(frame) for frame in frames]
+    pieces = [joiner.add(chunk) for chunk in chunks]
     pieces.append(joiner.finish())
     return torch.cat(pieces, dim=-1)
 

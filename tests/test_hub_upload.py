@@ -330,3 +330,31 @@ def test_import_registers_auto_classes_without_touching_builtin():
     builtin = transformers.AutoModel.from_config(transformers.EncodecConfig())
     assert type(builtin) is transformers.EncodecModel
     assert type(transformers.AutoConfig.for_model("encodec")) is transformers.EncodecConfig
+
+
+def test_a_pushed_language_model_loads_by_id_from_the_offline_cache(fake_hub, tmp_path, capsys):
+    """What the Hub receives, placed where huggingface_hub's cache puts a download, loads by repo id offline, with
+    its language model, and compresses with use_lm=True as the source model does."""
+    from encodec_hf import EncodecLanguageModel, compress
+
+    source = tiny_model(chunked=True)
+    torch.manual_seed(5)
+    source.language_model = EncodecLanguageModel.for_model(source.config).eval()
+    folder = save_tiny_folder(tmp_path / "source", source)
+    hub = fake_hub()
+    assert main(["upload", str(folder), "--repo-id", "me/tiny-lm"]) == 0, capsys.readouterr().err
+    ((_, _, _, files),) = hub.commits()
+    assert {"language_model/config.json", "language_model/model.safetensors"} <= set(files)
+    snapshot = tmp_path / "cache" / "models--me--tiny-lm" / "snapshots" / ("0" * 40)
+    for name, content in files.items():
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / name).write_bytes(content)
+    (tmp_path / "cache" / "models--me--tiny-lm" / "refs").mkdir()
+    (tmp_path / "cache" / "models--me--tiny-lm" / "refs" / "main").write_text("0" * 40)
+    _http.set_client_factory(_http.default_client_factory)  # no Hub from here on: HF_HUB_OFFLINE=1
+    loaded = EncodecModel.from_pretrained("me/tiny-lm", cache_dir=tmp_path / "cache").eval()
+    assert loaded.language_model is not None
+    audio = np.random.default_rng(1).standard_normal((2, 700)).astype(np.float32) * 0.2
+    assert compress(loaded, audio, 400, bandwidth=0.8, use_lm=True) == compress(
+        source, audio, 400, bandwidth=0.8, use_lm=True
+    )

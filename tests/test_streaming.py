@@ -169,3 +169,29 @@ def test_ecdc_decodes_while_it_is_read(chunked):
     assert np.linalg.norm(streamed - reference) / np.linalg.norm(reference) < 1e-5
     with pytest.raises(EOFError):
         list(decompress_iter(RecordingReader(data[:-3]), model))
+
+
+def test_several_streams_run_at_once_on_one_model():
+    """Two encoder and two decoder streams on one model, pushed in turn, each equal to its stream alone."""
+    model = tiny_model()
+    clips = [torch.randn(1, 1, 500, generator=torch.Generator().manual_seed(seed)) * 0.3 for seed in (0, 1)]
+    with torch.inference_mode():
+        alone = [torch.cat(split_push(model.stream_encoder(bandwidth=0.8), clip, 0, 37), dim=-1) for clip in clips]
+        encoders = [model.stream_encoder(bandwidth=0.8) for _ in clips]
+        decoders = [model.stream_decoder(audio_length=500) for _ in clips]
+        codes, audio = [[], []], [[], []]
+        for start in range(0, 500, 37):
+            for k, clip in enumerate(clips):  # interleaved: each stream's state must be its own
+                piece = encoders[k].push(clip[..., start : start + 37])
+                codes[k].append(piece)
+                audio[k].append(decoders[k].push(piece))
+        for k in range(2):
+            last = encoders[k].flush()
+            codes[k].append(last)
+            audio[k] += [decoders[k].push(last), decoders[k].flush()]
+        reference = [model.decode(c[None], [None], torch.ones(1, 500)).audio_values for c in alone]
+    for k in range(2):
+        assert torch.equal(torch.cat(codes[k], dim=-1), alone[k])
+        streamed = torch.cat(audio[k], dim=-1)
+        assert streamed.shape == (1, 1, 500)
+        torch.testing.assert_close(streamed, reference[k], rtol=1e-5, atol=1e-6 * float(reference[k].abs().max()))
