@@ -33,21 +33,14 @@ BANDWIDTH = 6.0
 def build(model_name: str, folder: Path):
     """The original model with a random language model attached, and our converted folder."""
     from encodec_hf.convert_encodec import convert_checkpoint
-    from encodec_hf.testing import import_original_encodec, original_model
+    from encodec_hf.testing import import_original_encodec, original_language_model, original_model
 
     encodec = import_original_encodec()
     if encodec is None:
         raise SystemExit("EnCodec 0.1.1 is not installed (pip install --no-deps encodec==0.1.1)")
     original = original_model(model_name)
     original.name = model_name  # random-weight models are named "unset"; the format records the name
-    torch.manual_seed(5)
-    lm = encodec.model.LMModel(
-        original.quantizer.n_q,
-        original.quantizer.bins,
-        num_layers=5,
-        dim=200,
-        past_context=int(3.5 * original.frame_rate),
-    ).eval()
+    lm = original_language_model(original)
     torch.save(original.state_dict(), folder / "model.th")
     torch.save(lm.state_dict(), folder / "lm.th")
     convert_checkpoint(folder / "model.th", model_name, folder / "hf", lm_checkpoint=folder / "lm.th")

@@ -95,6 +95,11 @@ def convert_state_dict(source: dict[str, torch.Tensor], config: EncodecConfig) -
         raise ValueError(
             f"missing tensor {missing[0]!r} ({len(missing)} target tensors have no source; is --model right?)"
         )
+    bad = sorted(
+        key for key, tensor in converted.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    )
+    if bad:
+        raise ValueError(f"tensor {bad[0]!r} holds NaN or Inf ({len(bad)} such tensors); the checkpoint is damaged")
     return converted
 
 

@@ -28,12 +28,14 @@ import torch
 from torch import nn
 from transformers import initialization as init
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .chunking import batch_jobs, conv_extra_padding, linear_overlap_add, num_frames, overlap_add_weights, plan_chunks
 from .configuration_encodec import EncodecConfig
 from .language_model import LANGUAGE_MODEL_FOLDER, EncodecLanguageModel, load_language_model
 from .streaming import StreamDecoder, StreamEncoder
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -698,6 +700,8 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
 # Options that change the numbers or the memory. Each is a keyword argument of `encode`, `decode` and `forward`;
 # None there means the model's default, which `set_inference_defaults` changes (validated, never silently).
 
+MAX_SCALE = 1e6  # the largest per-chunk scale: see encode_chunks
+
 INFERENCE_DEFAULTS = {
     # exact (B, C, T) layout, each chunk alone: codes identical to EnCodec 0.1.1's
     "fast_encoding": False,
@@ -852,7 +856,12 @@ class EncodecModel(EncodecPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        """transformers' `from_pretrained`, strict: a folder whose weights miss a tensor, hold one this model does
+        not have, or hold NaN or Inf fails with a ValueError naming them (transformers would warn and fill the gap
+        with random or non-finite values); the language model is loaded too when the folder has one."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        check_loaded(model, info, pretrained_model_name_or_path)
         hub_kwargs = {
             key: kwargs[key]
             for key in ("cache_dir", "revision", "token", "local_files_only", "force_download")
@@ -861,7 +870,7 @@ class EncodecModel(EncodecPreTrainedModel):
         language_model = load_language_model(pretrained_model_name_or_path, **hub_kwargs)
         if language_model is not None:
             model.language_model = language_model.to(model.device)
-        return model
+        return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         super().save_pretrained(save_directory, *args, **kwargs)
@@ -955,6 +964,10 @@ class EncodecModel(EncodecPreTrainedModel):
             # from the feature extractor) even when the model runs in bfloat16.
             mono = chunks.mean(dim=1, keepdim=True)
             volume = mono.pow(2).mean(dim=2, keepdim=True).sqrt()
+            # Finite input keeps finite scales: samples beyond about 1e19 overflow the float32 square, and such a
+            # chunk's volume is clamped to MAX_SCALE (audio in [-1, 1] never comes near it, so the original's
+            # numbers are unchanged wherever they are finite).
+            volume = torch.nan_to_num(volume, posinf=MAX_SCALE).clamp(max=MAX_SCALE)
             scale = 1e-8 + volume
             chunks = chunks / scale
             scale = scale.view(-1, 1)
@@ -1127,6 +1140,13 @@ class EncodecModel(EncodecPreTrainedModel):
             raise ValueError(
                 f"this model does not chunk its input, so audio_codes must have one chunk; got {total_chunks}"
             )
+        if chunked and padding_mask is None:
+            logger.warning_once(
+                "decode without padding_mask returns (num_chunks - 1) x chunk_stride + (frames - "
+                "last_frame_pad_length) x hop_length samples: whole frames, and up to a chunk more than was encoded "
+                "unless encode's last_frame_pad_length is passed. Pass the padding_mask that encode was given (or "
+                "use forward) for exactly the encoded length."
+            )
 
         # Each item's decode plan: the frames of each of its chunks, and its final length in samples.
         if padding_mask is not None:
@@ -1238,6 +1258,26 @@ class EncodecModel(EncodecPreTrainedModel):
         if not return_dict:
             return audio_codes, audio_values
         return EncodecOutput(audio_codes=audio_codes, audio_values=audio_values)
+
+
+def check_loaded(model: nn.Module, info: dict, source) -> None:
+    """Refuse a load that left a tensor missing, unused or mismatched, or that holds NaN or Inf."""
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        found = sorted(str(key) for key in info.get(kind) or ())
+        if found:
+            problems.append(
+                f"{len(found)} {kind.replace('_', ' ')} ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''})"
+            )
+    if problems:
+        raise ValueError(f"{str(source)!r} does not hold this model's weights: {'; '.join(problems)}")
+    bad = [
+        name
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    ]
+    if bad:
+        raise ValueError(f"{str(source)!r} holds NaN or Inf in {len(bad)} tensor(s): {', '.join(bad[:3])}")
 
 
 def _no_grad_unless_training(model: nn.Module):

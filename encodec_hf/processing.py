@@ -16,6 +16,12 @@ from .chunking import chunk_sizes, plan_chunks
 
 logger = logging.get_logger(__name__)
 
+# Plausible rates: below 1 kHz is a unit mistake (16 meant as 16 kHz), and resampling such a clip to the model's
+# rate would allocate thousands of times its size; above 384 kHz no audio interface records.
+MIN_SAMPLING_RATE, MAX_SAMPLING_RATE = 1_000, 384_000
+# Float audio is expected in [-1, 1]; a peak above this is integer PCM stored as float (int16 peaks near 32,767).
+MAX_FLOAT_PEAK = 16.0
+
 
 def convert_channels(audio: np.ndarray, channels: int) -> np.ndarray:
     """Convert (C, T) audio to `channels`, as EnCodec 0.1.1's `convert_audio` does.
@@ -80,6 +86,24 @@ def _to_float_array(clip, index: int) -> np.ndarray:
         bad = int((~np.isfinite(array)).sum())
         raise ValueError(f"clip {index}: audio holds {bad} NaN or Inf samples; expected finite values")
     return array
+
+
+def check_sampling_rate(rate, index: int = 0, model_rate: int = MIN_SAMPLING_RATE) -> int:
+    """A clip's rate as an int, refused (ValueError) unless it is an integer from min(1,000 Hz, the model's rate)
+    to 384,000 Hz: so resampling never makes a clip more than 48 times longer at 48 kHz (the lower bound follows
+    the model's rate only for test models below 1 kHz)."""
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, np.integer)):
+        raise ValueError(f"clip {index}: sampling_rate must be an integer number of Hz, got {rate!r}")
+    low = min(MIN_SAMPLING_RATE, model_rate)
+    if not low <= rate <= MAX_SAMPLING_RATE:
+        hint = f" (did you mean {int(rate) * 1000:,} Hz?)" if 0 < rate < low else ""
+        raise ValueError(f"clip {index}: sampling_rate {rate} Hz is outside {low:,} to {MAX_SAMPLING_RATE:,} Hz{hint}")
+    return int(rate)
+
+
+def _own_rate(clip) -> bool:
+    """Whether a clip carries its own rate (a dict with `sampling_rate`, a decoder with `get_all_samples()`)."""
+    return (isinstance(clip, dict) and clip.get("sampling_rate") is not None) or hasattr(clip, "get_all_samples")
 
 
 def _unwrap(clip, sampling_rate: int | None, index: int):
@@ -169,17 +193,26 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
     def prepare(self, clip, sampling_rate: int | None = None, index: int = 0) -> np.ndarray:
         """One clip in any accepted form to float32 (channels, T) at the model's rate and channel count."""
         clip, rate = _unwrap(clip, sampling_rate, index)
+        floating = np.asarray(clip).dtype.kind == "f" if not hasattr(clip, "detach") else clip.is_floating_point()
         array = _to_float_array(clip, index)
+        if floating:
+            peak = float(np.abs(array).max())
+            if peak > MAX_FLOAT_PEAK:
+                raise ValueError(
+                    f"clip {index}: float audio peaks at {peak:,.0f}; expected samples in [-1, 1]. It looks like "
+                    f"integer PCM stored as float: divide by 32768 (16-bit) or 2147483648 (32-bit), or pass the "
+                    f"integer array itself"
+                )
         if array.shape[0] > 2:
             raise ValueError(
                 f"clip {index}: expected (samples,) or (channels, samples) with 1 or 2 channels, got shape "
                 f"{array.shape}; if the array is (samples, channels), pass its transpose"
             )
         array = convert_channels(array, self.feature_size)
+        if rate is not None:
+            rate = check_sampling_rate(rate, index, self.sampling_rate)
         if rate is not None and rate != self.sampling_rate:
-            if not isinstance(rate, (int, np.integer)) or rate <= 0:
-                raise ValueError(f"clip {index}: sampling_rate must be a positive integer, got {rate!r}")
-            array = resample(array, int(rate), self.sampling_rate)
+            array = resample(array, rate, self.sampling_rate)
             if array.shape[-1] == 0:
                 raise ValueError(
                     f"clip {index}: no samples left after resampling from {rate} Hz to {self.sampling_rate} Hz"
@@ -212,12 +245,12 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
             `BatchFeature` with `input_values` (batch, channels, T) float32 and `padding_mask` (batch, T),
             1 on real samples and 0 on padding.
         """
-        if sampling_rate is None:
-            logger.warning(
-                f"No sampling_rate passed to {type(self).__name__}: assuming the audio is at the model's "
-                f"{self.sampling_rate} Hz. Pass sampling_rate= to have other rates resampled."
-            )
         clips = list(raw_audio) if _is_batch(raw_audio) else [raw_audio]
+        if sampling_rate is None and not all(_own_rate(clip) for clip in clips):
+            logger.warning(
+                f"No sampling_rate passed to {type(self).__name__}, and some clips carry none: assuming those are "
+                f"at the model's {self.sampling_rate} Hz. Pass sampling_rate= to have other rates resampled."
+            )
         arrays = [self.prepare(clip, sampling_rate, index) for index, clip in enumerate(clips)]
 
         if truncation:
@@ -252,4 +285,4 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
         return BatchFeature({"input_values": input_values, "padding_mask": padding_mask}, tensor_type=return_tensors)
 
 
-__all__ = ["EncodecFeatureExtractor", "plan_chunks", "convert_channels", "resample"]
+__all__ = ["EncodecFeatureExtractor", "plan_chunks", "convert_channels", "resample", "check_sampling_rate"]

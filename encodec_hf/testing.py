@@ -72,6 +72,20 @@ def original_model(name: str, seed: int = 0):
     return model.eval()
 
 
+def original_language_model(original, seed: int = 5):
+    """EnCodec 0.1.1's entropy-coding language model for `original` (its `LMModel`, the released architecture:
+    5 layers, dimension 200, 3.5 s of context), with random weights from `seed`."""
+    encodec = import_original_encodec()
+    torch.manual_seed(seed)
+    return encodec.model.LMModel(
+        original.quantizer.n_q,
+        original.quantizer.bins,
+        num_layers=5,
+        dim=200,
+        past_context=int(3.5 * original.frame_rate),
+    ).eval()
+
+
 def original_layout(model) -> dict:
     """Our state dict written back in the original layout (inverse of the rename table), old weight norm."""
     out = {}
@@ -190,6 +204,7 @@ __all__ = [
     "import_original_encodec",
     "fit_codebooks",
     "original_model",
+    "original_language_model",
     "original_layout",
     "tiny_config",
     "tiny_model",

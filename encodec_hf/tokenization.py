@@ -108,6 +108,11 @@ class _Encoder:
             rate = batch[self.sampling_rate_column][row] if self.sampling_rate_column else None
             try:
                 value, value_rate = read_audio_value(batch[self.audio_column][row], rate)
+                if value_rate is None:
+                    raise ValueError(
+                        "the audio is a plain array with no rate: pass sampling_rate_column= (the command line: "
+                        "audio files or an Audio column carry their rate)"
+                    )
                 arrays.append(self.extractor.prepare(value, value_rate, index=indices[row] + self.offset))
                 good.append(row)
             except Exception as error:  # unreadable files, empty audio, NaN: reported, never dropped silently

@@ -15,7 +15,7 @@ from encodec_hf import EncodecModel
 from encodec_hf.cli import main
 from encodec_hf.ecdc import compress, decompress, pack_bits, unpack_bits, write_header
 from encodec_hf.ecdc.container import HEADER
-from encodec_hf.testing import requires_original, save_tiny_folder, tiny_model
+from encodec_hf.testing import original_language_model, requires_original, save_tiny_folder, tiny_model
 
 
 def test_pack_bits_worked_example_and_round_trip():
@@ -203,21 +203,12 @@ def test_cli_compress_decompress(tmp_path, tiny, capsys):
 @pytest.fixture(scope="module")
 def with_lm(converted, tmp_path_factory):
     """{name: (original model with a random LM attached, our folder converted with --lm-checkpoint)}."""
-    import encodec
-
     from encodec_hf.convert_encodec import convert_checkpoint
 
     out = {}
     for name in ("encodec_24khz", "encodec_48khz"):
         original, _ = converted[name]
-        torch.manual_seed(5)
-        lm = encodec.model.LMModel(
-            original.quantizer.n_q,
-            original.quantizer.bins,
-            num_layers=5,
-            dim=200,
-            past_context=int(3.5 * original.frame_rate),
-        ).eval()
+        lm = original_language_model(original)
         root = tmp_path_factory.mktemp(f"{name}-lm")
         torch.save(original.state_dict(), root / "model.th")
         torch.save(lm.state_dict(), root / "lm.th")
@@ -654,3 +645,17 @@ def test_cli_deterministic_files(tmp_path, deterministic, capsys):
     written, _ = sf.read(tmp_path / "out.wav", always_2d=True)
     reference, _ = decompress(plain, model)
     np.testing.assert_allclose(written.T, np.clip(reference, -0.99, 0.99), atol=1 / 32768 + 1e-6)
+
+
+def test_deterministic_mode_on_a_chunk_longer_than_a_block():
+    """A chunk of more frames than one teacher-forced block (LM_BLOCK_FRAMES, 256), with ranges computed in steps
+    longer than the block (tiny codebooks): failed with a shape mismatch before the step was bounded by the block."""
+    from encodec_hf import EncodecLanguageModel
+
+    model = tiny_model()
+    torch.manual_seed(2)
+    model.language_model = EncodecLanguageModel.for_model(model.config).eval()
+    audio = (np.random.default_rng(4).standard_normal(1700) * 0.2).astype(np.float32)  # 425 frames
+    coded = compress(model, audio, 400, bandwidth=0.8, use_lm=True, container_version=1)
+    plain = compress(model, audio, 400, bandwidth=0.8)
+    np.testing.assert_array_equal(decompress(coded, model)[0], decompress(plain, model)[0])

@@ -195,3 +195,38 @@ def test_several_streams_run_at_once_on_one_model():
         streamed = torch.cat(audio[k], dim=-1)
         assert streamed.shape == (1, 1, 500)
         torch.testing.assert_close(streamed, reference[k], rtol=1e-5, atol=1e-6 * float(reference[k].abs().max()))
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_stream_example_runs_on_every_kind_of_model(tmp_path, chunked):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    import soundfile as sf
+
+    from encodec_hf.testing import save_tiny_folder
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "stream.py"
+    folder = save_tiny_folder(tmp_path / "model", tiny_model(chunked=chunked))
+    channels = 2 if chunked else 1
+    sf.write(tmp_path / "in.wav", (np.random.default_rng(0).standard_normal((1234, channels)) * 0.2), 400)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(example),
+            str(tmp_path / "in.wav"),
+            str(tmp_path / "out.wav"),
+            "--model",
+            str(folder),
+            "--frames-per-push",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sf.info(str(tmp_path / "out.wav")).frames == 1234 and "real-time factor" in result.stdout
+    help_text = subprocess.run([sys.executable, str(example), "--help"], capture_output=True, text=True).stdout
+    assert "chunk by chunk" in help_text and "--frames-per-push" in help_text

@@ -88,7 +88,8 @@ def encode_deterministic(language_model, chunks: list[torch.Tensor]) -> list[byt
         for begin in range(0, frames, block):
             probabilities = runner(previous[:, :, begin : begin + block])  # (B, t, K, card)
             for offset in range(0, probabilities.shape[1], step):
-                span = slice(begin + offset, begin + offset + step)
+                # within this block: a step longer than the block must not reach the next block's frames
+                span = slice(begin + offset, begin + min(offset + step, probabilities.shape[1]))
                 cdf, risky[:, span] = deterministic_cdf(probabilities[:, offset : offset + step])
                 symbols = codes[:, :, span].transpose(1, 2).unsqueeze(-1)  # (B, t, K, 1)
                 ends[:, span] = cdf.gather(-1, symbols)[..., 0].long()  # cdf[symbol]

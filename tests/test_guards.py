@@ -1,0 +1,140 @@
+"""Silent mistakes made loud (issue: what a new user trips over): implausible rates, integer PCM stored as float,
+rate-less arrays, decode without a padding mask, non-finite scales from finite input, damaged model folders."""
+
+import logging
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import transformers  # noqa: F401  (adds Logger.warning_once)
+from safetensors.torch import load_file, save_file
+
+from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel, decompress, tokenize_dataset
+from encodec_hf.convert_encodec import convert_state_dict
+from encodec_hf.testing import save_tiny_folder, tiny_model
+
+
+@pytest.fixture(scope="module")
+def chunked():
+    return tiny_model(chunked=True)
+
+
+@pytest.fixture(scope="module")
+def extractor(chunked):
+    return EncodecFeatureExtractor.from_model_config(chunked.config)
+
+
+@pytest.mark.parametrize(
+    "rate, message",
+    [
+        (16, r"16 Hz is outside 1,000 to 384,000 Hz \(did you mean 16,000 Hz\?\)"),
+        (500_000, "outside"),
+        (True, "must be an integer"),
+        (16_000.0, "must be an integer"),
+    ],
+)
+def test_implausible_rates_are_refused_before_any_allocation(rate, message):
+    extractor = EncodecFeatureExtractor.from_model_config(EncodecConfig.from_preset("encodec_48khz"))
+    with pytest.raises(ValueError, match=message):
+        extractor(np.zeros(48_000, dtype=np.float32), sampling_rate=rate)
+
+
+def test_test_models_below_1_khz_take_their_own_rate(extractor):
+    """The lower bound is min(1,000 Hz, the model's rate): a 400 Hz test model takes 400 Hz and more."""
+    assert extractor(np.zeros(400, dtype=np.float32), sampling_rate=400)["input_values"].shape == (1, 2, 400)
+    with pytest.raises(ValueError, match="outside 400 to 384,000 Hz"):
+        extractor(np.zeros(400, dtype=np.float32), sampling_rate=399)
+
+
+def test_integer_pcm_stored_as_float_is_refused(extractor):
+    loud = (np.sin(np.arange(4_000) / 10) * 29_797).astype(np.float32)
+    with pytest.raises(ValueError, match="peaks at 29,797.*divide by 32768"):
+        extractor(loud, sampling_rate=400)
+    as_int16 = extractor(loud.astype(np.int16), sampling_rate=400)["input_values"]  # the integer array itself
+    assert float(np.abs(as_int16).max()) < 1
+
+
+def test_the_missing_rate_warning_is_true(extractor, caplog):
+    clips = [{"array": np.zeros(400, dtype=np.float32), "sampling_rate": 800}]
+    with caplog.at_level(logging.WARNING):
+        extractor(clips)  # every clip carries its rate: nothing is assumed
+    assert "No sampling_rate" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        extractor(np.zeros(400, dtype=np.float32))
+    assert "No sampling_rate passed" in caplog.text
+
+
+def test_rate_less_arrays_are_refused_by_tokenize_dataset(chunked, extractor):
+    dataset = datasets.Dataset.from_dict({"audio": [np.zeros(300, dtype=np.float32)]})
+    with pytest.raises(ValueError, match="plain array with no rate: pass sampling_rate_column"):
+        tokenize_dataset(dataset, chunked, extractor, 0.8)
+
+
+def test_decode_without_padding_mask_warns_on_chunked_models(chunked, caplog):
+    logging.Logger.warning_once.cache_clear()  # transformers' once-only warnings: forget earlier tests' calls
+    x = torch.randn(1, 2, 1000) * 0.3
+    with torch.no_grad(), caplog.at_level(logging.WARNING):
+        enc = chunked.encode(x, bandwidth=0.8)
+        audio = chunked.decode(enc.audio_codes, enc.audio_scales).audio_values
+    assert "decode without padding_mask returns (num_chunks - 1) x chunk_stride" in caplog.text
+    assert audio.shape[-1] > 1000  # what the warning says: more than was encoded
+
+
+def test_finite_input_gives_finite_scales_and_audio(chunked):
+    x = torch.randn(1, 2, 1000) * 0.3
+    x[0, 0, 123] = 1e20
+    mask = torch.ones(1, 1000)
+    with torch.no_grad():
+        enc = chunked.encode(x, mask, bandwidth=0.8)
+        audio = chunked.decode(enc.audio_codes, enc.audio_scales, mask).audio_values
+    assert all(torch.isfinite(s).all() for s in enc.audio_scales)
+    assert float(enc.audio_scales[0].max()) == pytest.approx(1e6)  # clamped at MAX_SCALE
+    assert torch.isfinite(audio).all()
+    normal = torch.randn(1, 2, 1000) * 0.3  # ordinary audio: scales unchanged by the clamp
+    with torch.no_grad():
+        scales = chunked.encode(normal, bandwidth=0.8).audio_scales
+    expected = normal[..., :400].mean(dim=1).pow(2).mean().sqrt() + 1e-8
+    assert torch.equal(scales[0].reshape(()), expected)
+
+
+def test_a_file_of_huge_samples_reads_back(chunked):
+    audio = (np.random.default_rng(0).standard_normal((2, 900)) * 0.2).astype(np.float32)
+    audio[1, 10] = 1e20
+    x = torch.from_numpy(audio)[None]
+    mask = torch.ones(1, 900)
+    with torch.no_grad():
+        enc = chunked.encode(x, mask, bandwidth=0.8)
+    from encodec_hf.ecdc import compress_codes
+
+    data = compress_codes(chunked, enc.audio_codes, enc.audio_scales, 900)
+    decoded, _ = decompress(data, chunked)
+    assert np.isfinite(decoded).all()
+
+
+@pytest.mark.parametrize("damage", ["missing", "extra", "nan"])
+def test_damaged_folders_fail_the_load(tmp_path, damage):
+    folder = save_tiny_folder(tmp_path / "model", tiny_model())
+    tensors = load_file(folder / "model.safetensors")
+    name = sorted(k for k in tensors if k.startswith("decoder."))[0]
+    if damage == "missing":
+        del tensors[name]
+    elif damage == "extra":
+        tensors["decoder.extra.weight"] = torch.zeros(3)
+    else:
+        tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    message = {"missing": "1 missing keys", "extra": "1 unexpected keys", "nan": "NaN or Inf"}[damage]
+    with pytest.raises(ValueError, match=message):
+        EncodecModel.from_pretrained(folder)
+
+
+def test_convert_refuses_non_finite_weights():
+    from encodec_hf.testing import original_layout
+
+    model = tiny_model()
+    source = original_layout(model)
+    first = sorted(source)[0]
+    source[first] = torch.full_like(source[first], float("inf"))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        convert_state_dict(source, model.config)
