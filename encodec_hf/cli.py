@@ -3,7 +3,7 @@
 encodec-hf roundtrip IN OUT [--model ID_OR_DIR] [--bandwidth BW] [-f]
 encodec-hf convert CHECKPOINT --model {encodec_24khz,encodec_32khz,encodec_48khz} --output DIR [--lm-checkpoint LM]
 encodec-hf compress IN OUT.ecdc [--model ID_OR_DIR] [-b BW] [--lm] [-f]
-encodec-hf decompress IN.ecdc OUT.wav [--model ID_OR_DIR] [-f] [-r]
+encodec-hf decompress IN.ecdc OUT.wav [--model ID_OR_DIR] [-f] [-r]   (default model: the one the file names)
 encodec-hf tokenize INPUT --model ID_OR_DIR --output DIR [--bandwidth BW] [--audio-column NAME]
                     [--batch-size N] [--split NAME] [--on-error {raise,skip}] [--id-column NAME]
 encodec-hf upload SOURCE --repo-id OWNER/NAME [--model NAME] [--local-dir DIR] [--dry-run] [--private]
@@ -46,12 +46,24 @@ def write_audio(path: str | Path, audio, sample_rate: int) -> None:
         raise CommandError(str(error)) from error
 
 
+def _looks_like_a_path(name: str) -> bool:
+    """A Hub id is OWNER/NAME; a name that starts like a path, has more parts, or whose first part is a local folder
+    means a folder on this machine, which the Hub cannot supply (so no time is spent asking it)."""
+    parts = name.split("/")
+    return name.startswith((".", "/", "~")) or len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
+
+
 def load_model(name_or_path: str):
     """The model and feature extractor of a Hub id or a local folder, with one-line errors."""
     from .modeling_encodec import EncodecModel
     from .processing import EncodecFeatureExtractor
 
     path = Path(name_or_path)
+    if not path.exists() and _looks_like_a_path(name_or_path):
+        raise CommandError(
+            f"--model {name_or_path!r} does not exist (a local path: {str(path.parent)!r} is a folder here); pass "
+            f"an existing model folder or a Hub id OWNER/NAME"
+        )
     if path.exists() and not path.is_dir():
         raise CommandError(
             f"--model {name_or_path!r} is a file; pass a model folder (encodec-hf convert "
@@ -164,6 +176,22 @@ def compress_command(args) -> int:
     return 0
 
 
+def _model_named_in(data: bytes, source: str) -> str:
+    """The Hub id of the model an .ecdc file names in its header (facebook/encodec_24khz, ...)."""
+    import io
+
+    from .ecdc import read_header
+
+    try:
+        _, metadata = read_header(io.BytesIO(data))
+    except (ValueError, EOFError) as error:
+        raise CommandError(f"{source}: {error}") from error
+    name = metadata.get("m")
+    if name not in ("encodec_24khz", "encodec_48khz", "encodec_32khz"):
+        raise CommandError(f"{source} was made with model {name!r}, which has no Hub id here; pass --model DIR")
+    return f"facebook/{name}"
+
+
 def decompress_command(args) -> int:
     import numpy as np
 
@@ -174,7 +202,7 @@ def decompress_command(args) -> int:
         data = Path(args.input).read_bytes()
     except OSError as error:
         raise CommandError(f"cannot read {args.input!r}: {error}") from error
-    model, _ = load_model(args.model)
+    model, _ = load_model(args.model or _model_named_in(data, args.input))
     bar, progress = _progress_bar(len(data) / 1000, ("decode",))  # ~ seconds at 6-8 kbps
     start = time.perf_counter()
     try:
@@ -273,6 +301,9 @@ def load_input_dataset(source: str, split: str | None, audio_column: str):
 def tokenize(args) -> int:
     from .tokenization import tokenization_metadata, tokenize_to_disk
 
+    if Path(args.output).exists() and not args.force:
+        raise CommandError(f"{args.output!r} exists; pass -f to overwrite it")
+
     dataset = load_input_dataset(args.input, args.split, args.audio_column)
     model, extractor = load_model(args.model)
     import torch
@@ -291,6 +322,7 @@ def tokenize(args) -> int:
         batch_size=args.batch_size,
         id_column=args.id_column,
         on_error=args.on_error,
+        remove_audio_column=args.drop_audio,
     )
     if output is not None:  # rank 0
         import datasets
@@ -310,12 +342,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="encodec-hf", description="EnCodec neural audio codec, Hugging Face style.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def file_command(name, help, input_help, output_help, func, bandwidth=True):
+    def threads_option(command):
+        command.add_argument(
+            "--threads",
+            type=int,
+            default=None,
+            help="CPU threads for torch (default: torch's choice; on a shared machine 1 can be faster than 2)",
+        )
+
+    def file_command(name, help, input_help, output_help, func, bandwidth=True, model_help=None):
         """A command from one file to another through a model: the arguments they all share."""
         command = commands.add_parser(name, help=help)
         command.add_argument("input", help=input_help)
         command.add_argument("output", help=output_help)
-        command.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or local folder (default {DEFAULT_MODEL})")
+        command.add_argument(
+            "--model", default=DEFAULT_MODEL, help=model_help or f"Hub id or local folder (default {DEFAULT_MODEL})"
+        )
+        threads_option(command)
         if bandwidth:
             command.add_argument(
                 "-b",
@@ -363,7 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
         "audio file to write, at the model's sample rate",
         decompress_command,
         bandwidth=False,
+        model_help="Hub id or local folder (default: the model the file names, facebook/encodec_24khz or _48khz)",
     )
+    decompress.set_defaults(model=None)
     decompress.add_argument(
         "-r", "--rescale", action="store_true", help="scale down to avoid clipping instead of clipping"
     )
@@ -382,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok = commands.add_parser("tokenize", help="add EnCodec codes to every row of an audio dataset")
     tok.add_argument("input", help="a dataset saved with save_to_disk, a folder of audio files, or a Hub dataset name")
     tok.add_argument("--model", default=DEFAULT_MODEL, help=f"Hub id or local folder (default {DEFAULT_MODEL})")
+    threads_option(tok)
     tok.add_argument("--output", required=True, help="folder to write (datasets.load_from_disk reads it)")
     tok.add_argument("-b", "--bandwidth", type=float, default=None, help="kbps (default 6 when offered)")
     tok.add_argument("--audio-column", default="audio")
@@ -395,6 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows whose audio cannot be read, is empty or holds NaN: stop, or skip and list them",
     )
     tok.add_argument("--rows-per-part", type=int, default=1000, help="rows per resumable part")
+    tok.add_argument(
+        "--drop-audio", action="store_true", help="leave the audio column out of the output (it keeps every other)"
+    )
+    tok.add_argument("-f", "--force", action="store_true", help="overwrite an existing --output")
     tok.set_defaults(func=tokenize)
 
     up = commands.add_parser("upload", help="build a Hub folder with remote code and a model card, check it, push it")
@@ -418,10 +468,20 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # per-tensor loading bars would bury our one-line reports
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            print(f"encodec-hf: error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except (CommandError, ValueError) as error:
-        print(f"encodec-hf: error: {error}", file=sys.stderr)
+        message = str(error)
+        for python, command_line in (("on_error='skip'", "--on-error skip"), ("use_lm=True", "--lm")):
+            message = message.replace(python, command_line)  # the user typed options, not Python arguments
+        print(f"encodec-hf: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -12,6 +12,7 @@ target must be filled, every shape must agree; anything else stops the conversio
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -144,7 +145,18 @@ def convert_checkpoint(
     EncodecFeatureExtractor.from_model_config(config).save_pretrained(output)
     if lm_checkpoint is not None:
         convert_language_model(lm_checkpoint, config, output)
+    usual_permissions(output)
     return model
+
+
+def usual_permissions(folder: str | Path) -> None:
+    """Give the files under `folder` the permissions the process's umask gives new files (0644 under the usual
+    022): the writers below save some with 0600, which other users of a shared model folder cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)
 
 
 __all__ = [

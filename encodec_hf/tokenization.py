@@ -276,6 +276,17 @@ def tokenize_dataset(
     return _set_metadata(result, _metadata(model, bandwidth, errors, fast_encoding))
 
 
+def _as_array(value):
+    """A cell as numpy: torch tensors through `.numpy()`, lists of tensors or arrays stacked (datasets' torch and
+    numpy formats give ragged rows as lists or object arrays of them)."""
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.dtype == object):
+        items = [_as_array(item) for item in value]
+        return np.stack(items) if items and all(isinstance(item, np.ndarray) for item in items) else np.asarray(items)
+    return value
+
+
 def decode_tokens(model: EncodecModel, rows, audio_scales=None, audio_length=None):
     """Audio from tokenized rows or from codes a language model generated.
 
@@ -284,15 +295,21 @@ def decode_tokens(model: EncodecModel, rows, audio_scales=None, audio_length=Non
     (num_quantizers, frames) for one chunk, with `audio_scales` (one per chunk; required by models that
     normalise) and `audio_length` (samples; defaults to what the frames cover).
 
+    Rows and batches come in any of the formats of `datasets` (python lists, numpy, torch).
+
     Returns float32 (channels, audio_length) numpy audio, or a list of them for a batch.
     """
-    if isinstance(rows, dict) and isinstance(rows.get("audio_length"), list):  # a batch of rows
-        return [decode_tokens(model, {k: rows[k][i] for k in CODE_COLUMNS}) for i in range(len(rows["audio_length"]))]
+    if isinstance(rows, dict) and np.ndim(_as_array(rows.get("audio_length"))) == 1:  # a batch of rows
+        count = len(rows["audio_length"])
+        return [decode_tokens(model, {k: rows[k][i] for k in CODE_COLUMNS if k in rows}) for i in range(count)]
     if isinstance(rows, dict):
         codes, audio_scales, audio_length = rows["audio_codes"], rows.get("audio_scales"), rows.get("audio_length")
+        audio_length = None if audio_length is None else int(_as_array(audio_length))
+        if audio_scales is not None:
+            audio_scales = [float(s) for s in np.asarray(_as_array(audio_scales), dtype=np.float64).reshape(-1)]
     else:
         codes = rows
-    codes = torch.as_tensor(np.asarray(codes), dtype=torch.long)
+    codes = torch.as_tensor(np.asarray(_as_array(codes), dtype=np.int64), dtype=torch.long)
     if codes.dim() == 2:
         codes = codes[None]
     if codes.dim() != 3:

@@ -138,3 +138,134 @@ def test_convert_refuses_non_finite_weights():
     source[first] = torch.full_like(source[first], float("inf"))
     with pytest.raises(ValueError, match="NaN or Inf"):
         convert_state_dict(source, model.config)
+
+
+# -- the command line -----------------------------------------------------------------------------------------------
+
+
+def cli(*args):
+    from encodec_hf.cli import main
+
+    return main([str(a) for a in args])
+
+
+def test_decompress_takes_the_model_the_file_names(tmp_path, capsys, monkeypatch):
+    """Without --model, decompress asks for facebook/<the file's model> (offline here: the one-line Hub error names
+    it), not the default 48 kHz model."""
+    model = tiny_model()
+    data = bytearray(compress_tiny(model))
+    data = data.replace(b'"encodec_400hz"', b'"encodec_24khz"')  # a 24 kHz file's header (same length)
+    (tmp_path / "a.ecdc").write_bytes(bytes(data))
+    assert cli("decompress", tmp_path / "a.ecdc", tmp_path / "a.wav") == 2
+    assert "'facebook/encodec_24khz'" in capsys.readouterr().err
+
+
+def compress_tiny(model):
+    from encodec_hf import compress
+
+    return compress(model, np.zeros(300, dtype=np.float32), 400, bandwidth=0.8)
+
+
+def test_a_missing_local_model_fails_at_once(tmp_path, capsys, monkeypatch):
+    import soundfile as sf
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    sf.write(tmp_path / "in.wav", np.zeros(100, dtype=np.float32), 400)
+    assert cli("roundtrip", "in.wav", "out.wav", "--model", "models/nonexistent") == 2
+    assert "does not exist (a local path" in capsys.readouterr().err
+
+
+def test_tokenize_needs_force_keeps_or_drops_audio_and_speaks_in_options(tmp_path, capsys):
+    import soundfile as sf
+
+    folder = save_tiny_folder(tmp_path / "model")
+    (tmp_path / "audio").mkdir()
+    sf.write(tmp_path / "audio" / "a.wav", np.zeros((300, 2), dtype=np.float32) + 0.1, 400)
+    (tmp_path / "audio" / "b.wav").write_bytes(b"not audio")
+    assert cli("tokenize", tmp_path / "audio", "--model", folder, "--output", tmp_path / "out", "-b", "0.8") == 2
+    assert "--on-error skip" in capsys.readouterr().err  # not on_error='skip'
+    assert (
+        cli(
+            "tokenize",
+            tmp_path / "audio",
+            "--model",
+            folder,
+            "--output",
+            tmp_path / "out",
+            "-b",
+            "0.8",
+            "--on-error",
+            "skip",
+            "--drop-audio",
+            "--threads",
+            "1",
+        )
+        == 0
+    )
+    assert "audio" not in datasets.load_from_disk(str(tmp_path / "out")).column_names
+    assert (
+        cli(
+            "tokenize",
+            tmp_path / "audio",
+            "--model",
+            folder,
+            "--output",
+            tmp_path / "out",
+            "-b",
+            "0.8",
+            "--on-error",
+            "skip",
+        )
+        == 2
+    )
+    assert "pass -f" in capsys.readouterr().err
+    assert (
+        cli(
+            "tokenize",
+            tmp_path / "audio",
+            "--model",
+            folder,
+            "--output",
+            tmp_path / "out",
+            "-b",
+            "0.8",
+            "--on-error",
+            "skip",
+            "-f",
+        )
+        == 0
+    )
+    assert "audio" in datasets.load_from_disk(str(tmp_path / "out")).column_names
+
+
+def test_convert_writes_files_with_the_usual_permissions(tmp_path):
+    import os
+
+    from encodec_hf.convert_encodec import convert_checkpoint
+    from encodec_hf.testing import original_layout
+
+    model = EncodecModel(EncodecConfig.from_preset("encodec_32khz"))
+    torch.save(original_layout(model), tmp_path / "checkpoint.th")
+    umask = os.umask(0o022)
+    try:
+        convert_checkpoint(tmp_path / "checkpoint.th", "encodec_32khz", tmp_path / "out")
+    finally:
+        os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}
+    assert modes and set(modes.values()) == {0o644}, modes
+
+
+@pytest.mark.parametrize("form", [None, "numpy", "torch"])
+def test_decode_tokens_takes_rows_and_batches_in_every_format(chunked, extractor, form):
+    clips = [np.random.default_rng(i).standard_normal(300 * (i + 1)).astype(np.float32) * 0.2 for i in range(3)]
+    dataset = datasets.Dataset.from_dict({"audio": clips, "rate": [400] * 3})
+    tokenized = tokenize_dataset(dataset, chunked, extractor, 0.8, sampling_rate_column="rate")
+    from encodec_hf import decode_tokens
+
+    expected = [decode_tokens(chunked, tokenized[i]) for i in range(3)]
+    shaped = tokenized.with_format(form) if form else tokenized
+    for i in range(3):
+        np.testing.assert_array_equal(decode_tokens(chunked, shaped[i]), expected[i])
+    batch = decode_tokens(chunked, shaped[0:3])
+    assert len(batch) == 3 and all(np.array_equal(a, b) for a, b in zip(batch, expected, strict=True))
