@@ -58,6 +58,7 @@ def test_original_24khz_checkpoint_round_trip(converted):
         assert torch.equal(model.state_dict()[rename_key(key)], value), key
 
 
+@pytest.mark.slow  # builds a full-size model
 def test_strict_failures(tmp_path):
     config = EncodecConfig.from_preset("encodec_24khz")
     good = original_layout(EncodecModel(config))

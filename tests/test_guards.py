@@ -239,6 +239,7 @@ def test_tokenize_needs_force_keeps_or_drops_audio_and_speaks_in_options(tmp_pat
     assert "audio" in datasets.load_from_disk(str(tmp_path / "out")).column_names
 
 
+@pytest.mark.slow  # builds a full-size model
 def test_convert_writes_files_with_the_usual_permissions(tmp_path):
     import os
 

@@ -122,6 +122,7 @@ def test_model_card(built, tmp_path):
     assert "torch.Size([2, 1, 1, 100]) torch.Size([1, 2, 400])" in result.stdout
 
 
+@pytest.mark.slow  # builds a full-size model
 def test_card_names_the_official_base_model(tmp_path):
     torch.manual_seed(0)
     model = EncodecModel(EncodecConfig.from_preset("encodec_24khz"))

@@ -13,7 +13,7 @@ from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
 from encodec_hf.modeling_encodec import num_frames
 from encodec_hf.testing import import_original_encodec
 
-pytestmark = pytest.mark.parity
+pytestmark = [pytest.mark.parity, pytest.mark.slow]  # full-size models throughout
 
 # Lengths not a multiple of the stride, shorter than one frame (100 < 320), than one chunk, and 48 kHz lengths
 # where the original's decode fails (47,700: see linear_overlap_add).

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from encodec_hf import EncodecConfig, EncodecModel
+from encodec_hf import EncodecModel
 from encodec_hf.streaming import STARTUP_DELAY_FRAMES
-from encodec_hf.testing import tiny_model
+from encodec_hf.testing import tiny_config, tiny_model
 
 
 def split_push(stream, tensor, sizes_seed, max_piece, *extra):
@@ -128,7 +128,7 @@ def test_bad_use():
     with pytest.raises(ValueError, match="scales"):
         chunked.stream_decoder().push(torch.zeros(1, 2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="causal"):
-        EncodecModel(EncodecConfig.from_preset("encodec_32khz")).stream_encoder()
+        EncodecModel(tiny_config(use_causal_conv=False)).stream_encoder()  # neither causal nor chunked
 
 
 class RecordingReader:
