@@ -47,6 +47,7 @@ PROCESSOR_AUTO_MAP = {
     "AutoProcessor": "processing.EncodecFeatureExtractor",
 }
 FOLDER_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", *REMOTE_CODE)
+BUILD_MARKER = ".encodec-hf-build"  # marks a folder this module built (never uploaded)
 OPTIONAL_FILES = ("language_model",)  # the entropy-coding language model's subfolder, if the model has one
 META_LICENSE = "cc-by-nc-4.0"  # Meta's EnCodec weights
 OFFICIAL_CHECKPOINTS = {  # file names of the released weights -> the Hub model they are
@@ -235,14 +236,25 @@ def _add_auto_map(path: Path, auto_map: dict) -> None:
 def build_folder(
     source: Source, local_dir: str | Path, repo_id: str, license: str = META_LICENSE, base_model: str | None = None
 ) -> Path:
-    """Write the folder to publish into `local_dir` (which must be empty or hold only such a folder)."""
+    """Write the folder to publish into `local_dir`: a new or empty folder, or one an earlier build made (which is
+    emptied first, so nothing left from another model ships). Any other non-empty folder is refused, and links
+    are never followed."""
     folder = Path(local_dir)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise HubUploadError(f"--local-dir {folder} is a link or a file; use an empty folder")
     folder.mkdir(parents=True, exist_ok=True)
-    strangers = sorted(p.name for p in folder.iterdir() if p.name not in FOLDER_FILES + OPTIONAL_FILES)
-    if strangers:
+    entries = list(folder.iterdir())
+    if entries and not (folder / BUILD_MARKER).is_file():
+        names = ", ".join(sorted(p.name for p in entries)[:5])
         raise HubUploadError(
-            f"--local-dir {folder} holds other files ({', '.join(strangers[:5])}); use an empty folder"
+            f"--local-dir {folder} holds other files ({names}) that encodec-hf did not put there; use an empty folder"
         )
+    for entry in entries:  # an earlier build's: removed, links themselves and never their targets
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    (folder / BUILD_MARKER).write_text(f"built by encodec-hf for {repo_id}; this folder is emptied by the next build\n")
     source.model.save_pretrained(folder)  # safetensors, never pickle; the language model in language_model/
     source.extractor.save_pretrained(folder)
     _add_auto_map(folder / "config.json", CONFIG_AUTO_MAP)
@@ -258,7 +270,7 @@ def build_folder(
 def check_folder(folder: str | Path, source_model: EncodecModel) -> None:
     """Reload the built folder and require the same codes as the source model on a short clip."""
     folder = Path(folder)
-    present = sorted(p.name for p in folder.iterdir() if p.name not in OPTIONAL_FILES)
+    present = sorted(p.name for p in folder.iterdir() if p.name not in OPTIONAL_FILES + (BUILD_MARKER,))
     if sorted(FOLDER_FILES) != present:
         raise HubUploadError(
             f"{folder} should hold exactly {', '.join(sorted(FOLDER_FILES))} (and optionally "
@@ -296,7 +308,7 @@ def describe_folder(folder: str | Path) -> list[tuple[str, int]]:
     return [
         (p.relative_to(folder).as_posix(), p.stat().st_size)
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.is_symlink()
+        if p.is_file() and not p.is_symlink() and p.name != BUILD_MARKER
     ]
 
 

@@ -18,7 +18,7 @@ from huggingface_hub.utils import _http
 
 from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
 from encodec_hf.cli import main
-from encodec_hf.hub_upload import FOLDER_FILES, HubUploadError, build_folder, load_source, upload
+from encodec_hf.hub_upload import BUILD_MARKER, FOLDER_FILES, HubUploadError, build_folder, load_source, upload
 from encodec_hf.testing import original_layout, run_without_encodec_hf, save_tiny_folder, tiny_model
 
 
@@ -35,7 +35,7 @@ def built(source_folder, tmp_path_factory):
 
 
 def test_folder_contents(built):
-    assert sorted(p.name for p in built.iterdir()) == sorted(FOLDER_FILES)
+    assert sorted(p.name for p in built.iterdir() if p.name != BUILD_MARKER) == sorted(FOLDER_FILES)
     config = json.loads((built / "config.json").read_text())
     assert config["auto_map"] == {
         "AutoConfig": "configuration_encodec.EncodecConfig",
@@ -323,6 +323,33 @@ def test_local_dir_must_not_hold_other_files(tmp_path, source_folder):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(HubUploadError, match="holds other files"):
         upload(source_folder, "me/x", local_dir=tmp_path, dry_run=True, report=lambda line: None)
+
+
+def test_local_dir_is_rebuilt_clean_and_links_are_never_followed(tmp_path, source_folder):
+    """A folder an earlier build made is emptied first (a language model left from another model does not ship);
+    links inside it are removed, never followed; a folder that is a link is refused."""
+    from encodec_hf import EncodecLanguageModel
+
+    with_lm = tiny_model(chunked=True)
+    with_lm.language_model = EncodecLanguageModel.for_model(with_lm.config).eval()
+    first = save_tiny_folder(tmp_path / "with-lm", with_lm)
+    out = tmp_path / "out"
+    upload(first, "me/x", local_dir=out, dry_run=True, report=lambda line: None)
+    assert (out / "language_model").is_dir()
+    outside = tmp_path / "outside.md"
+    outside.write_text("keep me")
+    (out / "README.md").unlink()
+    (out / "README.md").symlink_to(outside)
+    upload(source_folder, "me/x", local_dir=out, dry_run=True, report=lambda line: None)  # no language model
+    assert not (out / "language_model").exists()
+    assert outside.read_text() == "keep me" and not (out / "README.md").is_symlink()
+    (tmp_path / "link").symlink_to(out, target_is_directory=True)
+    with pytest.raises(HubUploadError, match="is a link or a file"):
+        upload(source_folder, "me/x", local_dir=tmp_path / "link", dry_run=True, report=lambda line: None)
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "config.json").write_text("{}")  # a model's file name, but not this build's
+    with pytest.raises(HubUploadError, match="did not put there"):
+        upload(source_folder, "me/x", local_dir=tmp_path / "foreign", dry_run=True, report=lambda line: None)
 
 
 def test_import_registers_auto_classes_without_touching_builtin():
