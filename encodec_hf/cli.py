@@ -323,6 +323,7 @@ def tokenize(args) -> int:
         id_column=args.id_column,
         on_error=args.on_error,
         remove_audio_column=args.drop_audio,
+        restart=args.restart,
     )
     if output is not None:  # rank 0
         import datasets
@@ -445,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--drop-audio", action="store_true", help="leave the audio column out of the output (it keeps every other)"
     )
     tok.add_argument("-f", "--force", action="store_true", help="overwrite an existing --output")
+    tok.add_argument(
+        "--restart", action="store_true", help="discard the parts of an earlier run instead of resuming from them"
+    )
     tok.set_defaults(func=tokenize)
 
     up = commands.add_parser("upload", help="build a Hub folder with remote code and a model card, check it, push it")

@@ -41,6 +41,20 @@ _BASE_KEYS = frozenset(
     }
 )
 
+_UPPER_BOUNDS = {  # field: the largest value accepted (the official models' values in the comments)
+    "sampling_rate": 384_000,  # 24,000 to 48,000
+    "hidden_size": 4096,  # 128
+    "num_filters": 4096,  # 32 to 64
+    "num_residual_layers": 16,  # 1
+    "kernel_size": 1024,  # 7
+    "last_kernel_size": 1024,  # 7
+    "residual_kernel_size": 1024,  # 3
+    "dilation_growth_rate": 64,  # 2
+    "compress": 4096,  # 2
+    "num_lstm_layers": 16,  # 2
+    "codebook_size": 1 << 20,  # 1024 to 2048
+    "chunk_length_s": 3600,  # 1.0
+}
 _NORM_TYPES = ("weight_norm", "time_group_norm")
 _PAD_MODES = ("reflect", "constant", "replicate", "circular")
 
@@ -127,6 +141,26 @@ class EncodecConfig(PretrainedConfig):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
+        # NaN and Inf first, so that no derived value (frame rate, chunk length) is computed from one
+        for name in ("chunk_length_s", "overlap", "trim_right_ratio"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        for name in ("target_bandwidths", "upsampling_ratios"):
+            values = getattr(self, name)
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+                raise ValueError(f"{name} must hold finite numbers, got {values!r}")
+        # Upper bounds far above the official models (in parentheses), so that a damaged or hostile config.json
+        # cannot make the loader build millions of layers or allocate without end.
+        for name, high in _UPPER_BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > high:
+                raise ValueError(f"{name} must be at most {high:,}, got {value!r}")
+        if len(self.upsampling_ratios) > 16 or any(r > 64 for r in self.upsampling_ratios):
+            raise ValueError(f"upsampling_ratios must be at most 16 ratios of at most 64, got {self.upsampling_ratios}")
+        if isinstance(self.sampling_rate, int) and self.sampling_rate < 100:
+            raise ValueError(f"sampling_rate must be at least 100 Hz, got {self.sampling_rate!r}")
+
         for name in (
             "sampling_rate",
             "hidden_size",
@@ -184,8 +218,18 @@ class EncodecConfig(PretrainedConfig):
         if self.chunk_length_s is not None:
             if self.chunk_length_s <= 0 or self.chunk_length < 1:
                 raise ValueError(f"chunk_length_s must be positive, got {self.chunk_length_s!r}")
-            if not 0.0 <= self.overlap < 1.0:
-                raise ValueError(f"overlap must be in [0, 1), got {self.overlap!r}")
+            if not 0.0 <= self.overlap <= 0.5:
+                raise ValueError(f"overlap must be in [0, 0.5] (EnCodec's: 0.01), got {self.overlap!r}")
+            if self.chunk_length < self.hop_length:
+                raise ValueError(
+                    f"chunk_length_s must give chunks of at least one frame ({self.hop_length} samples), got "
+                    f"{self.chunk_length_s!r} s = {self.chunk_length} samples"
+                )
+        if self.num_quantizers > 1024:
+            raise ValueError(
+                f"target_bandwidths[-1]={self.target_bandwidths[-1]} kbps needs {self.num_quantizers} codebooks; at "
+                f"most 1,024 are allowed (EnCodec's models have 4 to 32)"
+            )
         if self.num_quantizers < 1:
             raise ValueError(
                 f"target_bandwidths[-1]={self.target_bandwidths[-1]} kbps is below one codebook "
@@ -289,6 +333,18 @@ class EncodecLanguageModelConfig(PretrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, high in (
+            ("num_codebooks", 1024),
+            ("codebook_size", 1 << 20),
+            ("past_context", 100_000),
+            ("dim", 8192),
+            ("num_layers", 64),
+            ("num_heads", 256),
+        ):  # the original: 32, 1024, 525, 200, 5, 8
+            if getattr(self, name) > high:
+                raise ValueError(f"{name} must be at most {high:,}, got {getattr(self, name)!r}")
+        if not isinstance(self.hidden_scale, (int, float)) or not math.isfinite(self.hidden_scale):
+            raise ValueError(f"hidden_scale must be a finite number, got {self.hidden_scale!r}")
         if self.dim % self.num_heads:
             raise ValueError(f"dim ({self.dim}) must be a multiple of num_heads ({self.num_heads})")
         if not 0 < float(self.hidden_scale) <= 64:

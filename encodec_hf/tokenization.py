@@ -356,6 +356,52 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
+FINGERPRINT_NAME = "fingerprint.json"
+
+
+def run_fingerprint(dataset, model, bandwidth: float, rows_per_part: int, options: dict) -> dict:
+    """What makes a tokenization run's rows: equal fingerprints, equal rows."""
+    import hashlib
+
+    weights = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return {
+        "model weights (sha256)": weights.hexdigest(),
+        "model config": json.loads(model.config.to_json_string(use_diff=False)),
+        "bandwidth": float(model.config.check_bandwidth(bandwidth)),
+        "input dataset (datasets fingerprint)": getattr(dataset, "_fingerprint", None),
+        "input rows": len(dataset),
+        "rows_per_part": rows_per_part,
+        "options": {key: value for key, value in sorted(options.items()) if key != "num_proc"},
+    }
+
+
+def _check_fingerprint(parts_dir: Path, fingerprint: dict) -> None:
+    """Create `parts_dir` with `fingerprint`, or check that the parts already there were made the same way."""
+    path = parts_dir / FINGERPRINT_NAME
+    if not parts_dir.exists():
+        parts_dir.mkdir(parents=True)
+    if not path.exists():
+        if any(parts_dir.iterdir()):
+            raise ValueError(
+                f"{parts_dir} holds parts with no record of how they were made (an earlier version): resume "
+                f"refused; pass restart=True (--restart) to discard them"
+            )
+        path.write_text(json.dumps(fingerprint, indent=1, default=str) + "\n")
+        return
+    before = json.loads(path.read_text())
+    now = json.loads(json.dumps(fingerprint, default=str))
+    differing = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+    if differing:
+        details = "; ".join(f"{key}: {before.get(key)!r} then, {now.get(key)!r} now" for key in differing[:3])
+        raise ValueError(
+            f"the parts in {parts_dir} were made with other settings ({details}); pass restart=True (--restart) "
+            f"to discard them, or rerun with the same settings"
+        )
+
+
 def tokenize_to_disk(
     dataset,
     model,
@@ -364,14 +410,18 @@ def tokenize_to_disk(
     bandwidth: float,
     rows_per_part: int = 1000,
     progress=None,
+    restart: bool = False,
     **options,
 ) -> Path | None:
     """Tokenize a map-style `dataset` into a folder that `datasets.load_from_disk` reads.
 
     Parts of `rows_per_part` rows are written to `OUTPUT.parts/`; a part already there is not redone, so a run
-    that was interrupted resumes where it stopped. Under `torchrun` (RANK, WORLD_SIZE set) each rank takes its
-    contiguous shard (`split_dataset_by_node`) and rank 0 joins all parts in row order into OUTPUT, which is then
-    the dataset one process writes. Returns OUTPUT on rank 0, None on the others.
+    that was interrupted resumes where it stopped. The parts carry a fingerprint of what made them (the model's
+    weights and config, the bandwidth, the input dataset, every option): a resume that differs in any of these
+    raises a ValueError naming the difference, and `restart=True` discards the parts instead. Under `torchrun`
+    (RANK, WORLD_SIZE set) each rank takes its contiguous shard (`split_dataset_by_node`) and rank 0 joins all
+    parts in row order into OUTPUT, which is then the dataset one process writes. Returns OUTPUT on rank 0, None
+    on the others.
     """
     import datasets
     from datasets.distributed import split_dataset_by_node
@@ -383,7 +433,14 @@ def tokenize_to_disk(
     # split_dataset_by_node gives contiguous shards: the first (n % world) hold one row more
     base, extra = divmod(len(dataset), world)
     offset = rank * base + min(rank, extra)
-    parts_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = run_fingerprint(dataset, model, bandwidth, rows_per_part, options)
+    if rank == 0:
+        if restart and parts_dir.exists():
+            shutil.rmtree(parts_dir)
+        _check_fingerprint(parts_dir, fingerprint)
+    _barrier(world)
+    if rank != 0:
+        _check_fingerprint(parts_dir, fingerprint)
     for start in range(0, len(shard), rows_per_part):
         stop = min(start + rows_per_part, len(shard))
         name = f"rows-{offset + start:012d}-{offset + stop:012d}"

@@ -101,3 +101,39 @@ def test_unknown_key_in_config_file(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="hiden_size"):
         EncodecConfig.from_pretrained(tmp_path)
+
+
+NON_CAUSAL = dict(use_causal_conv=False, norm_type="time_group_norm", audio_channels=2, normalize=True)
+
+
+@pytest.mark.parametrize(
+    "settings, field",
+    [
+        (dict(sampling_rate=1), "sampling_rate"),
+        (dict(sampling_rate=10**7), "sampling_rate"),
+        (dict(chunk_length_s=1.0, overlap=0.9999, **NON_CAUSAL), "overlap"),
+        (dict(chunk_length_s=float("nan"), overlap=0.01, **NON_CAUSAL), "chunk_length_s"),
+        (dict(chunk_length_s=1.0, overlap=float("inf"), **NON_CAUSAL), "overlap"),
+        (dict(chunk_length_s=0.001, overlap=0.01, **NON_CAUSAL), "chunk_length_s"),  # 24 samples: under a frame
+        (dict(target_bandwidths=[1e8]), "target_bandwidths"),
+        (dict(target_bandwidths=[float("nan")]), "target_bandwidths"),
+        (dict(num_residual_layers=100_000), "num_residual_layers"),
+        (dict(num_lstm_layers=100_000), "num_lstm_layers"),
+        (dict(upsampling_ratios=[2] * 1000), "upsampling_ratios"),
+        (dict(codebook_size=1 << 30), "codebook_size"),
+    ],
+)
+def test_values_are_bounded_with_the_field_named(settings, field):
+    with pytest.raises(ValueError, match=field):
+        EncodecConfig(**settings)
+
+
+def test_language_model_config_is_bounded():
+    from encodec_hf import EncodecLanguageModelConfig
+
+    with pytest.raises(ValueError, match="num_layers must be at most 64"):
+        EncodecLanguageModelConfig(num_layers=100_000)
+    with pytest.raises(ValueError, match="hidden_scale must be"):
+        EncodecLanguageModelConfig(hidden_scale=float("nan"))
+    for name in ("encodec_24khz", "encodec_48khz"):
+        EncodecLanguageModelConfig.for_model(EncodecConfig.from_preset(name))  # the original's fit

@@ -175,7 +175,7 @@ def test_resumes_after_an_interruption(model, extractor, audio_files, tmp_path, 
     monkeypatch.setattr(tokenization, "tokenize_dataset", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2)
-    assert sorted(p.name for p in (tmp_path / "out.parts").iterdir() if not p.name.startswith(".")) == [
+    assert sorted(p.name for p in (tmp_path / "out.parts").iterdir() if p.name.startswith("rows-")) == [
         "rows-000000000000-000000000002",
         "rows-000000000002-000000000004",
         "rows-000000000004-000000000006",
@@ -312,3 +312,35 @@ def test_fast_encoding_is_an_argument_and_recorded(model, extractor, audio_files
     with torch.no_grad():
         enc = model.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=0.8, fast_encoding=True)
     np.testing.assert_array_equal(np.asarray(fast[0]["audio_codes"]), enc.audio_codes[:, 0].numpy())
+
+
+def test_resume_with_other_settings_is_refused(model, extractor, audio_files, tmp_path, monkeypatch):
+    """Parts made with another bandwidth, model or input are never mixed into the output; restart starts over."""
+    ds = undecoded(audio_files * 2)  # 8 rows, parts of 2
+    real = tokenization.tokenize_dataset
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("power cut")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tokenization, "tokenize_dataset", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2)
+    monkeypatch.setattr(tokenization, "tokenize_dataset", real)
+    with pytest.raises(ValueError, match="bandwidth: 0.8 then, 0.4 now"):
+        tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.4, rows_per_part=2)
+    with pytest.raises(ValueError, match="model weights"):
+        tokenize_to_disk(ds, tiny_model(seed=9, chunked=True), extractor, tmp_path / "out", 0.8, rows_per_part=2)
+    with pytest.raises(ValueError, match="input"):
+        tokenize_to_disk(
+            undecoded(audio_files * 2 + audio_files[:3]), model, extractor, tmp_path / "out", 0.8, rows_per_part=2
+        )
+    with pytest.raises(ValueError, match="options"):
+        tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2, fast_encoding=True)
+    tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.4, rows_per_part=2, restart=True)
+    written = datasets.load_from_disk(str(tmp_path / "out"))
+    assert tokenization_metadata(written)["bandwidth"] == 0.4 and len(written) == 8
+    assert np.asarray(written[0]["audio_codes"]).shape[1] == 1  # one codebook at 0.4 kbps, in every row
