@@ -701,6 +701,8 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
 # None there means the model's default, which `set_inference_defaults` changes (validated, never silently).
 
 MAX_SCALE = 1e6  # the largest per-chunk scale: see encode_chunks
+LONG_DECODE_FRAMES = 4500  # causal clips longer than this (60 s at 24 kHz) decode in pieces: see decode_chunks
+DECODE_PIECE_FRAMES = 375  # 5 s at 24 kHz: about 0.5 GB of activations (the channels_last layout is not streamed)
 
 INFERENCE_DEFAULTS = {
     # exact (B, C, T) layout, each chunk alone: codes identical to EnCodec 0.1.1's
@@ -1095,7 +1097,24 @@ class EncodecModel(EncodecPreTrainedModel):
         return checked
 
     def decode_chunks(self, codes: torch.Tensor, fast_decoding: bool = True) -> torch.Tensor:
-        """(N, Q, F) codes of chunks of equal length -> (N, channels, F * hop) float32 audio, before any scale."""
+        """(N, Q, F) codes of chunks of equal length -> (N, channels, F * hop) float32 audio, before any scale.
+
+        A causal model's clip of more than LONG_DECODE_FRAMES frames (60 s at 24 kHz) goes through the decoder in
+        pieces of DECODE_PIECE_FRAMES, each layer carrying its streaming state across them, so that memory stays
+        that of one piece however long the clip (whole, ten minutes at 24 kHz took 6.7 GB). The pieces compute the
+        same sums over shorter windows: audio within 1e-5 of decoding the clip whole (tests/test_streaming.py).
+        """
+        frames = codes.shape[-1]
+        if self.config.use_causal_conv and self.config.chunk_length is None and frames > LONG_DECODE_FRAMES:
+            states = self.decoder.init_states()
+            pieces = []
+            for start in range(0, frames, DECODE_PIECE_FRAMES):
+                piece = codes[..., start : start + DECODE_PIECE_FRAMES]
+                embeddings = self.quantizer.decode(piece.transpose(0, 1)).to(self.dtype)  # (N, D, piece frames)
+                pieces.append(self.decoder(embeddings, states=states).float())
+            end = codes.new_zeros((codes.shape[0], self.config.hidden_size, 0), dtype=self.dtype)
+            pieces.append(self.decoder(end, states=states, final=True).float())
+            return torch.cat(pieces, dim=-1)  # (N, C, F * hop)
         embeddings = self.quantizer.decode(codes.transpose(0, 1)).to(self.dtype)
         return self.decoder(embeddings, channels_last=fast_decoding).float()
 

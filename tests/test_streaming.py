@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from encodec_hf import EncodecModel
+from encodec_hf import EncodecConfig, EncodecModel
 from encodec_hf.streaming import STARTUP_DELAY_FRAMES
 from encodec_hf.testing import tiny_config, tiny_model
 
@@ -230,3 +230,54 @@ def test_stream_example_runs_on_every_kind_of_model(tmp_path, chunked):
     assert sf.info(str(tmp_path / "out.wav")).frames == 1234 and "real-time factor" in result.stdout
     help_text = subprocess.run([sys.executable, str(example), "--help"], capture_output=True, text=True).stdout
     assert "chunk by chunk" in help_text and "--frames-per-push" in help_text
+
+
+def test_long_causal_clips_decode_in_pieces_within_1e5(monkeypatch):
+    """Past LONG_DECODE_FRAMES a causal clip goes through the decoder in pieces (bounded memory): the same audio as
+    decoding it whole, within 1e-5, for piece boundaries anywhere."""
+    import encodec_hf.modeling_encodec as modeling
+
+    model = tiny_model()
+    x = torch.randn(2, 1, 4003, generator=torch.Generator().manual_seed(3)) * 0.3  # 1,001 frames
+    mask = torch.ones(2, 4003)
+    with torch.inference_mode():
+        enc = model.encode(x, mask, bandwidth=0.8)
+        whole = model.decode(enc.audio_codes, enc.audio_scales, mask, fast_decoding=False).audio_values
+        monkeypatch.setattr(modeling, "LONG_DECODE_FRAMES", 100)
+        for piece in (7, 250):
+            monkeypatch.setattr(modeling, "DECODE_PIECE_FRAMES", piece)
+            pieces = model.decode(enc.audio_codes, enc.audio_scales, mask).audio_values
+            assert pieces.shape == whole.shape
+            assert ((pieces - whole).norm() / whole.norm()) < 1e-5, piece
+
+
+@pytest.mark.slow
+def test_memory_of_a_long_decode_is_bounded(tmp_path):
+    """The 24 kHz architecture (random weights): five minutes, decoded in pieces, raise the peak memory less than
+    one minute decoded whole (separate processes; peak resident memory from getrusage)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "model"
+    EncodecModel(EncodecConfig.from_preset("encodec_24khz")).save_pretrained(folder)
+    script = f"""
+import resource, sys, torch
+from encodec_hf import EncodecConfig, EncodecModel
+model = EncodecModel.from_pretrained({str(folder)!r}).eval()
+frames = int(sys.argv[1])
+codes = torch.randint(0, 1024, (1, 1, 2, frames), generator=torch.Generator().manual_seed(0))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with torch.inference_mode():
+    audio = model.decode(codes, [None]).audio_values
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, audio.shape[-1])
+"""
+
+    def grown_mb(frames):
+        out = subprocess.run([sys.executable, "-c", script, str(frames)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        grown, samples = out.stdout.split()
+        assert int(samples) == frames * 320
+        return float(grown)
+
+    one_minute, five_minutes = grown_mb(4500), grown_mb(22_500)
+    assert five_minutes < 1.5 * one_minute, (one_minute, five_minutes)
