@@ -13,6 +13,7 @@ encodec-hf upload SOURCE --repo-id OWNER/NAME [--model NAME] [--local-dir DIR] [
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 DEFAULT_MODEL = "facebook/encodec_48khz"
 DEFAULT_BANDWIDTH = 6.0  # the original command line's default
 PROGRESS_MIN_SECONDS = 30.0  # files shorter than this finish before a progress bar would help
+_OPEN_BARS: list = []
 
 
 class CommandError(Exception):
@@ -30,10 +32,23 @@ def read_audio(path: str | Path):
     """`audio_io.read_audio`, its errors as one line: float32 (channels, samples) and the sample rate."""
     from . import audio_io
 
+    _check_regular_file(path)
     try:
         return audio_io.read_audio(Path(path))
     except ValueError as error:
         raise CommandError(str(error)) from error
+
+
+def _check_regular_file(path: str | Path) -> None:
+    """Refuse a FIFO, a device or a folder given as an input file: reading one could block forever."""
+    import stat
+
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return  # missing: the reader says so in its own words
+    if not stat.S_ISREG(mode):
+        raise CommandError(f"{str(path)!r} is not a regular file (a folder, FIFO or device); pass an audio file")
 
 
 def write_audio(path: str | Path, audio, sample_rate: int) -> None:
@@ -89,20 +104,36 @@ def load_model(name_or_path: str):
     return model.eval(), extractor
 
 
+class _ProgressBar:
+    """A tqdm bar over the chunks of each stage in turn, drawn from the first report on (so a command that fails
+    before any work draws none), for files long enough to need one. Pass it as `progress=` to encode / decode."""
+
+    def __init__(self, seconds: float, stages: tuple[str, ...]):
+        self.enabled, self.stages, self.bar = seconds >= PROGRESS_MIN_SECONDS, stages, None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=None, unit="chunk", leave=False)
+            _OPEN_BARS.append(self)  # closed by main() however the command ends
+        self.bar.total = len(self.stages) * total
+        self.bar.n = done + self.stages.index(stage) * total
+        self.bar.set_description(stage)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _progress_bar(seconds: float, stages: tuple[str, ...] = ("encode", "decode")):
-    """A tqdm bar over the chunks of each stage in turn, for files long enough to need one, and the `progress`
-    function to pass to encode / decode: (bar, progress)."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=None, unit="chunk", disable=seconds < PROGRESS_MIN_SECONDS, leave=False)
-
-    def update(stage: str, done: int, total: int) -> None:
-        bar.total = len(stages) * total
-        bar.n = done + stages.index(stage) * total
-        bar.set_description(stage)
-        bar.refresh()
-
-    return bar, update
+    """(bar, progress): the same `_ProgressBar`, to close and to pass as `progress=`."""
+    bar = _ProgressBar(seconds, stages)
+    return bar, bar
 
 
 def _default_bandwidth(model, requested):
@@ -198,6 +229,7 @@ def decompress_command(args) -> int:
     from .ecdc import decompress
 
     output = _check_output(args.output, args.force)
+    _check_regular_file(args.input)
     try:
         data = Path(args.input).read_bytes()
     except OSError as error:
@@ -467,6 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _close_bars() -> None:
+    while _OPEN_BARS:
+        _OPEN_BARS.pop().close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as transformers_logging
@@ -481,8 +518,21 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (CommandError, ValueError) as error:
-        message = str(error)
+    except KeyboardInterrupt:
+        _close_bars()
+        print("encodec-hf: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        # One line whatever failed (a damaged safetensors file, an allocation too large, a type deep inside): the
+        # message, or the error's name when it has none. ENCODEC_HF_TRACEBACK=1 shows the traceback instead.
+        _close_bars()
+        if os.environ.get("ENCODEC_HF_TRACEBACK"):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if not isinstance(error, (CommandError, ValueError, EOFError, OSError)):
+            message = f"{type(error).__name__}: {message}"
+        if isinstance(error, MemoryError) or "can't allocate memory" in message or "not enough memory" in message:
+            message = f"out of memory ({message}); try a shorter file or fewer --threads"
         for python, command_line in (("on_error='skip'", "--on-error skip"), ("use_lm=True", "--lm")):
             message = message.replace(python, command_line)  # the user typed options, not Python arguments
         print(f"encodec-hf: error: {message}", file=sys.stderr)

@@ -270,3 +270,44 @@ def test_decode_tokens_takes_rows_and_batches_in_every_format(chunked, extractor
         np.testing.assert_array_equal(decode_tokens(chunked, shaped[i]), expected[i])
     batch = decode_tokens(chunked, shaped[0:3])
     assert len(batch) == 3 and all(np.array_equal(a, b) for a, b in zip(batch, expected, strict=True))
+
+
+def test_hostile_inputs_end_in_one_line(tmp_path, capsys):
+    """A FIFO as input (reading it would block), a damaged weights file, metadata nested 30,000 deep: exit 2, one
+    line, no traceback."""
+    import os
+    import struct
+
+    import soundfile as sf
+
+    folder = save_tiny_folder(tmp_path / "model")
+    sf.write(tmp_path / "in.wav", np.zeros(100, dtype=np.float32), 400)
+    os.mkfifo(tmp_path / "fifo.wav")
+    broken = save_tiny_folder(tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    nested = b"[" * 30_000 + b"]" * 30_000
+    (tmp_path / "nested.ecdc").write_bytes(b"ECDC\x00" + struct.pack("!I", len(nested)) + nested)
+    cases = [
+        (("roundtrip", tmp_path / "fifo.wav", tmp_path / "o.wav", "--model", folder), "not a regular file"),
+        (("decompress", tmp_path / "fifo.wav", tmp_path / "o.wav", "--model", folder), "not a regular file"),
+        (("roundtrip", tmp_path / "in.wav", tmp_path / "o.wav", "--model", broken), ""),
+        (("decompress", tmp_path / "nested.ecdc", tmp_path / "o.wav", "--model", folder), "nested too deeply"),
+    ]
+    capsys.readouterr()  # the set-up's own output
+    for args, message in cases:
+        assert cli(*args) == 2, args
+        stderr = capsys.readouterr().err.strip()
+        assert stderr.startswith("encodec-hf: error:") and "\n" not in stderr, stderr
+        assert message in stderr, (args, stderr)
+
+
+def test_decompress_iter_refuses_trailing_bytes_as_decompress_does(chunked):
+    import io
+
+    from encodec_hf.ecdc import compress, decompress_iter
+
+    data = compress(chunked, np.zeros((2, 500), dtype=np.float32), 400, bandwidth=0.8) + b"\x00"
+    with pytest.raises(ValueError, match="more than its metadata"):
+        decompress(data, chunked)
+    with pytest.raises(ValueError, match="beyond what its metadata accounts for"):
+        list(decompress_iter(io.BytesIO(data), chunked))

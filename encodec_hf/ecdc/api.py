@@ -352,6 +352,8 @@ def decompress_iter(stream, model: EncodecModel, frames_per_step: int = 8):
         piece = decoder.push(codes[None].to(model.device), scale)
         if piece.shape[-1]:
             yield piece[0].cpu().numpy()
+    if stream.read(1):  # as decompress: bytes beyond what the metadata accounts for mean a damaged file
+        raise ValueError("the file has bytes beyond what its metadata accounts for")
     piece = decoder.flush()
     if piece.shape[-1]:
         yield piece[0].cpu().numpy()

@@ -120,6 +120,8 @@ def read_header(stream) -> tuple[int, dict]:
         metadata = json.loads(read_exactly(stream, size, "metadata").decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"the file's metadata is not valid JSON: {error}") from error
+    except RecursionError as error:  # JSON nested thousands deep: no real header is
+        raise ValueError("the file's metadata is nested too deeply to be an EnCodec header") from error
     if not isinstance(metadata, dict) or not {"m", "al", "nc", "lm"} <= set(metadata):
         raise ValueError(f"the file's metadata lacks its fields m, al, nc, lm: {metadata!r}")
     return version, metadata
