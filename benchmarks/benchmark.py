@@ -43,7 +43,12 @@ BANDWIDTH = 6.0
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    """This process's peak resident memory (VmHWM). Not getrusage's ru_maxrss: on Linux it carries the parent's
+    peak across exec, and this script's parent builds full-size models, so small runs read as 0 MB."""
+    try:
+        return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
+    except (OSError, IndexError):  # not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
 def worker(args) -> None:

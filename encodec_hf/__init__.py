@@ -15,7 +15,16 @@ from .modeling_encodec import (
     EncodecPreTrainedModel,
 )
 from .processing import EncodecFeatureExtractor
-from .tokenization import decode_tokens, tokenization_metadata, tokenize_dataset
+from .tokenization import (
+    PAD_TOKEN,
+    codes_to_tokens,
+    decode_tokens,
+    scale_to_token,
+    token_to_scale,
+    tokenization_metadata,
+    tokenize_dataset,
+    tokens_to_codes,
+)
 
 __version__ = "0.1.0"
 
@@ -50,6 +59,11 @@ __all__ = [
     "tokenize_dataset",
     "decode_tokens",
     "tokenization_metadata",
+    "codes_to_tokens",
+    "tokens_to_codes",
+    "scale_to_token",
+    "token_to_scale",
+    "PAD_TOKEN",
     "compress",
     "decompress",
     "compress_file",

@@ -4,10 +4,14 @@
     audio = decode_tokens(model, tokenized[0])  # (channels, audio_length) float32
 
 New columns per row: `audio_codes` int16 shaped (num_chunks, num_quantizers, frames), exactly what
-`model.encode` gives for that row alone; `audio_scales` float32, one per chunk (empty for models that do not
-normalise); `audio_length`, samples at the model's rate. Every other column and the row order are kept. What is
-needed to decode a row alone (model, bandwidth, frame rate, chunking) is stored in the dataset's metadata
-(`tokenization_metadata`).
+`model.encode` gives for that row alone, with PAD_TOKEN (-1) on the frames past a chunk's end; `audio_scales`
+float32, one per chunk (empty for models that do not normalise); `audio_length`, samples at the model's rate.
+Every other column and the row order are kept. What is needed to decode a row alone (model, bandwidth, frame
+rate, chunking) is stored in the dataset's metadata (`tokenization_metadata`).
+
+`codes_to_tokens` / `tokens_to_codes` convert between rows and the flat (num_quantizers, T) stream a language model
+trains on and generates, and `scale_to_token` / `token_to_scale` turn the 48 kHz model's per-chunk scales into
+tokens; docs/datasets.md describes the layout with worked examples.
 
 `tokenize_to_disk` is the command line's engine: it writes parts of `rows_per_part` rows, skips parts already
 written (an interrupted run resumes without losing or repeating rows), and under `torchrun` each rank takes its
@@ -30,6 +34,7 @@ from .modeling_encodec import EncodecModel
 from .processing import EncodecFeatureExtractor
 
 METADATA_KEY = "encodec_hf"
+PAD_TOKEN = -1  # frames past a chunk's real end, in stored rows and code arrays: never a code id
 CODE_COLUMNS = ("audio_codes", "audio_scales", "audio_length")
 
 
@@ -70,11 +75,13 @@ def read_audio_value(value, sampling_rate: int | None = None):
 
 
 def _row_codes(encoded, item: int, length: int, config) -> tuple[list, list[float]]:
-    """Item `item`'s codes (num_chunks, Q, frames) and scales from a batch encode: what encoding it alone gives."""
-    plan = plan_chunks(length, config.chunk_length, config.chunk_stride)
-    frames = max(num_frames(size, config.hop_length) for _, size in plan)
-    codes = encoded.audio_codes[: len(plan), item, :, :frames]
-    scales = [] if encoded.audio_scales[0] is None else [float(s[item]) for s in encoded.audio_scales[: len(plan)]]
+    """Item `item`'s codes (num_chunks, Q, frames) and scales from a batch encode: what encoding it alone gives,
+    with PAD_TOKEN on the frames past a chunk's end."""
+    real = chunk_frames(length, config)
+    codes = encoded.audio_codes[: len(real), item, :, : max(real)].clone()
+    for index, frames in enumerate(real):
+        codes[index, :, frames:] = PAD_TOKEN
+    scales = [] if encoded.audio_scales[0] is None else [float(s[item]) for s in encoded.audio_scales[: len(real)]]
     return codes.to(torch.int16).cpu().tolist(), scales  # nested lists: Arrow casts them to the int16 feature
 
 
@@ -276,6 +283,95 @@ def tokenize_dataset(
     return _set_metadata(result, _metadata(model, bandwidth, errors, fast_encoding))
 
 
+# -- the token layout a language model trains on and generates -------------------------------------------------------
+
+
+def chunk_frames(audio_length: int, config) -> list[int]:
+    """The real frames of each chunk of a clip of `audio_length` samples.
+
+    Worked example, 48 kHz (chunks of 48,000 samples every 47,520, 320 samples a frame): 100,000 samples ->
+    chunks of 48,000, 48,000 and 4,960 samples -> [150, 150, 16]. 24 kHz: one chunk, ceil(length / 320) frames.
+    """
+    return [
+        num_frames(size, config.hop_length)
+        for _, size in plan_chunks(audio_length, config.chunk_length, config.chunk_stride)
+    ]
+
+
+def codes_to_tokens(audio_codes, audio_length: int, config) -> np.ndarray:
+    """A clip's codes, (num_chunks, num_quantizers, frames) as `encode` or a tokenized row gives them, as the flat
+    stream a language model trains on: (num_quantizers, T), each chunk's real frames end to end.
+
+    Worked example, 48 kHz, 100,000 samples: chunks of [150, 150, 16] frames -> T = 316 tokens per codebook;
+    columns 0-149 are chunk 0, 150-299 chunk 1, 300-315 chunk 2. At 24 kHz T is the clip's frames. Padding never
+    enters the stream; `tokens_to_codes` cuts it back into chunks.
+    """
+    codes = np.asarray(_as_array(audio_codes), dtype=np.int64)
+    real = chunk_frames(int(audio_length), config)
+    if codes.ndim != 3 or codes.shape[0] < len(real) or codes.shape[2] < max(real):
+        raise ValueError(
+            f"audio_codes shaped {codes.shape} do not hold the {len(real)} chunk(s) of {real} frames "
+            f"that {audio_length} samples make for this model"
+        )
+    return np.concatenate([codes[index, :, :frames] for index, frames in enumerate(real)], axis=1)
+
+
+def tokens_to_codes(tokens, config) -> tuple[np.ndarray, int]:
+    """A flat stream (num_quantizers, T), as a language model generated it, as codes (num_chunks, num_quantizers,
+    frames) with PAD_TOKEN past the last chunk's end, and the audio length those frames decode to.
+
+    Each chunk takes `frames_per_chunk` frames (150 at 48 kHz; the whole stream for models that do not chunk).
+    A last chunk of f frames ends the audio at (num_chunks - 1) x chunk_stride + min(f x hop_length, chunk_stride)
+    samples: frames past the stride lie where a next chunk would start, so a chunk plan of that length has
+    exactly these chunks. Worked example, 48 kHz, T = 316: chunks of 150, 150, 16 frames, 2 x 47,520 + 16 x 320 =
+    100,160 samples; T = 300: chunks of 150 and 150 frames, 47,520 + 47,520 = 95,040 samples (frame 150 of the
+    last chunk lies past its stride and is not used).
+    """
+    tokens = np.asarray(_as_array(tokens), dtype=np.int64)
+    if tokens.ndim != 2 or tokens.shape[1] == 0:
+        raise ValueError(f"tokens must be shaped (num_quantizers, T) with T >= 1, got {tokens.shape}")
+    per_chunk = frames_per_chunk(config)
+    total = tokens.shape[1]
+    if per_chunk is None:
+        return tokens[None], total * config.hop_length
+    count = -(-total // per_chunk)
+    codes = np.full((count, tokens.shape[0], per_chunk), PAD_TOKEN, dtype=np.int64)
+    for index in range(count):
+        piece = tokens[:, index * per_chunk : (index + 1) * per_chunk]
+        codes[index, :, : piece.shape[1]] = piece
+    last = total - (count - 1) * per_chunk
+    length = (count - 1) * config.chunk_stride + min(last * config.hop_length, config.chunk_stride)
+    return codes, length
+
+
+def frames_per_chunk(config) -> int | None:
+    """Frames of a whole chunk (150 at 48 kHz), or None for models that do not chunk."""
+    return None if config.chunk_length is None else num_frames(config.chunk_length, config.hop_length)
+
+
+# Scales as tokens: a language model for the 48 kHz model generates one scale per chunk. `scale_to_token` maps a
+# scale to one of `levels` log-uniform steps over [SCALE_TOKEN_RANGE]; decoded audio is linear in the scale, so the
+# step bounds the cost: half a step, at most 0.68 % of the amplitude with 1,024 levels (a signal-to-error ratio of
+# 43 dB at worst; tests/test_tokenization.py measures it on decoded audio).
+SCALE_TOKEN_RANGE = (1e-5, 10.0)
+
+
+def scale_to_token(scale, levels: int = 1024) -> np.ndarray:
+    """The nearest of `levels` log-uniform steps over SCALE_TOKEN_RANGE (scales outside it are clamped)."""
+    low, high = np.log(SCALE_TOKEN_RANGE[0]), np.log(SCALE_TOKEN_RANGE[1])
+    position = (np.log(np.clip(np.asarray(scale, dtype=np.float64), *SCALE_TOKEN_RANGE)) - low) / (high - low)
+    return np.rint(position * (levels - 1)).astype(np.int64)
+
+
+def token_to_scale(token, levels: int = 1024) -> np.ndarray:
+    """The scale of a token from `scale_to_token`."""
+    token = np.asarray(token)
+    if token.size and (token.min() < 0 or token.max() >= levels):
+        raise ValueError(f"scale tokens must lie in [0, {levels}), got {token.min()} to {token.max()}")
+    low, high = np.log(SCALE_TOKEN_RANGE[0]), np.log(SCALE_TOKEN_RANGE[1])
+    return np.exp(low + token.astype(np.float64) / (levels - 1) * (high - low)).astype(np.float32)
+
+
 def _as_array(value):
     """A cell as numpy: torch tensors through `.numpy()`, lists of tensors or arrays stacked (datasets' torch and
     numpy formats give ragged rows as lists or object arrays of them)."""
@@ -287,52 +383,89 @@ def _as_array(value):
     return value
 
 
-def decode_tokens(model: EncodecModel, rows, audio_scales=None, audio_length=None):
+def decode_tokens(model: EncodecModel, rows, audio_scales=None, audio_length=None, scale_tokens=None):
     """Audio from tokenized rows or from codes a language model generated.
 
     `rows` is a row of a tokenized dataset (a dict with `audio_codes`, `audio_scales`, `audio_length`), a batch of
-    rows (`dataset[a:b]`, a dict of lists), or codes: an array shaped (num_chunks, num_quantizers, frames) or
-    (num_quantizers, frames) for one chunk, with `audio_scales` (one per chunk; required by models that
-    normalise) and `audio_length` (samples; defaults to what the frames cover).
-
-    Rows and batches come in any of the formats of `datasets` (python lists, numpy, torch).
+    rows (`dataset[a:b]`), in any of the formats of `datasets` (python lists, numpy, torch), or codes: a flat
+    stream (num_quantizers, T) as a language model generates it (`tokens_to_codes` cuts it into chunks and gives
+    its length), or (num_chunks, num_quantizers, frames) chunk by chunk, PAD_TOKEN past a chunk's end. Models that
+    normalise (48 kHz) need one scale per chunk: `audio_scales`, or `scale_tokens` from `scale_to_token`.
+    `audio_length` (samples) defaults to what the frames cover (`tokens_to_codes`). Codes that cannot be this
+    model's (a codebook count it has no bandwidth for, chunks longer than its chunks, scales for a model that does
+    not normalise) are refused with a ValueError.
 
     Returns float32 (channels, audio_length) numpy audio, or a list of them for a batch.
     """
     if isinstance(rows, dict) and np.ndim(_as_array(rows.get("audio_length"))) == 1:  # a batch of rows
         count = len(rows["audio_length"])
         return [decode_tokens(model, {k: rows[k][i] for k in CODE_COLUMNS if k in rows}) for i in range(count)]
+    config = model.config
     if isinstance(rows, dict):
         codes, audio_scales, audio_length = rows["audio_codes"], rows.get("audio_scales"), rows.get("audio_length")
-        audio_length = None if audio_length is None else int(_as_array(audio_length))
-        if audio_scales is not None:
-            audio_scales = [float(s) for s in np.asarray(_as_array(audio_scales), dtype=np.float64).reshape(-1)]
     else:
         codes = rows
-    codes = torch.as_tensor(np.asarray(_as_array(codes), dtype=np.int64), dtype=torch.long)
-    if codes.dim() == 2:
-        codes = codes[None]
-    if codes.dim() != 3:
+    codes = np.asarray(_as_array(codes), dtype=np.int64)
+    if scale_tokens is not None:
+        if audio_scales is not None:
+            raise ValueError("pass audio_scales or scale_tokens, not both")
+        audio_scales = token_to_scale(np.asarray(_as_array(scale_tokens)).reshape(-1))
+    if audio_scales is not None:
+        audio_scales = [float(v) for v in np.asarray(_as_array(audio_scales), dtype=np.float64).reshape(-1)] or None
+    if codes.ndim == 2:  # a flat stream
+        codes, implied = tokens_to_codes(codes, config)
+        audio_length = implied if audio_length is None else audio_length
+    if codes.ndim != 3:
         raise ValueError(
-            f"codes must be shaped (num_chunks, num_quantizers, frames) or (num_quantizers, frames), "
-            f"got {tuple(codes.shape)}"
+            f"codes must be shaped (num_quantizers, T) or (num_chunks, num_quantizers, frames), got {codes.shape}"
         )
-    config = model.config
-    chunks, _, frames = codes.shape
+    chunks, quantizers, frames = codes.shape
+    _check_model_fits(config, quantizers, chunks, frames, audio_scales)
     if audio_length is None:
-        audio_length = (chunks - 1) * (config.chunk_stride or 0) + frames * config.hop_length
+        last = int(((codes[-1] != PAD_TOKEN).all(axis=0)).sum())  # the last chunk's real frames
+        stride = config.chunk_stride or 0
+        cap = stride if config.chunk_length is not None else last * config.hop_length
+        audio_length = (chunks - 1) * stride + min(last * config.hop_length, cap)
+    audio_length = int(_as_array(audio_length))
+    real = chunk_frames(audio_length, config)
+    if len(real) > chunks or max(real) > frames:
+        raise ValueError(
+            f"audio_length {audio_length} needs {len(real)} chunk(s) of {real} frames; the codes have "
+            f"{chunks} of {frames}"
+        )
     scales = None
     if config.normalize:
         if audio_scales is None or len(audio_scales) != chunks:
             raise ValueError(
-                f"this model normalises each chunk: pass audio_scales with one value per chunk "
+                f"this model normalises each chunk: pass audio_scales (or scale_tokens) with one value per chunk "
                 f"({chunks}), got {None if audio_scales is None else len(audio_scales)}"
             )
-        scales = [torch.tensor([[float(s)]], device=model.device) for s in audio_scales]
-    mask = torch.ones(1, int(audio_length), dtype=torch.bool, device=model.device)
+        scales = [torch.tensor([[s]], device=model.device) for s in audio_scales]
+    codes = torch.from_numpy(np.where(codes == PAD_TOKEN, 0, codes))  # pads lie past every chunk's end: unused
+    mask = torch.ones(1, audio_length, dtype=torch.bool, device=model.device)
     with torch.inference_mode():
         audio = model.decode(codes[:, None].to(model.device), scales, mask).audio_values
     return audio[0].float().cpu().numpy()
+
+
+def _check_model_fits(config, quantizers: int, chunks: int, frames: int, audio_scales) -> None:
+    """Refuse codes that another model made (ValueError)."""
+    allowed = sorted({config.num_quantizers_for_bandwidth(b) for b in config.target_bandwidths})
+    if quantizers not in allowed:
+        raise ValueError(f"codes with {quantizers} codebooks: this model's bandwidths use {allowed}")
+    per_chunk = frames_per_chunk(config)
+    if per_chunk is not None and frames > per_chunk:
+        raise ValueError(
+            f"chunks of {frames} frames: this model's chunks hold at most {per_chunk} (codes of a model "
+            f"that does not chunk? pass them as a flat stream (num_quantizers, T))"
+        )
+    if per_chunk is None and chunks != 1:
+        raise ValueError(f"{chunks} chunks of codes: this model does not chunk (codes of a 48 kHz model?)")
+    if not config.normalize and audio_scales:
+        raise ValueError(
+            "scales were given, but this model does not normalise its input: these codes come from a "
+            "model that does (the 48 kHz one)"
+        )
 
 
 # -- on disk, resumable, one process or many ----------------------------------------------------------------------
@@ -488,4 +621,17 @@ def tokenize_to_disk(
     return output
 
 
-__all__ = ["tokenize_dataset", "tokenize_to_disk", "decode_tokens", "read_audio_value", "tokenization_metadata"]
+__all__ = [
+    "tokenize_dataset",
+    "tokenize_to_disk",
+    "decode_tokens",
+    "read_audio_value",
+    "tokenization_metadata",
+    "codes_to_tokens",
+    "tokens_to_codes",
+    "chunk_frames",
+    "frames_per_chunk",
+    "scale_to_token",
+    "token_to_scale",
+    "PAD_TOKEN",
+]
