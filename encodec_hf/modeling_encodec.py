@@ -87,7 +87,7 @@ class EncodecDecoderOutput(ModelOutput):
 #
 # Every layer runs in two layouts. (B, C, T) tensors take the original's operations (conv1d), which give
 # EnCodec 0.1.1's numbers bit for bit. (B, C, 1, T) channels_last tensors take conv2d over time-major memory,
-# about twice as fast on CPU (docs/performance.md), with float rounding in a different order: decoded audio stays
+# faster on CPU (docs/performance.md, the "fast" rows), with float rounding in a different order: decoded audio stays
 # within a few 1e-6 of the exact path, but a code whose two nearest codebook entries are almost equally near can
 # flip. The model decodes in channels_last and encodes in (B, C, T) unless told otherwise. Streams run (B, C, T).
 
@@ -707,7 +707,7 @@ DECODE_PIECE_FRAMES = 375  # 5 s at 24 kHz: about 0.5 GB of activations (the cha
 INFERENCE_DEFAULTS = {
     # exact (B, C, T) layout, each chunk alone: codes identical to EnCodec 0.1.1's
     "fast_encoding": False,
-    # channels_last layout, chunks in batches: audio within a few 1e-6 of the exact path, about 2x faster on CPU
+    # channels_last layout, chunks in batches: audio within a few 1e-6 of the exact path, faster on CPU
     "fast_decoding": True,
     # chunks per batch in the fast paths: fastest on a 2-core CPU (55 ms a chunk, 57 alone, 85 with 8 a batch)
     "chunk_batch_size": 4,
@@ -773,11 +773,11 @@ class EncodecModel(EncodecPreTrainedModel):
     Options (keyword arguments of `encode`, `decode` and `forward`; None: the model's default, see
     `set_inference_defaults`):
         fast_encoding (`bool`, default False): encode in the channels_last layout, several chunks per batch.
-            About twice as fast on CPU, but float rounding then differs from EnCodec 0.1.1's, and a code whose two
-            nearest codebook entries are almost equally near can flip (measured: about 1 code in 1,000 at 24 kHz,
-            none seen at 48 kHz; the original itself changes codes between 1 and 2 threads). By default each chunk
-            is encoded alone with the original's operations, so codes are identical to EnCodec 0.1.1's and every
-            batch item gets exactly the codes it gets alone.
+            Faster on CPU (docs/performance.md), but float rounding then differs from EnCodec 0.1.1's, and a code
+            whose two nearest codebook entries are almost equally near can flip (measured: about 1 code in 1,000 at
+            24 kHz, none seen at 48 kHz; the original itself changes codes between 1 and 2 threads). By default
+            each chunk is encoded alone with the original's operations, so codes are identical to EnCodec 0.1.1's
+            and every batch item gets exactly the codes it gets alone.
         fast_decoding (`bool`, default True): decode in the channels_last layout, `chunk_batch_size` chunks per
             batch; audio stays within a few 1e-6 (relative) of the exact path. False decodes each chunk alone with
             the original's operations.
