@@ -28,7 +28,8 @@ from .modeling_encodec import EncodecModel
 from .processing import EncodecFeatureExtractor
 
 # The model's and processor's modules and every module they import (streaming.py for stream_encoder /
-# stream_decoder, language_model.py for the entropy-coding model, chunking.py for the arithmetic they share):
+# stream_decoder, language_model.py for the entropy-coding model, chunking.py for the arithmetic they share,
+# audio_io.py for the processor's undecoded audio files):
 # transformers copies what the auto_map names and their relative imports, so all of them ship.
 REMOTE_CODE = (
     "configuration_encodec.py",
@@ -37,6 +38,7 @@ REMOTE_CODE = (
     "streaming.py",
     "language_model.py",
     "chunking.py",
+    "audio_io.py",
 )
 CONFIG_AUTO_MAP = {
     "AutoConfig": "configuration_encodec.EncodecConfig",

@@ -12,6 +12,7 @@ import numpy as np
 from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.utils import logging
 
+from .audio_io import read_audio
 from .chunking import chunk_sizes, plan_chunks
 
 logger = logging.get_logger(__name__)
@@ -102,16 +103,25 @@ def check_sampling_rate(rate, index: int = 0, model_rate: int = MIN_SAMPLING_RAT
 
 
 def _own_rate(clip) -> bool:
-    """Whether a clip carries its own rate (a dict with `sampling_rate`, a decoder with `get_all_samples()`)."""
-    return (isinstance(clip, dict) and clip.get("sampling_rate") is not None) or hasattr(clip, "get_all_samples")
+    """Whether a clip carries its own rate: a dict with `sampling_rate`, an undecoded file (`bytes` or `path`), a
+    decoder with `get_all_samples()`."""
+    if isinstance(clip, dict):
+        return clip.get("sampling_rate") is not None or bool(clip.get("bytes") or clip.get("path"))
+    return hasattr(clip, "get_all_samples")
 
 
 def _unwrap(clip, sampling_rate: int | None, index: int):
     """Accept the forms `datasets` gives audio in: a dict with `array` and `sampling_rate`, or a decoder
     object with `get_all_samples()` (torchcodec's AudioDecoder, which keeps stereo as stereo)."""
+    if isinstance(clip, dict) and "array" not in clip and (clip.get("bytes") or clip.get("path")):
+        # an undecoded `Audio(decode=False)` cell: the file's bytes or path, read at the file's own rate
+        return read_audio(clip["bytes"] if clip.get("bytes") else clip["path"])
     if isinstance(clip, dict):
         if "array" not in clip:
-            raise ValueError(f"clip {index}: a dict clip needs an 'array' key, got keys {sorted(clip)}")
+            raise ValueError(
+                f"clip {index}: a dict clip needs an 'array' key (or 'bytes' / 'path', as Audio(decode=False) gives "
+                f"it), got keys {sorted(clip)}"
+            )
         return clip["array"], clip.get("sampling_rate", sampling_rate)
     if hasattr(clip, "get_all_samples"):
         samples = clip.get_all_samples()

@@ -189,3 +189,28 @@ def test_saves_and_loads_like_transformers(tmp_path):
     theirs.save_pretrained(tmp_path / "back")
     again = EncodecFeatureExtractor.from_pretrained(tmp_path / "back")
     assert (again.feature_size, again.sampling_rate, again.chunk_stride) == (2, 48_000, 47_520)
+
+
+def test_undecoded_audio_cells_are_read_at_their_own_rates(tmp_path, caplog):
+    """`Audio(decode=False)` cells, a path and raw bytes at different rates, in one call with no sampling_rate:
+    each is read and resampled as the same audio given as an array with its rate; no rate warning."""
+    import io
+    import logging
+
+    import soundfile as sf
+
+    extractor = EncodecFeatureExtractor(feature_size=1, sampling_rate=400)
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(800) * 0.2).astype(np.float32), (rng.standard_normal(300) * 0.2).astype(np.float32)
+    sf.write(tmp_path / "a.wav", a, 800, subtype="FLOAT")
+    buffer = io.BytesIO()
+    sf.write(buffer, b, 400, format="WAV", subtype="FLOAT")
+    cells = [{"bytes": None, "path": str(tmp_path / "a.wav")}, {"bytes": buffer.getvalue(), "path": None}]
+    with caplog.at_level(logging.WARNING):
+        out = extractor(cells, return_tensors="np")
+    assert "sampling_rate" not in caplog.text
+    expected = extractor([{"array": a, "sampling_rate": 800}, {"array": b, "sampling_rate": 400}], return_tensors="np")
+    np.testing.assert_array_equal(out["input_values"], expected["input_values"])
+    np.testing.assert_array_equal(out["padding_mask"], expected["padding_mask"])
+    with pytest.raises(ValueError, match="'bytes' / 'path'"):
+        extractor([{"something": 1}], sampling_rate=400)
