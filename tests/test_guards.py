@@ -183,59 +183,14 @@ def test_tokenize_needs_force_keeps_or_drops_audio_and_speaks_in_options(tmp_pat
     (tmp_path / "audio").mkdir()
     sf.write(tmp_path / "audio" / "a.wav", np.zeros((300, 2), dtype=np.float32) + 0.1, 400)
     (tmp_path / "audio" / "b.wav").write_bytes(b"not audio")
-    assert cli("tokenize", tmp_path / "audio", "--model", folder, "--output", tmp_path / "out", "-b", "0.8") == 2
+    command = ("tokenize", tmp_path / "audio", "--model", folder, "--output", tmp_path / "out", "-b", "0.8")
+    assert cli(*command) == 2
     assert "--on-error skip" in capsys.readouterr().err  # not on_error='skip'
-    assert (
-        cli(
-            "tokenize",
-            tmp_path / "audio",
-            "--model",
-            folder,
-            "--output",
-            tmp_path / "out",
-            "-b",
-            "0.8",
-            "--on-error",
-            "skip",
-            "--drop-audio",
-            "--threads",
-            "1",
-        )
-        == 0
-    )
+    assert cli(*command, "--on-error", "skip", "--drop-audio", "--threads", "1") == 0
     assert "audio" not in datasets.load_from_disk(str(tmp_path / "out")).column_names
-    assert (
-        cli(
-            "tokenize",
-            tmp_path / "audio",
-            "--model",
-            folder,
-            "--output",
-            tmp_path / "out",
-            "-b",
-            "0.8",
-            "--on-error",
-            "skip",
-        )
-        == 2
-    )
+    assert cli(*command, "--on-error", "skip") == 2
     assert "pass -f" in capsys.readouterr().err
-    assert (
-        cli(
-            "tokenize",
-            tmp_path / "audio",
-            "--model",
-            folder,
-            "--output",
-            tmp_path / "out",
-            "-b",
-            "0.8",
-            "--on-error",
-            "skip",
-            "-f",
-        )
-        == 0
-    )
+    assert cli(*command, "--on-error", "skip", "-f") == 0
     assert "audio" in datasets.load_from_disk(str(tmp_path / "out")).column_names
 
 
