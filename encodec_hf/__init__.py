@@ -1,61 +1,93 @@
 """encodec-hf: the EnCodec neural audio codec as a Hugging Face model package.
 
-from encodec_hf import EncodecModel, EncodecFeatureExtractor, compress, decompress
+    from encodec_hf import EncodecModel, EncodecFeatureExtractor, compress, decompress
+
+The public names resolve on first use: the first one loads the package (torch, transformers) and registers its
+classes with the Auto classes, so that `import encodec_hf` itself, and the command line's `--help`, stay fast.
 """
 
-from .audio_io import read_audio, write_audio
-from .configuration_encodec import EncodecConfig, EncodecLanguageModelConfig
-from .ecdc import compress, compress_file, decompress, decompress_file
-from .language_model import EncodecLanguageModel
-from .modeling_encodec import (
-    EncodecDecoderOutput,
-    EncodecEncoderOutput,
-    EncodecModel,
-    EncodecOutput,
-    EncodecPreTrainedModel,
-)
-from .processing import EncodecFeatureExtractor
-from .tokenization import (
-    PAD_TOKEN,
-    codes_to_tokens,
-    decode_tokens,
-    scale_to_token,
-    token_to_scale,
-    tokenization_metadata,
-    tokenize_dataset,
-    tokens_to_codes,
-)
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
+# public name -> the module that defines it
+_EXPORTS = {
+    "EncodecConfig": "configuration_encodec",
+    "EncodecLanguageModelConfig": "configuration_encodec",
+    "EncodecModel": "modeling_encodec",
+    "EncodecPreTrainedModel": "modeling_encodec",
+    "EncodecOutput": "modeling_encodec",
+    "EncodecEncoderOutput": "modeling_encodec",
+    "EncodecDecoderOutput": "modeling_encodec",
+    "EncodecFeatureExtractor": "processing",
+    "EncodecLanguageModel": "language_model",
+    "tokenize_dataset": "tokenization",
+    "decode_tokens": "tokenization",
+    "tokenization_metadata": "tokenization",
+    "codes_to_tokens": "tokenization",
+    "tokens_to_codes": "tokenization",
+    "scale_to_token": "tokenization",
+    "token_to_scale": "tokenization",
+    "PAD_TOKEN": "tokenization",
+    "compress": "ecdc",
+    "decompress": "ecdc",
+    "compress_file": "ecdc",
+    "decompress_file": "ecdc",
+    "read_audio": "audio_io",
+    "write_audio": "audio_io",
+}
 
-def _register_auto_classes() -> None:
-    """Make this package's classes reachable from the Auto classes, leaving transformers' `encodec` alone.
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below resolves these
+    from .audio_io import read_audio, write_audio
+    from .configuration_encodec import EncodecConfig, EncodecLanguageModelConfig
+    from .ecdc import compress, compress_file, decompress, decompress_file
+    from .language_model import EncodecLanguageModel
+    from .modeling_encodec import (
+        EncodecDecoderOutput,
+        EncodecEncoderOutput,
+        EncodecModel,
+        EncodecOutput,
+        EncodecPreTrainedModel,
+    )
+    from .processing import EncodecFeatureExtractor
+    from .tokenization import (
+        PAD_TOKEN,
+        codes_to_tokens,
+        decode_tokens,
+        scale_to_token,
+        token_to_scale,
+        tokenization_metadata,
+        tokenize_dataset,
+        tokens_to_codes,
+    )
 
-    transformers refuses a second `encodec` model type (`AutoConfig.register`), so the config is not registered
-    by name. The Auto model and processor mappings are keyed by config class, so registering this package's
-    `EncodecConfig` maps it, and only it, to this package's classes: `AutoModel.from_config(
-    encodec_hf.EncodecConfig())` builds an `encodec_hf.EncodecModel`, while transformers' own config still builds
-    transformers' model. (`exist_ok=True` only skips transformers' check by class name, which would otherwise
-    mistake this class for its namesake.)
-    """
-    from transformers import AutoFeatureExtractor, AutoModel, AutoProcessor
 
-    AutoModel.register(EncodecConfig, EncodecModel, exist_ok=True)
-    AutoFeatureExtractor.register(EncodecConfig, EncodecFeatureExtractor, exist_ok=True)
-    AutoProcessor.register(EncodecConfig, EncodecFeatureExtractor, exist_ok=True)
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'encodec_hf' has no attribute {name!r}")
+    # Everything at once, as an eager import would: the model and processor modules register the Auto classes.
+    for export, module in _EXPORTS.items():
+        globals()[export] = getattr(import_module(f".{module}", __name__), export)
+    return globals()[name]
 
 
-_register_auto_classes()
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "EncodecConfig",
+    "EncodecLanguageModelConfig",
     "EncodecModel",
     "EncodecPreTrainedModel",
-    "EncodecFeatureExtractor",
     "EncodecOutput",
     "EncodecEncoderOutput",
     "EncodecDecoderOutput",
+    "EncodecFeatureExtractor",
+    "EncodecLanguageModel",
     "tokenize_dataset",
     "decode_tokens",
     "tokenization_metadata",
@@ -68,8 +100,6 @@ __all__ = [
     "decompress",
     "compress_file",
     "decompress_file",
-    "EncodecLanguageModel",
-    "EncodecLanguageModelConfig",
     "read_audio",
     "write_audio",
 ]

@@ -369,8 +369,22 @@ def tokenize(args) -> int:
     return 0
 
 
+def preset_names() -> tuple[str, ...]:
+    """The presets, from the package's data files (configs/NAME.json) rather than the config module, whose import
+    (transformers) would make `--help` take seconds."""
+    from importlib import resources
+
+    return tuple(
+        sorted(
+            p.name[: -len(".json")]
+            for p in resources.files(__package__).joinpath("configs").iterdir()
+            if p.name.endswith(".json")
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .configuration_encodec import PRESETS
+    PRESETS = preset_names()
 
     parser = argparse.ArgumentParser(prog="encodec-hf", description="EnCodec neural audio codec, Hugging Face style.")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -1305,6 +1305,23 @@ def _no_grad_unless_training(model: nn.Module):
     return contextlib.nullcontext() if model.training and torch.is_grad_enabled() else torch.no_grad()
 
 
+def _register_auto_model() -> None:
+    """Make `AutoModel` build this package's model for this package's config, leaving transformers' alone.
+
+    transformers refuses a second `encodec` model type (`AutoConfig.register`), so the config is not registered by
+    name. The Auto model mapping is keyed by config class, so registering this package's `EncodecConfig` maps it,
+    and only it, to this package's class: `AutoModel.from_config(encodec_hf.EncodecConfig())` builds an
+    `encodec_hf.EncodecModel`, while transformers' own config still builds transformers' model. (`exist_ok=True`
+    only skips transformers' check by class name, which would otherwise mistake this class for its namesake.)
+    Done when this module is imported; processing.py does the same for the feature extractor.
+    """
+    from transformers import AutoModel
+
+    AutoModel.register(EncodecConfig, EncodecModel, exist_ok=True)
+
+
+_register_auto_model()
+
 __all__ = [
     "EncodecModel",
     "EncodecPreTrainedModel",

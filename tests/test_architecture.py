@@ -2,6 +2,7 @@
 their arithmetic or reaching into private names, the remote code ships every module the model imports."""
 
 import ast
+import importlib
 from pathlib import Path
 
 import encodec_hf
@@ -109,6 +110,23 @@ def test_remote_code_ships_every_module_the_model_imports():
         needed.add(module)
         todo += graph[module]
     assert sorted(m.split(".", 1)[1] + ".py" for m in needed) == sorted(REMOTE_CODE)
+
+
+def test_lazy_package_exports_what_it_lists():
+    import subprocess
+    import sys
+
+    assert sorted(encodec_hf._EXPORTS) == sorted(encodec_hf.__all__)
+    for name in encodec_hf.__all__:
+        assert getattr(encodec_hf, name) is getattr(
+            importlib.import_module(f"encodec_hf.{encodec_hf._EXPORTS[name]}"), name
+        )
+    # `import encodec_hf` and the command line's --help import neither torch nor transformers
+    probe = (
+        "import sys, encodec_hf, encodec_hf.cli; encodec_hf.cli.build_parser(); "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
 
 
 def test_public_names():
