@@ -159,20 +159,22 @@ def linear_overlap_add(chunks: list[torch.Tensor], stride: int) -> torch.Tensor:
     return torch.cat(pieces, dim=-1)
 
 
-def batch_jobs(jobs: Iterable[tuple[Hashable, object]], batch_size: int) -> Iterator[list]:
-    """Cut (key, job) pairs into batches of at most `batch_size` jobs that share a key, keys in first-seen order.
+def batch_jobs(jobs: Iterable[tuple[Hashable, object]], batch_size: int) -> Iterator[tuple[Hashable, list]]:
+    """Cut (key, job) pairs into (key, batch) of at most `batch_size` jobs that share the key, keys in first-seen
+    order.
 
     The model encodes or decodes chunks of equal length together; the key is that length. Worked example,
-    batch_size 2: `[(48000, a), (48000, b), (4960, c), (48000, d)]` -> `[a, b]`, `[d]`, `[c]`.
+    batch_size 2: `[(48000, a), (48000, b), (4960, c), (48000, d)]` -> `(48000, [a, b])`, `(48000, [d])`,
+    `(4960, [c])`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     groups: dict = {}
     for key, job in jobs:
         groups.setdefault(key, []).append(job)
-    for members in groups.values():
+    for key, members in groups.items():
         for first in range(0, len(members), batch_size):
-            yield members[first : first + batch_size]
+            yield key, members[first : first + batch_size]
 
 
 __all__ = [

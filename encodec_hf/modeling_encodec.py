@@ -1031,8 +1031,7 @@ class EncodecModel(EncodecPreTrainedModel):
         ]
         done = 0
         with _no_grad_unless_training(self):
-            for part in batch_jobs(jobs, step):
-                size = plans[part[0][1]][part[0][0]][1]
+            for size, part in batch_jobs(jobs, step):
                 chunks = torch.stack([input_values[item, :, start : start + size] for _, item, start in part])
                 chunk_codes, chunk_scales = self.encode_chunks(chunks, num_quantizers, fast)  # (N, Q, F), (N, 1)
                 for row, (index, item, _) in enumerate(part):
@@ -1197,8 +1196,7 @@ class EncodecModel(EncodecPreTrainedModel):
         decoded = {}
         done = 0
         with _no_grad_unless_training(self):
-            for part in batch_jobs(jobs, step):
-                chunk_frames = plans[part[0][1]][part[0][0]]
+            for chunk_frames, part in batch_jobs(jobs, step):
                 codes = torch.stack([audio_codes[index, item, :, :chunk_frames] for index, item in part])
                 audio = self.decode_chunks(codes, fast)  # (N, C, chunk_frames * hop)
                 for row, (index, item) in enumerate(part):

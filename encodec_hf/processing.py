@@ -55,7 +55,9 @@ def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
 
 
 def _to_float_array(clip, index: int) -> np.ndarray:
-    """One clip as a float32 (C, T) array: int16/int32 are scaled to [-1, 1) as soundfile does."""
+    """One clip as a float32 (C, T) array: int16/int32 are scaled to [-1, 1) as soundfile does; float audio must be
+    finite and peak at most MAX_FLOAT_PEAK."""
+    floating = False
     if hasattr(clip, "detach"):  # a torch tensor
         clip = clip.detach().cpu().numpy()
     array = np.asarray(clip)
@@ -65,6 +67,7 @@ def _to_float_array(clip, index: int) -> np.ndarray:
         array = array.astype(np.float32) / 2147483648.0
     elif array.dtype in (np.float32, np.float64, np.float16):
         array = array.astype(np.float32, copy=False)
+        floating = True
     elif array.dtype == object or array.dtype.kind not in "fiu":
         raise ValueError(f"clip {index}: expected float32, float64 or int16 samples, got dtype {array.dtype}")
     else:
@@ -86,6 +89,12 @@ def _to_float_array(clip, index: int) -> np.ndarray:
     if not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
         raise ValueError(f"clip {index}: audio holds {bad} NaN or Inf samples; expected finite values")
+    peak = float(np.abs(array).max()) if floating else 0.0
+    if peak > MAX_FLOAT_PEAK:
+        raise ValueError(
+            f"clip {index}: float audio peaks at {peak:,.0f}; expected samples in [-1, 1]. It looks like integer PCM "
+            f"stored as float: divide by 32768 (16-bit) or 2147483648 (32-bit), or pass the integer array itself"
+        )
     return array
 
 
@@ -203,16 +212,7 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
     def prepare(self, clip, sampling_rate: int | None = None, index: int = 0) -> np.ndarray:
         """One clip in any accepted form to float32 (channels, T) at the model's rate and channel count."""
         clip, rate = _unwrap(clip, sampling_rate, index)
-        floating = np.asarray(clip).dtype.kind == "f" if not hasattr(clip, "detach") else clip.is_floating_point()
         array = _to_float_array(clip, index)
-        if floating:
-            peak = float(np.abs(array).max())
-            if peak > MAX_FLOAT_PEAK:
-                raise ValueError(
-                    f"clip {index}: float audio peaks at {peak:,.0f}; expected samples in [-1, 1]. It looks like "
-                    f"integer PCM stored as float: divide by 32768 (16-bit) or 2147483648 (32-bit), or pass the "
-                    f"integer array itself"
-                )
         if array.shape[0] > 2:
             raise ValueError(
                 f"clip {index}: expected (samples,) or (channels, samples) with 1 or 2 channels, got shape "

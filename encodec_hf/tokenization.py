@@ -333,15 +333,22 @@ def tokens_to_codes(tokens, config) -> tuple[np.ndarray, int]:
     per_chunk = frames_per_chunk(config)
     total = tokens.shape[1]
     if per_chunk is None:
-        return tokens[None], total * config.hop_length
+        return tokens[None], codes_length(1, total, config)
     count = -(-total // per_chunk)
     codes = np.full((count, tokens.shape[0], per_chunk), PAD_TOKEN, dtype=np.int64)
     for index in range(count):
         piece = tokens[:, index * per_chunk : (index + 1) * per_chunk]
         codes[index, :, : piece.shape[1]] = piece
-    last = total - (count - 1) * per_chunk
-    length = (count - 1) * config.chunk_stride + min(last * config.hop_length, config.chunk_stride)
-    return codes, length
+    return codes, codes_length(count, total - (count - 1) * per_chunk, config)
+
+
+def codes_length(num_chunks: int, last_frames: int, config) -> int:
+    """The samples that `num_chunks` chunks decode to when the last holds `last_frames` real frames:
+    (num_chunks - 1) x chunk_stride + min(last_frames x hop_length, chunk_stride), or last_frames x hop_length for
+    models that do not chunk (see `tokens_to_codes` for why the stride caps it)."""
+    if config.chunk_length is None:
+        return last_frames * config.hop_length
+    return (num_chunks - 1) * config.chunk_stride + min(last_frames * config.hop_length, config.chunk_stride)
 
 
 def frames_per_chunk(config) -> int | None:
@@ -423,9 +430,7 @@ def decode_tokens(model: EncodecModel, rows, audio_scales=None, audio_length=Non
     _check_model_fits(config, quantizers, chunks, frames, audio_scales)
     if audio_length is None:
         last = int(((codes[-1] != PAD_TOKEN).all(axis=0)).sum())  # the last chunk's real frames
-        stride = config.chunk_stride or 0
-        cap = stride if config.chunk_length is not None else last * config.hop_length
-        audio_length = (chunks - 1) * stride + min(last * config.hop_length, cap)
+        audio_length = codes_length(chunks, last, config)
     audio_length = int(_as_array(audio_length))
     real = chunk_frames(audio_length, config)
     if len(real) > chunks or max(real) > frames:

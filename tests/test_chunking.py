@@ -32,8 +32,8 @@ def test_streaming_overlap_add_equals_whole(length, dtype):
 
 def test_batch_jobs_worked_example():
     jobs = [(48000, "a"), (48000, "b"), (4960, "c"), (48000, "d")]
-    assert list(batch_jobs(jobs, 2)) == [["a", "b"], ["d"], ["c"]]
-    assert list(batch_jobs(jobs, 1)) == [["a"], ["b"], ["d"], ["c"]]
+    assert list(batch_jobs(jobs, 2)) == [(48000, ["a", "b"]), (48000, ["d"]), (4960, ["c"])]
+    assert [batch for _, batch in batch_jobs(jobs, 1)] == [["a"], ["b"], ["d"], ["c"]]
     with pytest.raises(ValueError, match="at least 1"):
         list(batch_jobs(jobs, 0))
 

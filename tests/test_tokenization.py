@@ -169,19 +169,24 @@ def test_num_proc_and_streaming_give_the_same_rows(model, extractor, audio_files
     assert [r["audio_length"] for r in streamed] == one["audio_length"]
 
 
-def test_resumes_after_an_interruption(model, extractor, audio_files, tmp_path, monkeypatch):
-    ds = undecoded(audio_files * 3)  # 12 rows, parts of 2
-    reference = tokenize_dataset(ds, model, extractor, bandwidth=0.8)
-    real = tokenization.tokenize_dataset
-    calls = []
+def cut_power_at_part(monkeypatch, part: int) -> None:
+    """Make tokenize_to_disk's `part`-th part raise KeyboardInterrupt, as a killed run stops mid-way."""
+    real, calls = tokenization.tokenize_dataset, []
 
     def interrupted(*args, **kwargs):
         calls.append(kwargs["_offset"])
-        if len(calls) == 4:
+        if len(calls) == part:
             raise KeyboardInterrupt("power cut")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tokenization, "tokenize_dataset", interrupted)
+
+
+def test_resumes_after_an_interruption(model, extractor, audio_files, tmp_path, monkeypatch):
+    ds = undecoded(audio_files * 3)  # 12 rows, parts of 2
+    reference = tokenize_dataset(ds, model, extractor, bandwidth=0.8)
+    real = tokenization.tokenize_dataset
+    cut_power_at_part(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2)
     assert sorted(p.name for p in (tmp_path / "out.parts").iterdir() if p.name.startswith("rows-")) == [
@@ -189,7 +194,7 @@ def test_resumes_after_an_interruption(model, extractor, audio_files, tmp_path, 
         "rows-000000000002-000000000004",
         "rows-000000000004-000000000006",
     ]
-    calls.clear()
+    calls = []
     monkeypatch.setattr(
         tokenization, "tokenize_dataset", lambda *a, **k: (calls.append(k["_offset"]), real(*a, **k))[1]
     )
@@ -328,15 +333,7 @@ def test_resume_with_other_settings_is_refused(model, extractor, audio_files, tm
     """Parts made with another bandwidth, model or input are never mixed into the output; restart starts over."""
     ds = undecoded(audio_files * 2)  # 8 rows, parts of 2
     real = tokenization.tokenize_dataset
-    calls = []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("power cut")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tokenization, "tokenize_dataset", interrupted)
+    cut_power_at_part(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2)
     monkeypatch.setattr(tokenization, "tokenize_dataset", real)
