@@ -89,6 +89,15 @@ class EncodecConfig(PretrainedConfig):
         codebook_size (`int`): entries per codebook, a power of 2.
         codebook_dim (`int`, *optional*): codebook vector size; defaults to `hidden_size`.
         use_conv_shortcut (`bool`): 1x1 convolution on the residual skip path (24 and 48 kHz) or identity (32 kHz).
+
+    Training only (the codebooks' updates in train mode; EnCodec 0.1.1's values are the defaults, and inference
+    never reads them):
+        codebook_decay (`float`): decay of the exponential moving averages of cluster sizes and sums (0.99).
+        codebook_epsilon (`float`): Laplace smoothing of the cluster sizes (1e-5).
+        kmeans_iters (`int`): k-means iterations that initialise an uninitialised codebook on its first batch (50).
+        threshold_ema_dead_code (`int`): entries whose averaged cluster size falls below this are replaced by
+            random vectors of the batch (2; 0 turns replacement off).
+        commitment_weight (`float`): weight of each codebook's commitment loss (1.0).
     """
 
     model_type = "encodec"
@@ -116,6 +125,11 @@ class EncodecConfig(PretrainedConfig):
     codebook_size: int = 1024
     codebook_dim: int | None = None
     use_conv_shortcut: bool = True
+    codebook_decay: float = 0.99
+    codebook_epsilon: float = 1e-5
+    kmeans_iters: int = 50
+    threshold_ema_dead_code: int = 2
+    commitment_weight: float = 1.0
 
     def __post_init__(self, **kwargs):
         generation_keys = GenerationConfig._get_default_generation_params().keys()
@@ -142,7 +156,14 @@ class EncodecConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
         # NaN and Inf first, so that no derived value (frame rate, chunk length) is computed from one
-        for name in ("chunk_length_s", "overlap", "trim_right_ratio"):
+        for name in (
+            "chunk_length_s",
+            "overlap",
+            "trim_right_ratio",
+            "codebook_decay",
+            "codebook_epsilon",
+            "commitment_weight",
+        ):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -178,6 +199,17 @@ class EncodecConfig(PretrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        for name in ("kmeans_iters", "threshold_ema_dead_code"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000:
+                raise ValueError(f"{name} must be an integer in [0, 10000], got {value!r}")
+        if not 0.0 <= self.codebook_decay < 1.0:
+            raise ValueError(f"codebook_decay must be in [0, 1), got {self.codebook_decay!r}")
+        if self.codebook_epsilon <= 0 or self.commitment_weight < 0:
+            raise ValueError(
+                f"codebook_epsilon must be positive and commitment_weight non-negative, got "
+                f"{self.codebook_epsilon!r} and {self.commitment_weight!r}"
+            )
         if self.audio_channels not in (1, 2):
             raise ValueError(f"audio_channels must be 1 (mono) or 2 (stereo), got {self.audio_channels!r}")
         if self.norm_type not in _NORM_TYPES:

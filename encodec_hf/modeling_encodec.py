@@ -45,10 +45,13 @@ class EncodecOutput(ModelOutput):
         audio_codes (`torch.LongTensor` of shape `(num_chunks, batch_size, num_quantizers, frames)`):
             discrete codes from `encode`.
         audio_values (`torch.FloatTensor` of shape `(batch_size, channels, samples)`): decoded audio.
+        commitment_loss (`torch.FloatTensor`, a scalar): in train mode only, the quantizer's commitment loss (the
+            mean over the codebooks used); None in eval mode.
     """
 
     audio_codes: torch.LongTensor | None = None
     audio_values: torch.FloatTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -586,12 +589,75 @@ class EncodecDecoder(nn.Module):
         return run_layers(self.layers, hidden_states, channels_last, states, final)
 
 
+def _broadcast_buffers(module: nn.Module) -> None:
+    """Copy rank 0's buffers of `module` to every rank (a no-op outside torch.distributed), as EnCodec 0.1.1 does
+    after a codebook is initialised or has entries replaced."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for buffer in module.buffers():
+            torch.distributed.broadcast(buffer.data, src=0)
+
+
+def _average_across_ranks(*tensors: torch.Tensor) -> None:
+    """Average tensors in place over all ranks (a no-op outside torch.distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world = torch.distributed.get_world_size()
+        for tensor in tensors:
+            torch.distributed.all_reduce(tensor)
+            tensor.div_(world)
+
+
+def sample_vectors(samples: torch.Tensor, num: int) -> torch.Tensor:
+    """`num` rows of `samples` (N, D), without repetition when there are enough, drawn from torch's global random
+    generator exactly as EnCodec 0.1.1 draws them (so a seed gives the original's picks)."""
+    if samples.shape[0] >= num:
+        indices = torch.randperm(samples.shape[0], device=samples.device)[:num]
+    else:
+        indices = torch.randint(0, samples.shape[0], (num,), device=samples.device)
+    return samples[indices]
+
+
+def kmeans(samples: torch.Tensor, num_clusters: int, num_iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means on (N, D) `samples`, started from random rows, as EnCodec 0.1.1 runs it: returns the means
+    (num_clusters, D) and the last assignment's cluster sizes (num_clusters,). An empty cluster keeps its mean.
+
+    Example: samples [[0], [0.1], [10], [10.2]] with 2 clusters give means [[0.05], [10.1]] (in some order) and
+    sizes [2, 2].
+    """
+    dim = samples.shape[-1]
+    means = sample_vectors(samples, num_clusters)
+    bins = None
+    for _ in range(num_iters):
+        dists = -((samples[:, None, :] - means[None, :, :]) ** 2).sum(dim=-1)  # (N, K)
+        buckets = dists.max(dim=-1).indices
+        bins = torch.bincount(buckets, minlength=num_clusters)
+        empty = bins == 0
+        sums = buckets.new_zeros(num_clusters, dim, dtype=samples.dtype)
+        sums.scatter_add_(0, buckets[:, None].expand(-1, dim), samples)
+        means = torch.where(empty[:, None], means, sums / bins.masked_fill(empty, 1)[:, None])
+    if bins is None:  # no iteration: sizes of the random start
+        bins = torch.zeros(num_clusters, dtype=torch.long, device=samples.device)
+    return means, bins
+
+
 class EncodecEuclideanCodebook(nn.Module):
-    """One codebook: `embed` (codebook_size, dim) and the training statistics kept for checkpoint parity."""
+    """One codebook: `embed` (codebook_size, dim), and the statistics training keeps (`inited`, `cluster_size`,
+    `embed_avg`).
+
+    `encode` / `decode` serve inference. `forward` serves both: in eval mode it is `decode(encode(x))` and changes
+    nothing; in train mode it updates the codebook exactly as EnCodec 0.1.1's `EuclideanCodebook.forward` does
+    (k-means on the first batch if not `inited`, replacement of entries used less than `threshold_ema_dead_code`
+    times, then exponential moving averages of cluster sizes and sums with Laplace smoothing). The buffers are
+    updated in place, without autograd, and kept identical across ranks under torch.distributed.
+    """
 
     def __init__(self, config: EncodecConfig):
         super().__init__()
         embed = torch.zeros(config.codebook_size, config.codebook_dim)
+        self.codebook_size = config.codebook_size
+        self.decay = config.codebook_decay
+        self.epsilon = config.codebook_epsilon
+        self.kmeans_iters = config.kmeans_iters
+        self.threshold_ema_dead_code = config.threshold_ema_dead_code
         self.inited = nn.Buffer(torch.ones(1))
         self.cluster_size = nn.Buffer(torch.zeros(config.codebook_size))
         self.embed = nn.Buffer(embed)
@@ -610,11 +676,62 @@ class EncodecEuclideanCodebook(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(codes, self.embed)
 
+    def reset(self) -> None:
+        """Empty the codebook and mark it uninitialised: the next training batch initialises it with k-means (what
+        EnCodec 0.1.1 does with a model built from scratch)."""
+        with torch.no_grad():
+            self.inited.zero_()
+            self.cluster_size.zero_()
+            self.embed.zero_()
+            self.embed_avg.zero_()
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # (N, D) -> quantized (N, D), codes (N,). The quantized vectors use the codebook as it was before this
+        # batch's update, as in the original.
+        if not self.training:
+            codes = self.encode(hidden_states)
+            return self.decode(codes), codes
+        with torch.no_grad():
+            samples = hidden_states.detach()
+            if not self.inited.item():
+                embed, sizes = kmeans(samples, self.codebook_size, self.kmeans_iters)
+                self.embed.copy_(embed)
+                self.embed_avg.copy_(embed)
+                self.cluster_size.copy_(sizes)
+                self.inited.fill_(1)
+                _broadcast_buffers(self)
+            codes = self.encode(samples)
+            quantized = self.decode(codes)
+            self._expire_codes(samples)
+            onehot = nn.functional.one_hot(codes, self.codebook_size).type(samples.dtype)  # (N, K)
+            counts, sums = onehot.sum(0), samples.t() @ onehot  # (K,), (D, K)
+            _average_across_ranks(counts, sums)
+            self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+            self.embed_avg.mul_(self.decay).add_(sums.t(), alpha=1 - self.decay)
+            total = self.cluster_size.sum()
+            smoothed = (self.cluster_size + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
+            self.embed.copy_(self.embed_avg / smoothed.unsqueeze(1))
+        return quantized, codes
+
+    def _expire_codes(self, samples: torch.Tensor) -> None:
+        # As the original (and audiocraft 1.3): entries below the threshold take random batch vectors. Note that
+        # the EMA step that follows recomputes every entry from `embed_avg`, which this does not touch, so in both
+        # references the replacement is overwritten in the same step and only its random draw is felt; kept as it
+        # is for parity (docs/training.md).
+        if self.threshold_ema_dead_code == 0:
+            return
+        expired = self.cluster_size < self.threshold_ema_dead_code
+        if not torch.any(expired):
+            return
+        self.embed.copy_(torch.where(expired[:, None], sample_vectors(samples, self.codebook_size), self.embed))
+        _broadcast_buffers(self)
+
 
 class EncodecVectorQuantization(nn.Module):
     def __init__(self, config: EncodecConfig):
         super().__init__()
         self.codebook = EncodecEuclideanCodebook(config)
+        self.commitment_weight = config.commitment_weight
 
     def encode(self, hidden_states: torch.Tensor) -> torch.Tensor:
         batch, dim, frames = hidden_states.shape
@@ -623,6 +740,22 @@ class EncodecVectorQuantization(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return self.codebook.decode(codes).permute(0, 2, 1)  # (B, F) -> (B, D, F)
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, D, F) -> quantized (B, D, F), codes (B, F), commitment loss (a scalar; 0 in eval mode).
+
+        In train mode the quantized vectors pass gradients straight through to `hidden_states`, and the
+        commitment loss is the mean squared distance of `hidden_states` to them (times `commitment_weight`)."""
+        batch, dim, frames = hidden_states.shape
+        flat = hidden_states.permute(0, 2, 1).reshape(-1, dim)  # (B * F, D)
+        quantized, codes = self.codebook(flat)
+        loss = hidden_states.new_zeros(())
+        if self.training:
+            quantized = flat + (quantized - flat).detach()  # the original's expression, rounding included
+            if self.commitment_weight > 0:
+                loss = nn.functional.mse_loss(quantized.detach(), flat) * self.commitment_weight
+        quantized = quantized.view(batch, frames, dim).permute(0, 2, 1)
+        return quantized, codes.view(batch, frames), loss
 
 
 class EncodecResidualVectorQuantizer(nn.Module):
@@ -648,6 +781,34 @@ class EncodecResidualVectorQuantizer(nn.Module):
         for layer, indices in zip(self.layers, codes, strict=False):  # codes may use fewer codebooks
             quantized = quantized + layer.decode(indices)
         return quantized
+
+    def forward(self, embeddings: torch.Tensor, num_quantizers: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, D, F) -> quantized (B, D, F), codes (num_quantizers, B, F), commitment loss (the mean over the
+        codebooks used, as EnCodec 0.1.1's `penalty`).
+
+        In eval mode this is `decode(encode(embeddings))` and changes nothing. In train mode every codebook used
+        updates itself (see `EncodecEuclideanCodebook`), gradients pass straight through to `embeddings`, and
+        the residuals are formed as the original forms them (from the straight-through values)."""
+        if not 1 <= num_quantizers <= len(self.layers):
+            raise ValueError(f"num_quantizers must be in [1, {len(self.layers)}], got {num_quantizers!r}")
+        if not self.training:
+            codes = self.encode(embeddings, num_quantizers)
+            return self.decode(codes), codes, embeddings.new_zeros(())
+        residual = embeddings.float()
+        quantized_sum = 0.0
+        codes, losses = [], []
+        for layer in self.layers[:num_quantizers]:
+            quantized, indices, loss = layer(residual)
+            residual = residual - quantized
+            quantized_sum = quantized_sum + quantized
+            codes.append(indices)
+            losses.append(loss)
+        return quantized_sum, torch.stack(codes), torch.stack(losses).mean()
+
+    def reset_codebooks(self) -> None:
+        """Mark every codebook uninitialised (see `EncodecEuclideanCodebook.reset`): for training from scratch."""
+        for layer in self.layers:
+            layer.codebook.reset()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1237,11 +1398,17 @@ class EncodecModel(EncodecPreTrainedModel):
         """Encode then decode (or decode the given `audio_codes` and `audio_scales`); options as for `encode` and
         `decode`.
 
+        In train mode (`model.train()`, no codes given) this is the training forward instead: see
+        `_training_forward`; the inference options are not used there.
+
         Returns:
             `EncodecOutput` with `audio_codes` and `audio_values` (batch_size, channels, samples); with a
-            `padding_mask`, `audio_values` has exactly the longest real length.
+            `padding_mask`, `audio_values` has exactly the longest real length. In train mode, also
+            `commitment_loss`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if self.training and audio_codes is None and audio_scales is None:
+            return self._training_forward(input_values, padding_mask, bandwidth, return_dict)
         if (audio_codes is None) != (audio_scales is None):
             given = "audio_codes" if audio_codes is not None else "audio_scales"
             raise ValueError(
@@ -1275,6 +1442,57 @@ class EncodecModel(EncodecPreTrainedModel):
         if not return_dict:
             return audio_codes, audio_values
         return EncodecOutput(audio_codes=audio_codes, audio_values=audio_values)
+
+    def draw_bandwidth(self, generator: torch.Generator | None = None) -> float:
+        """One of `config.target_bandwidths`, drawn uniformly (the paper's quantizer dropout: one bandwidth per
+        batch). With a `generator` seeded alike on every rank, every rank draws the same."""
+        bandwidths = self.config.target_bandwidths
+        return bandwidths[int(torch.randint(len(bandwidths), (1,), generator=generator))]
+
+    def _training_forward(self, input_values, padding_mask, bandwidth, return_dict) -> EncodecOutput | tuple:
+        """The differentiable round trip of training: each item is one segment (at most one chunk for chunked
+        models), normalised by its own scale when the model normalises, encoded, quantized by codebooks that
+        update themselves (straight-through gradients), decoded and scaled back.
+
+        `bandwidth` None draws one per call from `config.target_bandwidths` with torch's global generator (pass
+        one, e.g. from `draw_bandwidth(generator)`, to control it). A `padding_mask` (1 on real samples) makes each
+        item's scale use its real samples only; the decoded audio keeps the input's length (losses should mask
+        the padding, both in the input and the output). Codes are those the exact path gives for the same
+        segment alone (before this batch's codebook update).
+        """
+        self._check_audio(input_values)
+        batch, _, length = input_values.shape
+        chunk = self.config.chunk_length
+        if chunk is not None and length > chunk:
+            raise ValueError(
+                f"training segments must be at most one chunk ({chunk} samples = {self.config.chunk_length_s} s) "
+                f"for this chunked model, got {length} samples; cut the audio into segments first"
+            )
+        bandwidth = self.draw_bandwidth() if bandwidth is None else self.config.check_bandwidth(bandwidth)
+        num_quantizers = self.config.num_quantizers_for_bandwidth(bandwidth)
+        mask = None
+        if padding_mask is not None:
+            lengths = self._real_lengths(padding_mask, batch, length)
+            positions = torch.arange(length, device=input_values.device)
+            mask = (positions[None, :] < torch.tensor(lengths, device=input_values.device)[:, None]).unsqueeze(1)
+        audio, scale = input_values, None
+        if self.config.normalize:
+            mono = audio.mean(dim=1, keepdim=True)  # (B, 1, T)
+            if mask is None:
+                power = mono.pow(2).mean(dim=2, keepdim=True)
+            else:
+                power = (mono.pow(2) * mask).sum(dim=2, keepdim=True) / mask.sum(dim=2, keepdim=True).clamp(min=1)
+            scale = 1e-8 + power.sqrt().clamp(max=MAX_SCALE)  # (B, 1, 1)
+            audio = audio / scale
+        embeddings = self.encoder(audio.to(self.dtype))  # (B, D, F)
+        quantized, codes, commitment_loss = self.quantizer(embeddings, num_quantizers)  # (B, D, F), (Q, B, F)
+        audio_values = self.decoder(quantized.to(self.dtype))[..., :length]  # (B, C, T)
+        if scale is not None:
+            audio_values = audio_values * scale
+        audio_codes = codes.transpose(0, 1).unsqueeze(0)  # (1, B, Q, F): one chunk
+        if not return_dict:
+            return audio_codes, audio_values, commitment_loss
+        return EncodecOutput(audio_codes=audio_codes, audio_values=audio_values, commitment_loss=commitment_loss)
 
 
 def check_loaded(model: nn.Module, info: dict, source) -> None:

@@ -159,6 +159,48 @@ def save_tiny_folder(folder, model: EncodecModel | None = None) -> Path:
     return Path(folder)
 
 
+def audiocraft_source(relative: str) -> Path | None:
+    """The path of one file of audiocraft 1.3.0 (installed with `pip install --no-deps audiocraft==1.3.0`), or None
+    when it is not installed. Its package is never imported: `import audiocraft` pulls torchaudio."""
+    import importlib.util
+
+    # the path finder, not find_spec: a test may have put a stand-in `audiocraft` package in sys.modules
+    spec = importlib.machinery.PathFinder.find_spec("audiocraft")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / relative
+    return path if path.is_file() else None
+
+
+def load_audiocraft_file(relative: str, name: str | None = None):
+    """Load one audiocraft file by path as module `name` (default: its dotted name), without the package.
+
+    Relative imports inside it resolve through `sys.modules`, so the caller puts the modules it needs there first
+    (with pytest's `monkeypatch.setitem`, so that they are gone after the test)."""
+    import importlib.util
+
+    path = audiocraft_source(relative)
+    if path is None:
+        raise ImportError(f"audiocraft 1.3.0 is not installed (no {relative})")
+    name = name or "audiocraft." + relative.removesuffix(".py").replace("/", ".")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def requires_audiocraft():
+    """A pytest mark that skips a test when audiocraft 1.3.0 (and flashy, which its losses import) is absent."""
+    import importlib.util
+
+    import pytest
+
+    missing = audiocraft_source("losses/balancer.py") is None or importlib.util.find_spec("flashy") is None
+    return pytest.mark.skipif(
+        missing, reason="audiocraft 1.3.0 or flashy is not installed (scripts/setup.sh installs both, --no-deps)"
+    )
+
+
 def requires_original():
     """A pytest mark that skips a test when EnCodec 0.1.1 is not installed."""
     import pytest

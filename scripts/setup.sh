@@ -12,4 +12,20 @@ pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
 pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
 # The reference implementation, for parity tests only: --no-deps, since it requires torchaudio (no CPU build).
 pip install -q --no-deps encodec==0.1.1 2>&1 | grep -v "^WARNING: Location" || true
+# audiocraft 1.3.0, the training parts' reference, likewise --no-deps (it pins torch 2.1 and torchaudio); the tests
+# load single files of it by path. Its losses import flashy, which imports dora: both --no-deps, then the small
+# packages they need. pip's resolver then lists audiocraft's absent requirements: expected, so kept in a log.
+pip install -q --no-deps audiocraft==1.3.0 flashy==0.0.2 dora-search==0.1.13 > .venv/reference-install.log 2>&1 || {
+    cat .venv/reference-install.log
+    exit 1
+}
+pip install -q treetable==0.2.6 omegaconf==2.4.0 retrying==1.4.2 submitit==1.5.4 colorlog==6.12.0 \
+    >> .venv/reference-install.log 2>&1 || {
+    cat .venv/reference-install.log
+    exit 1
+}
+python -c "import flashy" || {
+    echo "flashy (audiocraft's balancer needs it) does not import" >&2
+    exit 1
+}
 python -c "import torch, transformers, encodec_hf; print('set up: torch', torch.__version__, '| transformers', transformers.__version__)"

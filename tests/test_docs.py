@@ -38,6 +38,7 @@ def test_every_page_is_collected():
         "datasets.md",
         "hub.md",
         "development.md",
+        "training.md",
     } <= names
     assert sum(len(python_blocks(page)) for page in PAGES) >= 10
 
