@@ -38,6 +38,7 @@ _EXPORTS = {
     "decompress_file": "ecdc",
     "read_audio": "audio_io",
     "write_audio": "audio_io",
+    "train": "training.trainer",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below resolves these
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below r
         tokenize_dataset,
         tokens_to_codes,
     )
+    from .training.trainer import train
 
 
 def __getattr__(name: str):
@@ -79,6 +81,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "train",
     "EncodecConfig",
     "EncodecLanguageModelConfig",
     "EncodecModel",

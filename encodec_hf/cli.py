@@ -6,6 +6,10 @@ encodec-hf compress IN OUT.ecdc [--model ID_OR_DIR] [-b BW] [--lm] [-f]
 encodec-hf decompress IN.ecdc OUT.wav [--model ID_OR_DIR] [-f] [-r]   (default model: the one the file names)
 encodec-hf tokenize INPUT --model ID_OR_DIR --output DIR [--bandwidth BW] [--audio-column NAME]
                     [--batch-size N] [--split NAME] [--on-error {raise,skip}] [--id-column NAME]
+encodec-hf train --model ID_OR_DIR_OR_PRESET --data INPUT --output DIR [--steps N] [--batch-size B]
+                 [--segment-seconds S] [--lr LR] [--recipe {paper,audiocraft,tiny}]
+                 [--mode {full,decoder,frozen-codebooks}]
+                 [--eval-data INPUT] [--eval-every K] [--save-every K] [--seed S] [--gradient-checkpointing] ...
 encodec-hf upload SOURCE --repo-id OWNER/NAME [--model NAME] [--local-dir DIR] [--dry-run] [--private]
                   [--revision REV] [--create-pr] [--commit-message MSG] [--license ID] [--base-model ID]
 """
@@ -289,45 +293,13 @@ def upload(args) -> int:
 
 
 def load_input_dataset(source: str, split: str | None, audio_column: str):
-    """A dataset saved with save_to_disk, a folder of audio files, or a Hub dataset name, as a map-style
-    Dataset whose audio is read by soundfile (`Audio(decode=False)`: torchcodec needs a CUDA torch here)."""
-    import datasets
-    import soundfile
+    """`tokenization.load_audio_dataset`, its errors as one line."""
+    from .tokenization import load_audio_dataset
 
-    path = Path(source)
-    if path.is_dir() and any((path / name).exists() for name in ("state.json", "dataset_dict.json")):
-        loaded = datasets.load_from_disk(str(path))
-    elif path.is_dir():
-        extensions = {f".{ext.lower()}" for ext in soundfile.available_formats()}
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-        if not files:
-            raise CommandError(f"{source} holds no dataset (save_to_disk) and no audio files soundfile reads")
-        loaded = datasets.Dataset.from_dict(
-            {audio_column: [str(p) for p in files], "file": [str(p.relative_to(path)) for p in files]}
-        )
-        loaded = loaded.cast_column(audio_column, datasets.Audio(decode=False))
-    elif path.exists():
-        raise CommandError(f"{source} is a file; pass a dataset folder, a folder of audio files or a Hub dataset name")
-    else:
-        try:
-            loaded = datasets.load_dataset(source, split=split or "train")
-        except Exception as error:
-            raise CommandError(
-                f"cannot load dataset {source!r} (not a local folder; the Hub could not be reached "
-                f"or has no such dataset): {str(error).splitlines()[0]}"
-            ) from error
-    if isinstance(loaded, datasets.DatasetDict):
-        chosen = split or ("train" if "train" in loaded else None)
-        if chosen not in loaded:
-            raise CommandError(f"{source} has splits {', '.join(loaded)}; choose one with --split")
-        loaded = loaded[chosen]
-    if audio_column not in loaded.column_names:
-        raise CommandError(
-            f"{source} has no column {audio_column!r} (columns: {', '.join(loaded.column_names)}); pass --audio-column"
-        )
-    if isinstance(loaded.features[audio_column], datasets.Audio):
-        loaded = loaded.cast_column(audio_column, datasets.Audio(decode=False))
-    return loaded
+    try:
+        return load_audio_dataset(source, split, audio_column)
+    except ValueError as error:
+        raise CommandError(str(error)) from error
 
 
 def tokenize(args) -> int:
@@ -369,15 +341,52 @@ def tokenize(args) -> int:
     return 0
 
 
-def preset_names() -> tuple[str, ...]:
+def train_command(args) -> int:
+    from .training.trainer import TrainingError, train
+
+    settings = dict(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        segment_seconds=args.segment_seconds,
+        recipe=args.recipe,
+        lr=args.lr,
+        mode=args.mode,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        seed=args.seed,
+        gradient_checkpointing=args.gradient_checkpointing,
+        discriminator_filters=args.discriminator_filters,
+        adversarial_start=args.adversarial_start,
+        bf16=args.bf16,
+        audio_column=args.audio_column,
+    )
+    data = load_input_dataset(args.data, args.split, args.audio_column)
+    eval_data = load_input_dataset(args.eval_data, None, args.audio_column) if args.eval_data else None
+    if not _looks_like_a_preset_or_config(args.model):
+        load_model(args.model)  # a missing folder or Hub id fails here, in one line
+    try:
+        final = train(args.model, data, args.output, eval_data=eval_data, **settings)
+    except TrainingError as error:
+        raise CommandError(str(error)) from error
+    print(f"trained to step {args.steps}; the model folder is {final}")
+    return 0
+
+
+def _looks_like_a_preset_or_config(name: str) -> bool:
+    return name.endswith(".json") or (name in preset_names(training=True) and not Path(name).exists())
+
+
+def preset_names(training: bool = False) -> tuple[str, ...]:
     """The presets, from the package's data files (configs/NAME.json) rather than the config module, whose import
     (transformers) would make `--help` take seconds."""
     from importlib import resources
 
+    folders = ("configs", "configs/training") if training else ("configs",)
     return tuple(
         sorted(
             p.name[: -len(".json")]
-            for p in resources.files(__package__).joinpath("configs").iterdir()
+            for folder in folders
+            for p in resources.files(__package__).joinpath(folder).iterdir()
             if p.name.endswith(".json")
         )
     )
@@ -496,6 +505,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--restart", action="store_true", help="discard the parts of an earlier run instead of resuming from them"
     )
     tok.set_defaults(func=tokenize)
+
+    tr = commands.add_parser("train", help="train EnCodec from scratch or fine-tune a model (docs/training.md)")
+    tr.add_argument(
+        "--model",
+        required=True,
+        help=f"a model folder or Hub id (fine-tune), a preset ({', '.join(preset_names(training=True))}) or a "
+        "config.json (from scratch)",
+    )
+    tr.add_argument(
+        "--data", required=True, help="what tokenize takes: a save_to_disk folder, audio folder or Hub name"
+    )
+    tr.add_argument("--output", required=True, help="checkpoints, log.jsonl and final/; rerun to resume")
+    threads_option(tr)
+    tr.add_argument("--steps", type=int, default=1000)
+    tr.add_argument("--batch-size", type=int, default=8, help="segments per step (per process)")
+    tr.add_argument("--segment-seconds", type=float, default=1.0)
+    tr.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's, 3e-4)")
+    tr.add_argument("--recipe", choices=("paper", "audiocraft", "tiny"), default="paper")
+    tr.add_argument("--mode", choices=("full", "decoder", "frozen-codebooks"), default="full")
+    tr.add_argument("--eval-data", default=None, help="held-out audio, evaluated at each bandwidth")
+    tr.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: start and end)")
+    tr.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (0: the end only)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--gradient-checkpointing", action="store_true", help="less memory, about a third slower")
+    tr.add_argument("--discriminator-filters", type=int, default=None, help="the recipe's is 32")
+    tr.add_argument(
+        "--adversarial-start",
+        type=int,
+        default=None,
+        help="steps on the reconstruction losses alone before the GAN (default: the recipe's; paper: 0)",
+    )
+    tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (for GPUs)")
+    tr.add_argument("--audio-column", default="audio")
+    tr.add_argument("--split", default=None, help="split of a DatasetDict or Hub dataset (default train)")
+    tr.set_defaults(func=train_command)
 
     up = commands.add_parser("upload", help="build a Hub folder with remote code and a model card, check it, push it")
     up.add_argument("source", help="a model folder or Hub id, or an original checkpoint file with --model")

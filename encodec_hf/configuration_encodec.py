@@ -19,7 +19,8 @@ from transformers.generation.configuration_utils import GenerationConfig
 
 from .chunking import chunk_sizes
 
-PRESETS = ("encodec_24khz", "encodec_32khz", "encodec_48khz")
+PRESETS = ("encodec_24khz", "encodec_32khz", "encodec_48khz")  # the official models
+TRAINING_PRESETS = ("tiny",)  # configs/training/: models to train from scratch (tiny: a laptop CPU's size)
 
 # Keys that `PretrainedConfig` itself understands or writes into config.json. Anything else that is not a field
 # of `EncodecConfig` is a typo or a setting of another model, and is refused rather than silently stored.
@@ -98,6 +99,10 @@ class EncodecConfig(PretrainedConfig):
         threshold_ema_dead_code (`int`): entries whose averaged cluster size falls below this are replaced by
             random vectors of the batch (2; 0 turns replacement off).
         commitment_weight (`float`): weight of each codebook's commitment loss (1.0).
+        codebook_replacement (`str`): `"original"` replaces dead entries as EnCodec 0.1.1 does, which the
+            moving-average update of the same step overwrites (a no-op but for its random draw); `"reset"` also
+            resets their averaged size and sum, so that the replacement holds (vector-quantize-pytorch's fix; the
+            `tiny` training preset uses it: without it small batches collapse a codebook to a few entries).
     """
 
     model_type = "encodec"
@@ -130,6 +135,7 @@ class EncodecConfig(PretrainedConfig):
     kmeans_iters: int = 50
     threshold_ema_dead_code: int = 2
     commitment_weight: float = 1.0
+    codebook_replacement: str = "original"
 
     def __post_init__(self, **kwargs):
         generation_keys = GenerationConfig._get_default_generation_params().keys()
@@ -203,6 +209,8 @@ class EncodecConfig(PretrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000:
                 raise ValueError(f"{name} must be an integer in [0, 10000], got {value!r}")
+        if self.codebook_replacement not in ("original", "reset"):
+            raise ValueError(f"codebook_replacement must be 'original' or 'reset', got {self.codebook_replacement!r}")
         if not 0.0 <= self.codebook_decay < 1.0:
             raise ValueError(f"codebook_decay must be in [0, 1), got {self.codebook_decay!r}")
         if self.codebook_epsilon <= 0 or self.commitment_weight < 0:
@@ -272,12 +280,17 @@ class EncodecConfig(PretrainedConfig):
     def from_preset(cls, name: str, **overrides) -> "EncodecConfig":
         """The configuration of an official model, read from `encodec_hf/configs/NAME.json`.
 
-        `name` is one of `encodec_24khz`, `encodec_32khz`, `encodec_48khz` (a `facebook/` prefix is accepted).
+        `name` is one of `encodec_24khz`, `encodec_32khz`, `encodec_48khz` (a `facebook/` prefix is accepted), or
+        a training preset (`tiny`: 24 kHz, 8 filters, 32-dimensional codebooks of 256 entries, 1.2 to 4.8 kbps; 0.7 M
+        parameters).
         """
         key = name.split("/")[-1]
-        if key not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
-        text = resources.files(__package__).joinpath("configs", f"{key}.json").read_text()
+        if key in PRESETS:
+            text = resources.files(__package__).joinpath("configs", f"{key}.json").read_text()
+        elif key in TRAINING_PRESETS:
+            text = resources.files(__package__).joinpath("configs", "training", f"{key}.json").read_text()
+        else:
+            raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS + TRAINING_PRESETS)}")
         values = json.loads(text)
         values.pop("architectures", None)
         values.pop("model_type", None)
@@ -408,4 +421,4 @@ def _init_with_value_errors(self, *args, **kwargs):
 
 EncodecConfig.__init__ = _init_with_value_errors
 
-__all__ = ["EncodecConfig", "EncodecLanguageModelConfig", "PRESETS"]
+__all__ = ["EncodecConfig", "EncodecLanguageModelConfig", "PRESETS", "TRAINING_PRESETS"]

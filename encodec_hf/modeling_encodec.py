@@ -530,11 +530,22 @@ def run_layers(
     return hidden_states.squeeze(2) if channels_last else hidden_states
 
 
+def _checkpointed(layers: nn.ModuleList, hidden_states: torch.Tensor) -> torch.Tensor:
+    """Run (B, C, T) through `layers` for training, keeping only each layer's input and recomputing its
+    activations during backward (gradient checkpointing: less memory, about a third more compute)."""
+    from torch.utils.checkpoint import checkpoint
+
+    for layer in layers:
+        hidden_states = checkpoint(layer, hidden_states, use_reentrant=False)
+    return hidden_states
+
+
 class EncodecEncoder(nn.Module):
     """SEANet encoder: (B, channels, T) audio to (B, hidden_size, ceil(T / hop_length)) latent frames."""
 
     def __init__(self, config: EncodecConfig):
         super().__init__()
+        self.gradient_checkpointing = False  # set by model.gradient_checkpointing_enable()
         layers = [EncodecConv1d(config, config.audio_channels, config.num_filters, config.kernel_size)]
         scaling = 1
         for ratio in reversed(config.upsampling_ratios):
@@ -558,6 +569,8 @@ class EncodecEncoder(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, channels_last: bool = False, states: list | None = None, final: bool = False
     ) -> torch.Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled() and states is None:
+            return _checkpointed(self.layers, hidden_states)
         return run_layers(self.layers, hidden_states, channels_last, states, final)
 
 
@@ -566,6 +579,7 @@ class EncodecDecoder(nn.Module):
 
     def __init__(self, config: EncodecConfig):
         super().__init__()
+        self.gradient_checkpointing = False  # set by model.gradient_checkpointing_enable()
         scaling = int(2 ** len(config.upsampling_ratios))
         layers = [EncodecConv1d(config, config.hidden_size, scaling * config.num_filters, config.kernel_size)]
         if config.num_lstm_layers:
@@ -586,6 +600,8 @@ class EncodecDecoder(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, channels_last: bool = False, states: list | None = None, final: bool = False
     ) -> torch.Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled() and states is None:
+            return _checkpointed(self.layers, hidden_states)
         return run_layers(self.layers, hidden_states, channels_last, states, final)
 
 
@@ -658,6 +674,7 @@ class EncodecEuclideanCodebook(nn.Module):
         self.epsilon = config.codebook_epsilon
         self.kmeans_iters = config.kmeans_iters
         self.threshold_ema_dead_code = config.threshold_ema_dead_code
+        self.replacement = config.codebook_replacement
         self.inited = nn.Buffer(torch.ones(1))
         self.cluster_size = nn.Buffer(torch.zeros(config.codebook_size))
         self.embed = nn.Buffer(embed)
@@ -685,10 +702,10 @@ class EncodecEuclideanCodebook(nn.Module):
             self.embed.zero_()
             self.embed_avg.zero_()
 
-    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, hidden_states: torch.Tensor, update: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         # (N, D) -> quantized (N, D), codes (N,). The quantized vectors use the codebook as it was before this
-        # batch's update, as in the original.
-        if not self.training:
+        # batch's update, as in the original. `update=False` (frozen codebooks) quantizes without learning.
+        if not (self.training and update):
             codes = self.encode(hidden_states)
             return self.decode(codes), codes
         with torch.no_grad():
@@ -714,16 +731,22 @@ class EncodecEuclideanCodebook(nn.Module):
         return quantized, codes
 
     def _expire_codes(self, samples: torch.Tensor) -> None:
-        # As the original (and audiocraft 1.3): entries below the threshold take random batch vectors. Note that
-        # the EMA step that follows recomputes every entry from `embed_avg`, which this does not touch, so in both
-        # references the replacement is overwritten in the same step and only its random draw is felt; kept as it
-        # is for parity (docs/training.md).
+        # As the original (and audiocraft 1.3): entries below the threshold take random batch vectors. In both
+        # references the EMA step that follows recomputes every entry from `embed_avg`, which this does not touch,
+        # so the replacement is overwritten in the same step and only its random draw is felt ("original", kept
+        # for parity). "reset" also sets the entries' averaged size to the threshold and their averaged sum to
+        # threshold x the new vector, so that the replacement survives the update.
         if self.threshold_ema_dead_code == 0:
             return
         expired = self.cluster_size < self.threshold_ema_dead_code
         if not torch.any(expired):
             return
-        self.embed.copy_(torch.where(expired[:, None], sample_vectors(samples, self.codebook_size), self.embed))
+        sampled = sample_vectors(samples, self.codebook_size)
+        self.embed.copy_(torch.where(expired[:, None], sampled, self.embed))
+        if self.replacement == "reset":
+            threshold = float(self.threshold_ema_dead_code)
+            self.cluster_size.copy_(torch.where(expired, threshold, self.cluster_size))
+            self.embed_avg.copy_(torch.where(expired[:, None], sampled * threshold, self.embed_avg))
         _broadcast_buffers(self)
 
 
@@ -741,14 +764,17 @@ class EncodecVectorQuantization(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return self.codebook.decode(codes).permute(0, 2, 1)  # (B, F) -> (B, D, F)
 
-    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, hidden_states: torch.Tensor, update_codebook: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, D, F) -> quantized (B, D, F), codes (B, F), commitment loss (a scalar; 0 in eval mode).
 
         In train mode the quantized vectors pass gradients straight through to `hidden_states`, and the
-        commitment loss is the mean squared distance of `hidden_states` to them (times `commitment_weight`)."""
+        commitment loss is the mean squared distance of `hidden_states` to them (times `commitment_weight`);
+        the codebook learns unless `update_codebook` is False."""
         batch, dim, frames = hidden_states.shape
         flat = hidden_states.permute(0, 2, 1).reshape(-1, dim)  # (B * F, D)
-        quantized, codes = self.codebook(flat)
+        quantized, codes = self.codebook(flat, update_codebook)
         loss = hidden_states.new_zeros(())
         if self.training:
             quantized = flat + (quantized - flat).detach()  # the original's expression, rounding included
@@ -782,13 +808,16 @@ class EncodecResidualVectorQuantizer(nn.Module):
             quantized = quantized + layer.decode(indices)
         return quantized
 
-    def forward(self, embeddings: torch.Tensor, num_quantizers: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, embeddings: torch.Tensor, num_quantizers: int, update_codebooks: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, D, F) -> quantized (B, D, F), codes (num_quantizers, B, F), commitment loss (the mean over the
         codebooks used, as EnCodec 0.1.1's `penalty`).
 
         In eval mode this is `decode(encode(embeddings))` and changes nothing. In train mode every codebook used
         updates itself (see `EncodecEuclideanCodebook`), gradients pass straight through to `embeddings`, and
-        the residuals are formed as the original forms them (from the straight-through values)."""
+        the residuals are formed as the original forms them (from the straight-through values);
+        `update_codebooks=False` keeps the codebooks fixed (straight-through gradients and the loss remain)."""
         if not 1 <= num_quantizers <= len(self.layers):
             raise ValueError(f"num_quantizers must be in [1, {len(self.layers)}], got {num_quantizers!r}")
         if not self.training:
@@ -798,7 +827,7 @@ class EncodecResidualVectorQuantizer(nn.Module):
         quantized_sum = 0.0
         codes, losses = [], []
         for layer in self.layers[:num_quantizers]:
-            quantized, indices, loss = layer(residual)
+            quantized, indices, loss = layer(residual, update_codebooks)
             residual = residual - quantized
             quantized_sum = quantized_sum + quantized
             codes.append(indices)
@@ -822,6 +851,7 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
     config: EncodecConfig
     base_model_prefix = "encodec"
     main_input_name = "input_values"
+    supports_gradient_checkpointing = True
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -1394,12 +1424,14 @@ class EncodecModel(EncodecPreTrainedModel):
         fast_decoding: bool | None = None,
         chunk_batch_size: int | None = None,
         progress=None,
+        update_codebooks: bool = True,
     ) -> EncodecOutput | tuple:
         """Encode then decode (or decode the given `audio_codes` and `audio_scales`); options as for `encode` and
         `decode`.
 
         In train mode (`model.train()`, no codes given) this is the training forward instead: see
-        `_training_forward`; the inference options are not used there.
+        `_training_forward` (`update_codebooks=False` keeps the codebooks fixed); the inference options are not
+        used there.
 
         Returns:
             `EncodecOutput` with `audio_codes` and `audio_values` (batch_size, channels, samples); with a
@@ -1408,7 +1440,7 @@ class EncodecModel(EncodecPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if self.training and audio_codes is None and audio_scales is None:
-            return self._training_forward(input_values, padding_mask, bandwidth, return_dict)
+            return self._training_forward(input_values, padding_mask, bandwidth, return_dict, update_codebooks)
         if (audio_codes is None) != (audio_scales is None):
             given = "audio_codes" if audio_codes is not None else "audio_scales"
             raise ValueError(
@@ -1449,7 +1481,9 @@ class EncodecModel(EncodecPreTrainedModel):
         bandwidths = self.config.target_bandwidths
         return bandwidths[int(torch.randint(len(bandwidths), (1,), generator=generator))]
 
-    def _training_forward(self, input_values, padding_mask, bandwidth, return_dict) -> EncodecOutput | tuple:
+    def _training_forward(
+        self, input_values, padding_mask, bandwidth, return_dict, update_codebooks=True
+    ) -> EncodecOutput | tuple:
         """The differentiable round trip of training: each item is one segment (at most one chunk for chunked
         models), normalised by its own scale when the model normalises, encoded, quantized by codebooks that
         update themselves (straight-through gradients), decoded and scaled back.
@@ -1485,7 +1519,7 @@ class EncodecModel(EncodecPreTrainedModel):
             scale = 1e-8 + power.sqrt().clamp(max=MAX_SCALE)  # (B, 1, 1)
             audio = audio / scale
         embeddings = self.encoder(audio.to(self.dtype))  # (B, D, F)
-        quantized, codes, commitment_loss = self.quantizer(embeddings, num_quantizers)  # (B, D, F), (Q, B, F)
+        quantized, codes, commitment_loss = self.quantizer(embeddings, num_quantizers, update_codebooks)
         audio_values = self.decoder(quantized.to(self.dtype))[..., :length]  # (B, C, T)
         if scale is not None:
             audio_values = audio_values * scale

@@ -14,6 +14,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .configuration_encodec import EncodecConfig
@@ -254,3 +255,105 @@ __all__ = [
     "requires_original",
     "run_without_encodec_hf",
 ]
+
+
+SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "A neural audio codec turns sound into a few discrete tokens per frame.",
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "Six spoons of fresh snow peas, five thick slabs of blue cheese, and maybe a snack.",
+    "We also need a small plastic snake and a big toy frog for the kids.",
+    "She can scoop these things into three red bags, and we will go meet her on Wednesday.",
+    "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow.",
+    "The rainbow is a division of white light into many beautiful colors.",
+    "These take the shape of a long round arch, with its path high above.",
+    "Throughout the centuries people have explained the rainbow in various ways.",
+    "Some have accepted it as a miracle without physical explanation.",
+    "The north wind and the sun were disputing which was the stronger.",
+    "A traveller came along wrapped in a warm cloak.",
+    "They agreed that the one who first made the traveller take off his cloak would be stronger.",
+    "Then the north wind blew as hard as he could, but the more he blew the closer the traveller held his cloak.",
+    "At last the north wind gave up the attempt.",
+)
+VOICES = ("en", "en-us", "en+f3", "en+m3", "de", "fr", "es", "it")
+
+
+def espeak_speech(sentence: int, variant: int = 0) -> tuple[np.ndarray, int]:
+    """SENTENCES[sentence] spoken by espeak-ng (voice and speaking rate chosen by `variant`), as float32
+    (1, samples) at espeak's 22,050 Hz. Needs the espeak-ng program (`apt-get install espeak-ng`)."""
+    import io
+    import shutil
+    import subprocess
+
+    import soundfile
+
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng)")
+    voice = VOICES[variant % len(VOICES)]
+    speed = 130 + 15 * (variant % 5)
+    text = SENTENCES[sentence % len(SENTENCES)]
+    wav = subprocess.run(
+        ["espeak-ng", "--stdout", "-v", voice, "-s", str(speed), text], capture_output=True, check=True
+    ).stdout
+    audio, rate = soundfile.read(io.BytesIO(wav), dtype="float32", always_2d=True)
+    return audio.T.copy(), rate
+
+
+def synthetic_music(seed: int, seconds: float = 6.0, rate: int = 44_100, channels: int = 2):
+    """Music-like audio made with numpy: notes of a random scale with harmonics and decaying envelopes, a bass
+    line, and noise-burst percussion, panned across `channels`; float32 (channels, samples) with peak 0.9."""
+    rng = np.random.default_rng(seed)
+    total = int(seconds * rate)
+    t = np.arange(total) / rate
+    out = np.zeros((channels, total))
+    root = 110 * 2 ** (rng.integers(0, 12) / 12)
+    scale = root * 2 ** (np.array([0, 2, 4, 5, 7, 9, 11, 12, 14, 16]) / 12)
+    beat = 60 / rng.uniform(90, 140)
+    start = 0.0
+    while start < seconds:
+        length = beat * rng.choice([0.5, 1, 2])
+        frequency = rng.choice(scale) * rng.choice([1, 2])
+        begin, end = int(start * rate), min(total, int((start + length) * rate))
+        local = t[begin:end] - start
+        envelope = np.exp(-3 * local / length) * np.minimum(1, local * 200)
+        tone = sum(np.sin(2 * np.pi * frequency * k * local) / k**1.5 for k in range(1, 6))
+        pan = rng.uniform(0.2, 0.8)
+        gains = [pan, 1 - pan] if channels == 2 else [1.0]
+        for c in range(channels):
+            out[c, begin:end] += 0.3 * gains[c] * envelope * tone
+        bass = 0.25 * np.sin(2 * np.pi * scale[0] / 2 * local) * np.exp(-2 * local / length)
+        out[:, begin:end] += bass
+        if rng.random() < 0.6:
+            hit = min(end, begin + int(0.08 * rate))
+            out[:, begin:hit] += (
+                0.2 * rng.standard_normal(hit - begin) * np.exp(-np.arange(hit - begin) / (0.01 * rate))
+            )
+        start += length
+    return (0.9 * out / np.abs(out).max()).astype(np.float32), rate
+
+
+def write_training_data(folder, train_clips: int = 48, eval_clips: int = 8, seed: int = 0) -> tuple[Path, Path]:
+    """`folder/train` and `folder/eval`: half espeak-ng speech (22,050 Hz mono), half synthetic music (44.1 kHz
+    stereo), as WAV files, so that the trainer's resampling and channel conversion are exercised. The evaluation
+    speech uses sentences the training speech never says (the last 3). Returns the two folders."""
+    import soundfile
+
+    folder = Path(folder)
+    made = []
+    for name, count, offset in (("train", train_clips, 0), ("eval", eval_clips, 1000)):
+        target = folder / name
+        target.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            index = offset + i
+            if i % 2 == 0:
+                held_out = len(SENTENCES) - 3
+                sentence = held_out + (i // 2) % 3 if name == "eval" else (i // 2) % held_out
+                audio, rate = espeak_speech(sentence, variant=index // 2)
+                path = target / f"speech-{i:03d}.wav"
+            else:
+                audio, rate = synthetic_music(seed * 10_000 + index)
+                path = target / f"music-{i:03d}.wav"
+            if not path.exists():
+                soundfile.write(path, audio.T, rate)
+        made.append(target)
+    return made[0], made[1]

@@ -48,6 +48,52 @@ def _features(dataset_features, remove: tuple[str, ...] = ()):
     return features
 
 
+def load_audio_dataset(source, split: str | None = None, audio_column: str = "audio"):
+    """A dataset saved with save_to_disk, a folder of audio files, a Hub dataset name, or a `datasets.Dataset`,
+    as a map-style Dataset whose audio is read by soundfile (`Audio(decode=False)`: torchcodec needs a CUDA torch
+    here). What `encodec-hf tokenize` and `encodec-hf train` take as INPUT."""
+    import datasets
+    import soundfile
+
+    loaded = source if isinstance(source, (datasets.Dataset, datasets.DatasetDict)) else None
+    path = Path(str(source))
+    if loaded is not None:
+        pass  # already a dataset: only the split and column checks below
+    elif path.is_dir() and any((path / name).exists() for name in ("state.json", "dataset_dict.json")):
+        loaded = datasets.load_from_disk(str(path))
+    elif path.is_dir():
+        extensions = {f".{ext.lower()}" for ext in soundfile.available_formats()}
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        if not files:
+            raise ValueError(f"{source} holds no dataset (save_to_disk) and no audio files soundfile reads")
+        loaded = datasets.Dataset.from_dict(
+            {audio_column: [str(p) for p in files], "file": [str(p.relative_to(path)) for p in files]}
+        )
+        loaded = loaded.cast_column(audio_column, datasets.Audio(decode=False))
+    elif path.exists():
+        raise ValueError(f"{source} is a file; pass a dataset folder, a folder of audio files or a Hub dataset name")
+    else:
+        try:
+            loaded = datasets.load_dataset(source, split=split or "train")
+        except Exception as error:
+            raise ValueError(
+                f"cannot load dataset {source!r} (not a local folder; the Hub could not be reached "
+                f"or has no such dataset): {str(error).splitlines()[0]}"
+            ) from error
+    if isinstance(loaded, datasets.DatasetDict):
+        chosen = split or ("train" if "train" in loaded else None)
+        if chosen not in loaded:
+            raise ValueError(f"{source} has splits {', '.join(loaded)}; choose one with --split")
+        loaded = loaded[chosen]
+    if audio_column not in loaded.column_names:
+        raise ValueError(
+            f"{source} has no column {audio_column!r} (columns: {', '.join(loaded.column_names)}); pass --audio-column"
+        )
+    if isinstance(loaded.features[audio_column], datasets.Audio):
+        loaded = loaded.cast_column(audio_column, datasets.Audio(decode=False))
+    return loaded
+
+
 def read_audio_value(value, sampling_rate: int | None = None):
     """One dataset cell as (float32 (channels, samples), rate), whatever form `datasets` gave it in.
 

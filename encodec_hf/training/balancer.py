@@ -22,7 +22,8 @@ class Balancer:
     """Balance the gradients of several losses on one tensor (the decoded audio). See the module docstring.
 
     Args:
-        weights (`dict[str, float]`): one non-negative weight per loss name; `backward` takes exactly these names.
+        weights (`dict[str, float]`): one non-negative weight per loss name. `backward` takes these losses or some
+            of them (as audiocraft's: the shares are then taken among the losses given).
         balance_grads (`bool`): rescale each gradient to its weight's share (True), or just weight them (False).
         total_norm (`float`): the norm the balanced gradient aims at.
         ema_decay (`float`): decay of the moving average of the norms (1: a plain average over all calls).
@@ -94,12 +95,14 @@ class Balancer:
         """Back-propagate the balanced gradient of `losses` (scalars computed from `input`, the one tensor
         through which they depend on the model) into the model; returns the effective loss, sum_i s_i * l_i with
         s_i each loss's effective weight (detached, for logging)."""
-        if set(losses) != set(self.weights):
-            missing, extra = sorted(set(self.weights) - set(losses)), sorted(set(losses) - set(self.weights))
+        extra = sorted(set(losses) - set(self.weights))
+        if extra or not losses:
             raise ValueError(
                 f"the balancer has weights for {sorted(self.weights)}; got losses {sorted(losses)} "
-                f"(missing: {missing or 'none'}, without a weight: {extra or 'none'})"
+                f"(without a weight: {extra or 'none'})"
             )
+        if sum(self.weights[name] for name in losses) <= 0:
+            raise ValueError(f"the losses given ({sorted(losses)}) all have weight 0")
         for name, loss in losses.items():
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise ValueError(f"loss {name!r} must be a scalar tensor, got {getattr(loss, 'shape', type(loss))}")
