@@ -368,7 +368,8 @@ def train_command(args) -> int:
         final = train(args.model, data, args.output, eval_data=eval_data, **settings)
     except TrainingError as error:
         raise CommandError(str(error)) from error
-    print(f"trained to step {args.steps}; the model folder is {final}")
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one line, not one per process
+        print(f"trained to step {args.steps}; the model folder is {final}")
     return 0
 
 
