@@ -17,6 +17,8 @@ from torch.nn import functional as F
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .losses import stft
+
 
 class EncodecDiscriminatorConfig(PretrainedConfig):
     r"""Configuration of `EncodecMultiScaleSTFTDiscriminator` (defaults: audiocraft's `msstftd` recipe).
@@ -127,17 +129,7 @@ class Spectrogram(nn.Module):
         batch, channels, length = audio.shape
         if length < self.n_fft:
             raise ValueError(f"audio of {length} samples is shorter than the discriminator's window ({self.n_fft})")
-        spec = torch.stft(
-            audio.reshape(batch * channels, length),
-            self.n_fft,
-            self.hop_length,
-            self.win_length,
-            self.window.to(audio.dtype),
-            center=False,
-            return_complex=True,
-        )
-        if self.normalized:
-            spec = spec / self.window.pow(2).sum().sqrt()
+        spec = stft(audio.reshape(batch * channels, length), self.n_fft, self.hop_length, self.window, self.normalized)
         return spec.reshape(batch, channels, *spec.shape[-2:])
 
 

@@ -87,6 +87,16 @@ def mel_filters(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: 
     return torch.from_numpy(filters).float()
 
 
+def stft(audio: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor, normalized: bool) -> torch.Tensor:
+    """(N, T) -> (N, n_fft // 2 + 1, frames) complex STFT without centring, as torchaudio's `Spectrogram(center=
+    False)`: `window` (win_length <= n_fft samples) is centred in each frame; `normalized` divides by its L2 norm.
+    The mel spectrogram here and the discriminator share it."""
+    spec = torch.stft(
+        audio, n_fft, hop_length, window.shape[0], window.to(audio.dtype), center=False, return_complex=True
+    )
+    return spec / window.pow(2).sum().sqrt() if normalized else spec
+
+
 class MelSpectrogram(nn.Module):
     """audiocraft's `MelSpectrogramWrapper`: (B, C, T) audio -> (B, C * n_mels, ceil(T / hop)) mel power
     spectrogram, log10(floor_level + mel) when `log`.
@@ -132,17 +142,7 @@ class MelSpectrogram(nn.Module):
         reflect, zeros, _ = spectrogram_padding(length, self.n_fft, self.hop_length)
         audio = F.pad(audio, (reflect, reflect), "reflect")
         audio = F.pad(audio, (0, zeros))
-        spec = torch.stft(
-            audio.reshape(batch * channels, -1),
-            self.n_fft,
-            self.hop_length,
-            self.win_length,
-            self.window.to(audio.dtype),
-            center=False,
-            return_complex=True,
-        )  # (B * C, n_fft // 2 + 1, frames)
-        if self.normalized:
-            spec = spec / self.window.pow(2).sum().sqrt()
+        spec = stft(audio.reshape(batch * channels, -1), self.n_fft, self.hop_length, self.window, self.normalized)
         power = spec.abs().pow(2)
         mel = torch.matmul(power.transpose(1, 2), self.filters.to(power.dtype)).transpose(1, 2)  # (B * C, M, F)
         if self.log:
