@@ -545,7 +545,7 @@ class EncodecEncoder(nn.Module):
 
     def __init__(self, config: EncodecConfig):
         super().__init__()
-        self.gradient_checkpointing = False  # set by model.gradient_checkpointing_enable()
+        self.gradient_checkpointing = False  # set by model.activation_checkpointing_enable()
         layers = [EncodecConv1d(config, config.audio_channels, config.num_filters, config.kernel_size)]
         scaling = 1
         for ratio in reversed(config.upsampling_ratios):
@@ -579,7 +579,7 @@ class EncodecDecoder(nn.Module):
 
     def __init__(self, config: EncodecConfig):
         super().__init__()
-        self.gradient_checkpointing = False  # set by model.gradient_checkpointing_enable()
+        self.gradient_checkpointing = False  # set by model.activation_checkpointing_enable()
         scaling = int(2 ** len(config.upsampling_ratios))
         layers = [EncodecConv1d(config, config.hidden_size, scaling * config.num_filters, config.kernel_size)]
         if config.num_lstm_layers:
@@ -605,15 +605,16 @@ class EncodecDecoder(nn.Module):
         return run_layers(self.layers, hidden_states, channels_last, states, final)
 
 
-def _broadcast_buffers(module: nn.Module) -> None:
-    """Copy rank 0's buffers of `module` to every rank (a no-op outside torch.distributed), as EnCodec 0.1.1 does
-    after a codebook is initialised or has entries replaced."""
+def broadcast_from_rank0(tensors) -> None:
+    """Copy rank 0's values of `tensors` to every rank, in place (a no-op outside torch.distributed): what EnCodec
+    0.1.1 does with a codebook's buffers after initialising it or replacing entries; the trainer with its models
+    at the start."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        for buffer in module.buffers():
-            torch.distributed.broadcast(buffer.data, src=0)
+        for tensor in tensors:
+            torch.distributed.broadcast(tensor.data, src=0)
 
 
-def _average_across_ranks(*tensors: torch.Tensor) -> None:
+def average_across_ranks(*tensors: torch.Tensor) -> None:
     """Average tensors in place over all ranks (a no-op outside torch.distributed)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         world = torch.distributed.get_world_size()
@@ -716,13 +717,13 @@ class EncodecEuclideanCodebook(nn.Module):
                 self.embed_avg.copy_(embed)
                 self.cluster_size.copy_(sizes)
                 self.inited.fill_(1)
-                _broadcast_buffers(self)
+                broadcast_from_rank0(self.buffers())
             codes = self.encode(samples)
             quantized = self.decode(codes)
             self._expire_codes(samples)
             onehot = nn.functional.one_hot(codes, self.codebook_size).type(samples.dtype)  # (N, K)
             counts, sums = onehot.sum(0), samples.t() @ onehot  # (K,), (D, K)
-            _average_across_ranks(counts, sums)
+            average_across_ranks(counts, sums)
             self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
             self.embed_avg.mul_(self.decay).add_(sums.t(), alpha=1 - self.decay)
             total = self.cluster_size.sum()
@@ -747,7 +748,7 @@ class EncodecEuclideanCodebook(nn.Module):
             threshold = float(self.threshold_ema_dead_code)
             self.cluster_size.copy_(torch.where(expired, threshold, self.cluster_size))
             self.embed_avg.copy_(torch.where(expired[:, None], sampled * threshold, self.embed_avg))
-        _broadcast_buffers(self)
+        broadcast_from_rank0(self.buffers())
 
 
 class EncodecVectorQuantization(nn.Module):
@@ -903,6 +904,25 @@ INFERENCE_DEFAULTS = {
     # chunks per batch in the fast paths: fastest on a 2-core CPU (55 ms a chunk, 57 alone, 85 with 8 a batch)
     "chunk_batch_size": 4,
 }
+
+
+def chunk_scales(chunks: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, C, T) audio -> (N, 1, 1): the scale each chunk is divided by before encoding (normalising models), 1e-8
+    plus the RMS of its channel mean, as the original computes it; with a (N, 1, T) `mask`, over the masked-in
+    samples only (training on padded segments). In the input's precision (float32 from the feature extractor) even
+    when the model runs in bfloat16.
+
+    Finite input keeps finite scales: samples beyond about 1e19 overflow the float32 square, and such a chunk's
+    volume is clamped to MAX_SCALE (audio in [-1, 1] never comes near it, so the original's numbers are unchanged
+    wherever they are finite). Example: a chunk of constant 0.5 on both channels has scale 0.5 + 1e-8.
+    """
+    mono = chunks.mean(dim=1, keepdim=True)  # (N, 1, T)
+    if mask is None:
+        power = mono.pow(2).mean(dim=2, keepdim=True)
+    else:
+        power = (mono.pow(2) * mask).sum(dim=2, keepdim=True) / mask.sum(dim=2, keepdim=True).clamp(min=1)
+    volume = torch.nan_to_num(power.sqrt(), posinf=MAX_SCALE).clamp(max=MAX_SCALE)
+    return 1e-8 + volume
 
 
 def _check_option(name: str, value):
@@ -1153,15 +1173,7 @@ class EncodecModel(EncodecPreTrainedModel):
         ceil(T / hop)) and scales (N, 1), or None for models that do not normalise."""
         scale = None
         if self.config.normalize:
-            # Over the chunk's real samples only, as the original does, and in the input's precision (float32
-            # from the feature extractor) even when the model runs in bfloat16.
-            mono = chunks.mean(dim=1, keepdim=True)
-            volume = mono.pow(2).mean(dim=2, keepdim=True).sqrt()
-            # Finite input keeps finite scales: samples beyond about 1e19 overflow the float32 square, and such a
-            # chunk's volume is clamped to MAX_SCALE (audio in [-1, 1] never comes near it, so the original's
-            # numbers are unchanged wherever they are finite).
-            volume = torch.nan_to_num(volume, posinf=MAX_SCALE).clamp(max=MAX_SCALE)
-            scale = 1e-8 + volume
+            scale = chunk_scales(chunks)  # (N, 1, 1)
             chunks = chunks / scale
             scale = scale.view(-1, 1)
         embeddings = self.encoder(chunks.to(self.dtype), channels_last=fast_encoding)
@@ -1504,19 +1516,14 @@ class EncodecModel(EncodecPreTrainedModel):
             )
         bandwidth = self.draw_bandwidth() if bandwidth is None else self.config.check_bandwidth(bandwidth)
         num_quantizers = self.config.num_quantizers_for_bandwidth(bandwidth)
-        mask = None
+        mask = None  # (B, 1, T): 1 on real samples
         if padding_mask is not None:
             lengths = self._real_lengths(padding_mask, batch, length)
             positions = torch.arange(length, device=input_values.device)
             mask = (positions[None, :] < torch.tensor(lengths, device=input_values.device)[:, None]).unsqueeze(1)
         audio, scale = input_values, None
         if self.config.normalize:
-            mono = audio.mean(dim=1, keepdim=True)  # (B, 1, T)
-            if mask is None:
-                power = mono.pow(2).mean(dim=2, keepdim=True)
-            else:
-                power = (mono.pow(2) * mask).sum(dim=2, keepdim=True) / mask.sum(dim=2, keepdim=True).clamp(min=1)
-            scale = 1e-8 + power.sqrt().clamp(max=MAX_SCALE)  # (B, 1, 1)
+            scale = chunk_scales(audio, mask)  # (B, 1, 1)
             audio = audio / scale
         embeddings = self.encoder(audio.to(self.dtype))  # (B, D, F)
         quantized, codes, commitment_loss = self.quantizer(embeddings, num_quantizers, update_codebooks)

@@ -24,6 +24,13 @@ pip install -q treetable==0.2.6 omegaconf==2.4.0 retrying==1.4.2 submitit==1.5.4
     cat .venv/reference-install.log
     exit 1
 }
+# audiocraft and EnCodec 0.1.1 list torchaudio among their requirements; it has no CPU build here and, once
+# installed, breaks `import transformers`. Both are installed --no-deps above: check that nothing pulled it in.
+if python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torchaudio') is None)"; then
+    echo "torchaudio is installed in .venv (a requirement of audiocraft or encodec installed without --no-deps?);" \
+        "it breaks 'import transformers': pip uninstall -y torchaudio" >&2
+    exit 1
+fi
 python -c "import flashy" || {
     echo "flashy (audiocraft's balancer needs it) does not import" >&2
     exit 1

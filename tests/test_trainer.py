@@ -81,9 +81,8 @@ def test_decoder_mode_keeps_every_code(tmp_path):
     final = train(str(start), data, tmp_path / "out", steps=3, mode="decoder", save_every=0, **FAST)
     tuned = EncodecModel.from_pretrained(final).eval()
     before, after = model.state_dict(), tuned.state_dict()
-    for key in before:
-        same = torch.equal(before[key], after[key])
-        assert same if key.startswith(("encoder.", "quantizer.")) else True, key
+    frozen = [key for key in before if key.startswith(("encoder.", "quantizer."))]
+    assert frozen and all(torch.equal(before[key], after[key]) for key in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
     audio = torch.randn(2, 1, 9000, generator=torch.Generator().manual_seed(1)) * 0.2
     for bandwidth in (1.2, 4.8):
@@ -218,44 +217,34 @@ TRAIN_ARGS = ["--steps", "6", "--batch-size", "2", "--segment-seconds", "0.2", "
 TRAIN_ARGS += ["--save-every", "1", "--threads", "1"]
 
 
+def _train_cli(data, output, *extra, capture=True):
+    """`encodec-hf train --model tiny` on `data` into `output` with TRAIN_ARGS, as a running process."""
+    if capture:
+        streams = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    else:  # a process that will be killed: nothing to read back
+        streams = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return _cli(
+        "train", "--model", "tiny", "--data", str(data), "--output", str(output), *extra, *TRAIN_ARGS, **streams
+    )
+
+
+def _finish(run) -> str:
+    out, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err[-2000:]
+    return out
+
+
 @pytest.mark.slow
 def test_command_line_trains_evaluates_and_survives_sigkill(tmp_path):
     data = _write_clips(tmp_path / "clips")
     whole = tmp_path / "whole"
-    done = _cli(
-        "train",
-        "--model",
-        "tiny",
-        "--data",
-        str(data),
-        "--output",
-        str(whole),
-        "--eval-data",
-        str(data),
-        *TRAIN_ARGS,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    out, err = done.communicate(timeout=600)
-    assert done.returncode == 0, err[-2000:]
+    out = _finish(_train_cli(data, whole, "--eval-data", str(data)))
     assert "trained to step 6" in out and '"name": "paper"' in out
     evals = [r for r in read_log(whole) if "eval" in r]
     assert [r["step"] for r in evals] == [0, 6] and set(evals[0]["eval"]) == {"1.2", "2.4", "4.8"}
 
     killed = tmp_path / "killed"
-    run = _cli(
-        "train",
-        "--model",
-        "tiny",
-        "--data",
-        str(data),
-        "--output",
-        str(killed),
-        *TRAIN_ARGS,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    run = _train_cli(data, killed, capture=False)
     deadline = time.time() + 300
     while not (killed / "checkpoint-3").exists() and time.time() < deadline and run.poll() is None:
         time.sleep(0.05)
@@ -263,22 +252,7 @@ def test_command_line_trains_evaluates_and_survives_sigkill(tmp_path):
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
     assert not (killed / "final").exists()
-    resumed = _cli(
-        "train",
-        "--model",
-        "tiny",
-        "--data",
-        str(data),
-        "--output",
-        str(killed),
-        *TRAIN_ARGS,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err[-2000:]
-    assert "resuming at step" in out
+    assert "resuming at step" in _finish(_train_cli(data, killed))
     first, second = weights(whole / "final"), weights(killed / "final")
     assert all(torch.equal(first[k], second[k]) for k in first)
 

@@ -643,3 +643,15 @@ def test_config_refuses_bad_training_settings():
     config = tiny_config(codebook_decay=0.9, commitment_weight=0.5)
     model = EncodecModel(config)
     assert model.quantizer.layers[0].codebook.decay == 0.9 and model.quantizer.layers[0].commitment_weight == 0.5
+
+
+def test_chunk_scales_worked_example_and_mask():
+    from encodec_hf.modeling_encodec import MAX_SCALE, chunk_scales
+
+    chunks = torch.full((1, 2, 100), 0.5)
+    assert chunk_scales(chunks).item() == pytest.approx(0.5 + 1e-8)
+    padded = torch.cat([chunks, torch.zeros(1, 2, 300)], dim=-1)
+    mask = torch.cat([torch.ones(1, 1, 100), torch.zeros(1, 1, 300)], dim=-1)
+    assert chunk_scales(padded, mask).item() == pytest.approx(0.5 + 1e-8)  # the real samples only
+    assert chunk_scales(padded).item() == pytest.approx(0.25 + 1e-8)  # the padding counted
+    assert chunk_scales(torch.full((1, 1, 4), 1e30)).item() == pytest.approx(MAX_SCALE)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..modeling_encodec import EncodecModel
+from ..modeling_encodec import EncodecModel, average_across_ranks, broadcast_from_rank0
 from ..processing import EncodecFeatureExtractor, convert_channels, resample
 from ..tokenization import load_audio_dataset, read_audio_value
 from .balancer import Balancer
@@ -60,13 +60,13 @@ class TrainingSettings:
     """What a run is (saved as `settings.json`; a resumed run must match it, except `steps` and the schedules).
 
     steps: optimiser steps in all. batch_size: segments per step and rank. segment_seconds: segment length.
-    recipe: `paper` or `audiocraft` (training/recipes.py). lr: overrides the recipe's learning rate.
+    recipe: `paper`, `audiocraft` or `tiny` (training/recipes.py). lr: overrides the recipe's learning rate.
     mode: `full`; `decoder` (encoder and codebooks frozen: every input's codes stay the starting model's);
     `frozen-codebooks` (encoder and decoder train, codebooks fixed). eval_every / save_every: steps between
     evaluations and checkpoints (0: only at the end). seed: all random draws. gradient_checkpointing: recompute
     activations in backward (less memory). discriminator_filters: overrides the recipe's width (a small one
     trains a tiny model faster). adversarial_start: steps trained on the reconstruction losses alone before the
-    discriminator and the adversarial losses join (0: from the start, as the paper). bf16: autocast to bfloat16
+    discriminator and the adversarial losses join (None: the recipe's; the paper's is 0). bf16: autocast to bfloat16
     (GPU). keep_checkpoints: how many to keep.
     audio_column: the dataset's audio column. eval_clips / eval_seconds: held-out clips evaluated, each cut to
     at most this long. progress: a progress bar.
@@ -217,26 +217,6 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _average_gradients(parameters, world: int) -> None:
-    if world == 1:
-        return
-    import torch.distributed as dist
-
-    for param in parameters:
-        if param.grad is not None:
-            dist.all_reduce(param.grad)
-            param.grad.div_(world)
-
-
-def _broadcast_module(module: torch.nn.Module, world: int) -> None:
-    if world == 1:
-        return
-    import torch.distributed as dist
-
-    for tensor in [*module.parameters(), *module.buffers()]:
-        dist.broadcast(tensor.data, src=0)
-
-
 def _barrier(world: int) -> None:
     if world > 1:
         import torch.distributed as dist
@@ -334,7 +314,7 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.rank, self.world = _world()
         torch.manual_seed(settings.seed)  # a model built from scratch starts from the same weights every run
-        self.model, self.from_scratch = load_or_build_model(model)
+        self.model, _ = load_or_build_model(model)
         config = self.model.config
         self.recipe = resolve_recipe(
             settings.recipe,
@@ -438,8 +418,8 @@ class Trainer:
             (self.output_dir / "recipe.json").write_text(json.dumps(self.recipe, indent=2) + "\n")
         if not checkpoints:
             # every rank starts from rank 0's weights (a fresh model is random on each)
-            _broadcast_module(self.model, self.world)
-            _broadcast_module(self.discriminator, self.world)
+            for module in (self.model, self.discriminator):
+                broadcast_from_rank0([*module.parameters(), *module.buffers()])
         _barrier(self.world)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
@@ -524,7 +504,7 @@ class Trainer:
                 ).float()
             self._check_finite({"discriminator": d_loss}, batch)
             d_loss.backward()
-            _average_gradients(self.discriminator.parameters(), self.world)
+            average_across_ranks(*[p.grad for p in self.discriminator.parameters() if p.grad is not None])
             self.d_optimizer.step()
             record["discriminator"] = d_loss.item()
 
@@ -549,7 +529,7 @@ class Trainer:
         if commitment.requires_grad:
             commitment.backward(retain_graph=True)
         record["effective"] = self.balancer.backward(losses, decoded).item()
-        _average_gradients([p for p in self.model.parameters() if p.requires_grad], self.world)
+        average_across_ranks(*[p.grad for p in self.model.parameters() if p.grad is not None])
         self.optimizer.step()
         self.discriminator.zero_grad(set_to_none=True)  # the codec's step left gradients there
 
