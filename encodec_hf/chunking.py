@@ -177,6 +177,49 @@ def batch_jobs(jobs: Iterable[tuple[Hashable, object]], batch_size: int) -> Iter
             yield key, members[first : first + batch_size]
 
 
+def bucket_jobs(jobs: Iterable[tuple[int, object]], batch_size: int) -> Iterator[tuple[int, list]]:
+    """Cut (length, job) pairs into (longest length, batch) of at most `batch_size` jobs of similar lengths, for
+    batches padded to their longest member: the jobs are sorted longest first (ties in given order), so each batch
+    wastes as little padding as the lengths allow.
+
+    Worked example, batch_size 2: `[(300, a), (1000, b), (320, c), (990, d), (10, e)]` -> `(1000, [b, d])`,
+    `(320, [c, a])`, `(10, [e])`: 2,620 real samples in 2,650 padded, where batching in the given order would pad
+    [a, b] to 1,000, [c, d] to 990 and [e] to 10: 3,990 samples.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    ordered = sorted(jobs, key=lambda pair: -pair[0])
+    for first in range(0, len(ordered), batch_size):
+        part = ordered[first : first + batch_size]
+        yield part[0][0], [job for _, job in part]
+
+
+INDEX_LIMIT = 2**31 - 1  # elements a CUDA kernel indexes with 32 bits
+
+
+def chunks_per_call(samples: int, channels: int, limit: int = INDEX_LIMIT) -> int:
+    """How many chunks of `samples` samples one batch may hold so that no activation reaches `limit` elements:
+    the widest activation at the full rate has `channels` channels (the model's `num_filters`), plus up to 64
+    samples of padding. CUDA kernels index with 32 bits and refuse bigger tensors (reflect padding raised "input
+    tensor must fit into 32-bit index math" for 2,560 chunks of 1 s of 48 kHz on an H200).
+
+    Worked example, the 48 kHz model (32 filters) on 1 s chunks: 32 x (48,000 + 64) = 1,538,048 elements a chunk,
+    so at most 2,147,483,647 // 1,538,048 = 1,396 chunks per batch. Never less than 1.
+    """
+    return max(1, limit // (channels * (samples + 64)))
+
+
+def cap_batches(groups: Iterable[tuple[Hashable, list]], cap) -> Iterator[tuple[Hashable, list]]:
+    """Split each (key, batch) of `groups` into batches of at most `cap(key)` jobs, in order.
+
+    Worked example, cap 2: `(48000, [a, b, c])` -> `(48000, [a, b])`, `(48000, [c])`.
+    """
+    for key, members in groups:
+        size = cap(key)
+        for first in range(0, len(members), size):
+            yield key, members[first : first + size]
+
+
 __all__ = [
     "chunk_sizes",
     "plan_chunks",
@@ -186,4 +229,8 @@ __all__ = [
     "OverlapAdd",
     "linear_overlap_add",
     "batch_jobs",
+    "bucket_jobs",
+    "chunks_per_call",
+    "cap_batches",
+    "INDEX_LIMIT",
 ]

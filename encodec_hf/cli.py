@@ -312,9 +312,15 @@ def tokenize(args) -> int:
     model, extractor = load_model(args.model)
     import torch
 
-    if torch.cuda.is_available():
-        model.to("cuda")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per process
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    try:
+        model.to(device)
+    except (RuntimeError, AssertionError) as error:  # no such device, or a torch built without CUDA
+        raise CommandError(f"--device {args.device}: {str(error).splitlines()[0]}") from error
     bandwidth = _default_bandwidth(model, args.bandwidth)
+    fast = dict(fast_encoding=True, pad_chunks=True, chunk_batch_size=args.batch_size) if args.fast else {}
     output = tokenize_to_disk(
         dataset,
         model,
@@ -328,6 +334,7 @@ def tokenize(args) -> int:
         on_error=args.on_error,
         remove_audio_column=args.drop_audio,
         restart=args.restart,
+        **fast,
     )
     if output is not None:  # rank 0
         import datasets
@@ -502,6 +509,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--drop-audio", action="store_true", help="leave the audio column out of the output (it keeps every other)"
     )
     tok.add_argument("-f", "--force", action="store_true", help="overwrite an existing --output")
+    tok.add_argument(
+        "--device", default=None, help="where the model runs: cpu, cuda, cuda:1, ... (default: cuda when present)"
+    )
+    tok.add_argument(
+        "--fast",
+        action="store_true",
+        help="the batched path for GPUs: --batch-size chunks per call, clips of different lengths padded together "
+        "(codes differ from the exact path's at a measured rate: docs/gpu.md; the output's metadata says which)",
+    )
     tok.add_argument(
         "--restart", action="store_true", help="discard the parts of an earlier run instead of resuming from them"
     )

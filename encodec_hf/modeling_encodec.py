@@ -30,7 +30,17 @@ from transformers import initialization as init
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
 from transformers.utils import ModelOutput, logging
 
-from .chunking import batch_jobs, conv_extra_padding, linear_overlap_add, num_frames, overlap_add_weights, plan_chunks
+from .chunking import (
+    batch_jobs,
+    bucket_jobs,
+    cap_batches,
+    chunks_per_call,
+    conv_extra_padding,
+    linear_overlap_add,
+    num_frames,
+    overlap_add_weights,
+    plan_chunks,
+)
 from .configuration_encodec import EncodecConfig
 from .language_model import LANGUAGE_MODEL_FOLDER, EncodecLanguageModel, load_language_model
 from .streaming import StreamDecoder, StreamEncoder
@@ -903,6 +913,8 @@ INFERENCE_DEFAULTS = {
     "fast_decoding": True,
     # chunks per batch in the fast paths: fastest on a 2-core CPU (55 ms a chunk, 57 alone, 85 with 8 a batch)
     "chunk_batch_size": 4,
+    # fast encoding of causal models: chunks of different lengths padded into one batch (the GPU path)
+    "pad_chunks": False,
 }
 
 
@@ -993,6 +1005,12 @@ class EncodecModel(EncodecPreTrainedModel):
             batch; audio stays within a few 1e-6 (relative) of the exact path. False decodes each chunk alone with
             the original's operations.
         chunk_batch_size (`int`, default 4): chunks per batch in the fast paths; memory grows with it.
+        pad_chunks (`bool`, default False): with `fast_encoding` on a causal model (the 24 kHz one), batch chunks of
+            different lengths by padding them to the longest of their batch (sorted by length first, so little is
+            padding): many clips per call, what a GPU needs. A causal encoder's frames do not see later samples,
+            so only each clip's last frame can change: the exact path pads every strided layer's end by
+            reflection, the padded batch continues into the padding (docs/gpu.md gives the measured rates).
+            Models that are not causal batch equal lengths only, as without it.
         progress (callable or tqdm-like, *optional*): told of each group of chunks done, as
             `progress(stage, done, total)` with stage "encode" or "decode", or through `update(n)` and `total`.
     """
@@ -1168,12 +1186,15 @@ class EncodecModel(EncodecPreTrainedModel):
 
     # -- encoding -----------------------------------------------------------------------------------------------
 
-    def encode_chunks(self, chunks: torch.Tensor, num_quantizers: int, fast_encoding: bool = False):
+    def encode_chunks(
+        self, chunks: torch.Tensor, num_quantizers: int, fast_encoding: bool = False, mask: torch.Tensor | None = None
+    ):
         """Encode chunks of equal length, each on its own scale: (N, C, T) audio -> codes (N, num_quantizers,
-        ceil(T / hop)) and scales (N, 1), or None for models that do not normalise."""
+        ceil(T / hop)) and scales (N, 1), or None for models that do not normalise. A (N, 1, T) `mask` marks the
+        real samples of padded chunks (their scale is taken over those alone)."""
         scale = None
         if self.config.normalize:
-            scale = chunk_scales(chunks)  # (N, 1, 1)
+            scale = chunk_scales(chunks, mask)  # (N, 1, 1)
             chunks = chunks / scale
             scale = scale.view(-1, 1)
         embeddings = self.encoder(chunks.to(self.dtype), channels_last=fast_encoding)
@@ -1189,6 +1210,7 @@ class EncodecModel(EncodecPreTrainedModel):
         *,
         fast_encoding: bool | None = None,
         chunk_batch_size: int | None = None,
+        pad_chunks: bool | None = None,
         progress=None,
     ) -> EncodecEncoderOutput | tuple:
         """Encode audio into discrete codes.
@@ -1201,7 +1223,7 @@ class EncodecModel(EncodecPreTrainedModel):
             bandwidth (`float`, *optional*): one of `config.target_bandwidths` (kbps); the smallest if None, as
                 in transformers (the command line uses 6 kbps).
             return_dict (`bool`, *optional*): return an `EncodecEncoderOutput` rather than a tuple.
-            fast_encoding, chunk_batch_size, progress: see the class docstring.
+            fast_encoding, chunk_batch_size, pad_chunks, progress: see the class docstring.
 
         Returns:
             `EncodecEncoderOutput` with `audio_codes` (num_chunks, batch_size, num_quantizers, frames),
@@ -1211,6 +1233,7 @@ class EncodecModel(EncodecPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         fast = self.inference_option("fast_encoding", fast_encoding)
         step = self.inference_option("chunk_batch_size", chunk_batch_size) if fast else 1
+        pad = self.inference_option("pad_chunks", pad_chunks) and fast and self.config.use_causal_conv
         report = _progress_reporter(progress if progress is not None else self.progress_callback, "encode")
         bandwidth = self.config.target_bandwidths[0] if bandwidth is None else self.config.check_bandwidth(bandwidth)
         self._check_audio(input_values)
@@ -1228,17 +1251,30 @@ class EncodecModel(EncodecPreTrainedModel):
         # Each chunk is cut at its real length, so an item never sees another item's padding. Exact encoding
         # runs each chunk alone: EnCodec's convolutions round differently in a batch (the original itself
         # changes a few codes between a clip alone and the same clip in a batch), and a batch item must get
-        # exactly the codes it gets alone. Fast encoding batches chunks of equal length.
+        # exactly the codes it gets alone. Fast encoding batches chunks of equal length, or with `pad_chunks`
+        # (causal models) chunks of similar length, zero-padded to the longest of their batch.
         jobs = [
-            (size, (index, item, start)) for item, plan in enumerate(plans) for index, (start, size) in enumerate(plan)
+            (size, (index, item, start, size))
+            for item, plan in enumerate(plans)
+            for index, (start, size) in enumerate(plan)
         ]
         done = 0
         with _no_grad_unless_training(self):
-            for size, part in batch_jobs(jobs, step):
-                chunks = torch.stack([input_values[item, :, start : start + size] for _, item, start in part])
-                chunk_codes, chunk_scales = self.encode_chunks(chunks, num_quantizers, fast)  # (N, Q, F), (N, 1)
-                for row, (index, item, _) in enumerate(part):
-                    codes[index, item, :, : chunk_codes.shape[-1]] = chunk_codes[row]
+            groups = bucket_jobs(jobs, step) if pad else batch_jobs(jobs, step)
+            for width, part in cap_batches(groups, lambda width: chunks_per_call(width, self.config.num_filters)):
+                chunks = input_values.new_zeros((len(part), input_values.shape[1], width))  # (N, C, width)
+                mask = None
+                if pad:
+                    mask = torch.zeros((len(part), 1, width), dtype=torch.bool, device=input_values.device)
+                for row, (_, item, start, size) in enumerate(part):
+                    chunks[row, :, :size] = input_values[item, :, start : start + size]
+                    if mask is not None:
+                        mask[row, :, :size] = True
+                # (N, Q, ceil(width / hop)), (N, 1)
+                chunk_codes, chunk_scales = self.encode_chunks(chunks, num_quantizers, fast, mask)
+                for row, (index, item, _, size) in enumerate(part):
+                    real = num_frames(size, hop)
+                    codes[index, item, :, :real] = chunk_codes[row, :, :real]
                     if chunk_scales is not None:
                         scales[index, item] = chunk_scales[row]
                 done += len(part)
@@ -1399,7 +1435,10 @@ class EncodecModel(EncodecPreTrainedModel):
         decoded = {}
         done = 0
         with _no_grad_unless_training(self):
-            for chunk_frames, part in batch_jobs(jobs, step):
+            groups = cap_batches(
+                batch_jobs(jobs, step), lambda frames: chunks_per_call(frames * hop, self.config.num_filters)
+            )
+            for chunk_frames, part in groups:
                 codes = torch.stack([audio_codes[index, item, :, :chunk_frames] for index, item in part])
                 audio = self.decode_chunks(codes, fast)  # (N, C, chunk_frames * hop)
                 for row, (index, item) in enumerate(part):
@@ -1435,6 +1474,7 @@ class EncodecModel(EncodecPreTrainedModel):
         fast_encoding: bool | None = None,
         fast_decoding: bool | None = None,
         chunk_batch_size: int | None = None,
+        pad_chunks: bool | None = None,
         progress=None,
         update_codebooks: bool = True,
     ) -> EncodecOutput | tuple:
@@ -1466,6 +1506,7 @@ class EncodecModel(EncodecPreTrainedModel):
                 return_dict=False,
                 fast_encoding=fast_encoding,
                 chunk_batch_size=chunk_batch_size,
+                pad_chunks=pad_chunks,
                 progress=progress,
             )
             if padding_mask is None:

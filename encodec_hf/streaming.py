@@ -51,7 +51,7 @@ class _Stream:
             raise ValueError("this stream was flushed; start a new one to stream more")
 
     def _empty_audio(self) -> torch.Tensor:
-        return torch.zeros(self.batch_size, self.model.config.audio_channels, 0)
+        return torch.zeros(self.batch_size, self.model.config.audio_channels, 0, device=self.model.device)
 
 
 class StreamEncoder(_Stream):
@@ -133,7 +133,8 @@ class StreamEncoder(_Stream):
         self.closed = True
         if self.chunked:
             return self._chunks(final=True)
-        nothing = torch.zeros(self.batch_size, self.model.config.audio_channels, 0, dtype=self.model.dtype)
+        config, device = self.model.config, self.model.device
+        nothing = torch.zeros(self.batch_size, config.audio_channels, 0, dtype=self.model.dtype, device=device)
         return self._frames(nothing, final=True)
 
 
@@ -203,7 +204,8 @@ class StreamDecoder(_Stream):
         self._check_open()
         self.closed = True
         if not self.chunked:
-            nothing = torch.zeros(self.batch_size, self.model.config.hidden_size, 0, dtype=self.model.dtype)
+            config, device = self.model.config, self.model.device
+            nothing = torch.zeros(self.batch_size, config.hidden_size, 0, dtype=self.model.dtype, device=device)
             return self._limit(self.model.decoder(nothing, states=self.states, final=True).float())
         if self.joiner.out is None:
             return self._limit(self._empty_audio())

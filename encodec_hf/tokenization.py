@@ -144,11 +144,11 @@ class _Encoder:
         id_column,
         on_error,
         offset,
-        fast_encoding=False,
+        encode_options=None,
     ):
         self.model, self.extractor, self.bandwidth = model, extractor, bandwidth
         self.audio_column, self.sampling_rate_column, self.id_column = audio_column, sampling_rate_column, id_column
-        self.on_error, self.offset, self.fast_encoding = on_error, offset, fast_encoding
+        self.on_error, self.offset, self.encode_options = on_error, offset, dict(encode_options or {})
 
     def __call__(self, batch: dict, indices: list[int], rank: int | None = None) -> dict:
         if rank is not None and torch.get_num_threads() != 1:
@@ -199,7 +199,7 @@ class _Encoder:
                     torch.from_numpy(values).to(device),
                     torch.from_numpy(mask).to(device),
                     bandwidth=self.bandwidth,
-                    fast_encoding=self.fast_encoding,
+                    **self.encode_options,
                 )
             for k, row in enumerate(good):
                 codes, scales = _row_codes(encoded, k, lengths[k], self.model.config)
@@ -209,8 +209,24 @@ class _Encoder:
         return out
 
 
-def _metadata(model, bandwidth, skipped, fast_encoding: bool = False) -> dict:
+def _encode_options(model, fast_encoding, pad_chunks, chunk_batch_size) -> dict:
+    """`model.encode`'s options for a tokenization run, each resolved against the model's defaults."""
+    fast = model.inference_option("fast_encoding", fast_encoding)
+    return {
+        "fast_encoding": fast,
+        "pad_chunks": bool(fast and model.inference_option("pad_chunks", pad_chunks) and model.config.use_causal_conv),
+        "chunk_batch_size": model.inference_option("chunk_batch_size", chunk_batch_size),
+    }
+
+
+def _metadata(model, bandwidth, skipped, encode_options: dict | None = None) -> dict:
+    """What a tokenized dataset records of how it was made; `encoding` names the path that made the codes:
+    "exact" (EnCodec 0.1.1's codes on CPU), "fast" or "fast, padded batches", and the device."""
     config = model.config
+    options = encode_options or {}
+    path = "exact"
+    if options.get("fast_encoding"):
+        path = "fast, padded batches" if options.get("pad_chunks") else "fast"
     return {
         "model": str(getattr(config, "_name_or_path", "") or ""),
         "bandwidth": bandwidth,
@@ -222,7 +238,9 @@ def _metadata(model, bandwidth, skipped, fast_encoding: bool = False) -> dict:
         "chunk_length": config.chunk_length,
         "chunk_stride": config.chunk_stride,
         "codebook_size": config.codebook_size,
-        "fast_encoding": fast_encoding,
+        "fast_encoding": bool(options.get("fast_encoding", False)),
+        "encoding": path,
+        "device": str(model.device),
         "skipped_rows": skipped,
     }
 
@@ -254,6 +272,8 @@ def tokenize_dataset(
     num_proc: int | None = None,
     remove_audio_column: bool = False,
     fast_encoding: bool = False,
+    pad_chunks: bool = False,
+    chunk_batch_size: int | None = None,
     _offset: int = 0,
 ):
     """Add `audio_codes`, `audio_scales` and `audio_length` to every row of `dataset`.
@@ -275,6 +295,10 @@ def tokenize_dataset(
         remove_audio_column: drop the audio column from the result.
         fast_encoding: encode in the fast layout (`EncodecModel.encode`'s option; about 1 code in 1,000 differs at
             24 kHz). False (default): codes identical to EnCodec 0.1.1's. The metadata records which.
+        pad_chunks, chunk_batch_size: with `fast_encoding`, `EncodecModel.encode`'s options: the GPU path batches
+            `chunk_batch_size` chunks per call, and with `pad_chunks` clips of different lengths together
+            (causal models; each clip's last frame can change, see docs/gpu.md). `encodec-hf tokenize --fast`
+            sets all three.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -286,6 +310,7 @@ def tokenize_dataset(
     if columns is not None and audio_column not in columns:
         raise ValueError(f"dataset has no column {audio_column!r}; its columns are {columns}")
     model.eval()
+    options = _encode_options(model, fast_encoding, pad_chunks, chunk_batch_size)
     function = _Encoder(
         model,
         feature_extractor,
@@ -295,7 +320,7 @@ def tokenize_dataset(
         id_column,
         on_error,
         _offset,
-        fast_encoding=model.inference_option("fast_encoding", fast_encoding),
+        encode_options=options,
     )
     remove = (audio_column,) if remove_audio_column else ()
     features = None
@@ -322,11 +347,11 @@ def tokenize_dataset(
             return not error
 
         result = mapped.filter(keep, input_columns="__error__").remove_columns("__error__")
-        return _set_metadata(result, _metadata(model, bandwidth, "logged", fast_encoding))
+        return _set_metadata(result, _metadata(model, bandwidth, "logged", options))
     errors = [e for e in mapped["__error__"] if e]
     result = mapped.filter(lambda e: not e, input_columns="__error__") if errors else mapped
     result = result.remove_columns("__error__")
-    return _set_metadata(result, _metadata(model, bandwidth, errors, fast_encoding))
+    return _set_metadata(result, _metadata(model, bandwidth, errors, options))
 
 
 # -- the token layout a language model trains on and generates -------------------------------------------------------
@@ -663,8 +688,10 @@ def tokenize_to_disk(
         if pieces
         else tokenize_dataset(dataset, model, feature_extractor, bandwidth, **options)
     )
-    fast_encoding = options.get("fast_encoding", False)
-    _set_metadata(joined, _metadata(model, model.config.check_bandwidth(bandwidth), skipped, fast_encoding))
+    encoding = _encode_options(
+        model, options.get("fast_encoding"), options.get("pad_chunks"), options.get("chunk_batch_size")
+    )
+    _set_metadata(joined, _metadata(model, model.config.check_bandwidth(bandwidth), skipped, encoding))
     if output.exists():
         shutil.rmtree(output)
     joined.save_to_disk(str(output))

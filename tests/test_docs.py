@@ -39,6 +39,7 @@ def test_every_page_is_collected():
         "hub.md",
         "development.md",
         "training.md",
+        "gpu.md",
     } <= names
     assert sum(len(python_blocks(page)) for page in PAGES) >= 10
 

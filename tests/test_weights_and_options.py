@@ -147,7 +147,12 @@ def test_options_are_checked():
 
 def test_model_wide_defaults_and_deprecated_attributes():
     model = tiny_model(chunked=True)
-    assert model.inference_defaults == {"fast_encoding": False, "fast_decoding": True, "chunk_batch_size": 4}
+    assert model.inference_defaults == {
+        "fast_encoding": False,
+        "fast_decoding": True,
+        "chunk_batch_size": 4,
+        "pad_chunks": False,
+    }
     model.set_inference_defaults(fast_decoding=False, chunk_batch_size=2)
     assert model.inference_defaults["fast_decoding"] is False and model.inference_defaults["chunk_batch_size"] == 2
     with pytest.warns(FutureWarning, match="pass fast_encoding= to encode"):
