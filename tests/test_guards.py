@@ -266,3 +266,54 @@ def test_decompress_iter_refuses_trailing_bytes_as_decompress_does(chunked):
         decompress(data, chunked)
     with pytest.raises(ValueError, match="beyond what its metadata accounts for"):
         list(decompress_iter(io.BytesIO(data), chunked))
+
+
+LYING_FILE_SCRIPT = r"""
+import io, sys, numpy as np
+from encodec_hf import decompress
+from encodec_hf.ecdc.container import EcdcHeader, model_name
+from encodec_hf.language_model import EncodecLanguageModel
+from encodec_hf.testing import tiny_model
+
+model = tiny_model(target_bandwidths=[0.4, 0.8, 12.8])  # 32 codebooks
+model.language_model = EncodecLanguageModel(32, 16, 7, dim=10, num_heads=2).eval()
+length = 24 * 3600 * model.config.sampling_rate  # a day: 8.64 million frames, 276 million codes claimed
+stream = io.BytesIO()
+EcdcHeader(0, model_name(model), length, 32, True, False).write(stream)
+stream.write(np.random.default_rng(0).integers(0, 256, 350_000, dtype=np.uint8).tobytes())  # 2.8 Mbit: plausible
+
+
+import torch
+
+largest = [0]  # bytes of the largest zero-filled buffer asked for (calloc'd pages would not show in the RSS)
+real_zeros = torch.zeros
+
+
+def zeros(*shape, **kwargs):
+    tensor = real_zeros(*shape, **kwargs)
+    largest[0] = max(largest[0], tensor.numel() * tensor.element_size())
+    return tensor
+
+
+torch.zeros = zeros
+try:
+    decompress(stream.getvalue(), model)
+except (EOFError, ValueError) as error:
+    print("refused:", type(error).__name__, str(error).splitlines()[0])
+print("largest_mb", largest[0] / 2**20)
+"""
+
+
+@pytest.mark.slow  # decodes 350 KB of arithmetic-coded noise with a language model
+def test_a_language_model_file_claiming_a_day_allocates_only_what_it_decodes(tmp_path):
+    """Issue 18: 260 KB of random bytes claiming 24 h allocated 3.1 GB before being rejected. The codes buffer now
+    grows with the frames decoded (the same file's claim would have taken 276 M x 8 bytes = 2.2 GB, 2,109 MB in this
+    test before the change)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", LYING_FILE_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "refused: " in done.stdout  # noise: "no symbol matches it", or the bits end first
+    largest = float(done.stdout.split("largest_mb")[1])
+    assert largest < 10, done.stdout

@@ -179,9 +179,13 @@ def _read_chunk(source, reader, model, index: int, size: int, codebooks: int, la
                 raise ValueError(f"chunk {index} holds codes beyond the codebook size {config.codebook_size}")
             codes = torch.from_numpy(values.reshape(count, codebooks).T.copy())
         else:
-            codes = torch.zeros(codebooks, count, dtype=torch.long)
+            # Grown as frames decode, never allocated for what the header claims: a file that claims hours runs out
+            # of bits (EOFError) long before its codes would fill such a buffer.
+            codes = torch.zeros(codebooks, min(count, 1024), dtype=torch.long)
             with torch.inference_mode():
                 for t in range(count):
+                    if t == codes.shape[1]:
+                        codes = torch.cat([codes, torch.zeros_like(codes)], dim=1)[:, :count]
                     for k, cdf in enumerate(stepper.cdfs()):
                         codes[k, t] = decoder.pull(cdf)
                     stepper.advance(codes[:, t])
@@ -298,9 +302,8 @@ def decompress(data: bytes, model: EncodecModel, on_damage: str = "silence", pro
                 f"pack: its audio length {length} is not plausible"
             )
     frames = num_frames(min(length, config.chunk_length or length), config.hop_length)
-    codes = torch.zeros(len(plan), 1, codebooks, frames, dtype=torch.long)
     scales = [torch.ones(1, 1)] * len(plan)
-    damaged = []
+    damaged, pieces = [], []
     for index, first, piece, scale in _chunk_pieces(
         stream, model, version, length, codebooks, use_lm, None, header.deterministic
     ):
@@ -309,11 +312,16 @@ def decompress(data: bytes, model: EncodecModel, on_damage: str = "silence", pro
                 raise ValueError(f"chunk {index} of the file is damaged (its CRC32 does not match)")
             damaged.append(index)
             continue
-        codes[index, 0, :, first : first + piece.shape[-1]] = piece
+        pieces.append((index, first, piece))
         scales[index] = scale
     left = len(data) - stream.tell()
     if left:
         raise ValueError(f"the file has {left} bytes more than its metadata accounts for")
+    # Allocated once every chunk has been read: the file held all these codes, so its length was true.
+    codes = torch.zeros(len(plan), 1, codebooks, frames, dtype=torch.long)
+    for index, first, piece in pieces:
+        codes[index, 0, :, first : first + piece.shape[-1]] = piece
+    del pieces
     mask = torch.ones(1, length, dtype=torch.bool, device=model.device)
     with torch.inference_mode():
         audio = model.decode(

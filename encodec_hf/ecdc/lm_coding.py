@@ -134,10 +134,14 @@ def decode_deterministic(language_model, chunks: list, codebooks: int) -> list[t
     card = language_model.linears[0].out_features
     uniform = uniform_cdf(card).numpy()
     frames = max(length for _, _, length in chunks)
-    codes = np.zeros((len(chunks), codebooks, frames), dtype=np.int64)
+    # Grown as frames decode (doubling), never allocated for the frames a header claims: a lying file runs out of
+    # bits (EOFError) first.
+    codes = np.zeros((len(chunks), codebooks, min(frames, 1024)), dtype=np.int64)
     runner = DeterministicRunner(language_model, len(chunks))
     previous = torch.zeros(len(chunks), codebooks, 1, dtype=torch.long, device=device)  # 0: no previous frame
     for t in range(frames):
+        if t == codes.shape[-1]:
+            codes = np.concatenate([codes, np.zeros_like(codes)], axis=-1)[..., :frames]
         cdf = deterministic_cdf(runner(previous), with_risk=False)[:, 0].cpu().numpy()  # (B, K, card)
         for b, (decoder, risky, length) in enumerate(chunks):
             if t < length:  # a shorter chunk's stream has ended: the rest of its row is never read
