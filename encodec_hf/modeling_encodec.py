@@ -156,10 +156,14 @@ class _FoldedWeight:
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             weight = conv.weight
             return weight.unsqueeze(2) if channels_last else weight
-        if hasattr(conv, "parametrizations"):
-            params = (conv.parametrizations.weight.original0, conv.parametrizations.weight.original1)
+        # The parameters through the modules' own dicts: nn.Module.__getattr__ made this lookup a third of the
+        # per-frame Python time of a stream. A parameter replaced (not only edited) is still seen.
+        parametrizations = conv._modules.get("parametrizations")
+        if parametrizations is not None:
+            found = parametrizations._modules["weight"]._parameters
+            params = (found["original0"], found["original1"])
         else:
-            params = (conv.weight,)
+            params = (conv._parameters["weight"],)
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         cache = self._cache
         if cache is None or cache[0] != key:
@@ -264,7 +268,7 @@ class EncodecConv1d(nn.Module):
     # offline does, which needs padding + 1 inputs; at the end, the extra samples offline pads with are added.
     def _stream(self, x: torch.Tensor, state: EncodecConv1dState, final: bool) -> torch.Tensor:
         state.total += x.shape[-1]
-        recent = x if state.tail is None else torch.cat([state.tail, x], dim=-1)
+        recent = x if state.tail is None or x.shape[-1] >= self.kernel_size else torch.cat([state.tail, x], dim=-1)
         state.tail = recent[..., -self.kernel_size :]
         if not state.started:
             state.held.append(x)
@@ -400,7 +404,7 @@ class EncodecLSTMLayers(nn.Module):
             self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(4 * hidden_size)))
             self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(4 * hidden_size)))
 
-    def forward(self, sequence: torch.Tensor, state: tuple | None = None):
+    def forward(self, sequence: torch.Tensor, state: tuple | None = None, stepwise: bool = False):
         # (T, B, input_size) -> (T, B, hidden_size), and the final (h, c), each (num_layers, B, hidden_size)
         if state is None:
             zeros = sequence.new_zeros(self.num_layers, sequence.shape[1], self.hidden_size)
@@ -410,9 +414,31 @@ class EncodecLSTMLayers(nn.Module):
             for layer in range(self.num_layers)
             for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         ]
+        if stepwise:
+            return self._steps(sequence, state, weights)
         out, hidden, cell = torch.lstm(sequence, state, weights, True, self.num_layers, 0.0, False, False, False)
         return out, (hidden, cell)
 
+    def _steps(self, sequence: torch.Tensor, state: tuple, weights: list):
+        """torch.lstm's equations one time step at a time, as matrix-vector products: for the frame or two of a
+        stream's push. On CPU, torch.lstm costs about 3 ms a call for the 24 kHz model's 2 x 512 LSTM whatever the
+        length (it lays its weights out anew at each call), these products 0.4 ms a frame (measured on the 2-core
+        Xeon). The same sums in another order: outputs within about 1e-7 of torch.lstm's."""
+        hidden, cell = list(state[0].unbind(0)), list(state[1].unbind(0))  # per layer: (B, H)
+        outputs = []
+        for x in sequence:  # (B, input_size)
+            for layer in range(self.num_layers):
+                w_ih, w_hh, b_ih, b_hh = weights[4 * layer : 4 * layer + 4]
+                gates = torch.addmm(b_ih, x, w_ih.t()) + torch.addmm(b_hh, hidden[layer], w_hh.t())  # (B, 4H)
+                i, f, g, o = gates.chunk(4, dim=1)  # PyTorch's gate order
+                cell[layer] = torch.sigmoid(f) * cell[layer] + torch.sigmoid(i) * torch.tanh(g)
+                hidden[layer] = torch.sigmoid(o) * torch.tanh(cell[layer])
+                x = hidden[layer]
+            outputs.append(x)
+        return torch.stack(outputs), (torch.stack(hidden), torch.stack(cell))
+
+
+STEPWISE_LSTM_FRAMES = 4  # a streaming push of at most this many frames steps the LSTM by matrix products
 
 # cuDNN's note that these weights are packed at every call (see EncodecLSTMLayers), for this module only.
 warnings.filterwarnings(
@@ -447,7 +473,10 @@ class EncodecLSTM(nn.Module):
         if state is not None and hidden_states.shape[-1] == 0:
             return hidden_states
         sequence = hidden_states.permute(2, 0, 1)  # (B, C, T) -> (T, B, C)
-        out, hidden = self.lstm(sequence, None if state is None else state.hidden)
+        # A stream's push carries a frame or a few: step by step is faster there (see EncodecLSTMLayers._steps).
+        # Offline inference keeps torch.lstm, the original's kernel and numbers.
+        stepwise = state is not None and sequence.shape[0] <= STEPWISE_LSTM_FRAMES and not torch.is_grad_enabled()
+        out, hidden = self.lstm(sequence, None if state is None else state.hidden, stepwise=stepwise)
         if state is not None:
             state.hidden = hidden
         return (out + sequence).permute(1, 2, 0)  # (B, C, T)

@@ -285,3 +285,23 @@ print(peak_mb() - base, audio.shape[-1])
     one_minute, five_minutes = grown_mb(4500), grown_mb(22_500)
     assert one_minute > 100, one_minute  # the measurement sees the decode at all
     assert five_minutes < 1.5 * one_minute, (one_minute, five_minutes)
+
+
+def test_stepwise_lstm_matches_torch_lstm():
+    """The matrix-product steps a stream's short pushes use give torch.lstm's outputs and state within float
+    rounding, from a fresh or a carried state."""
+    from encodec_hf.modeling_encodec import EncodecLSTMLayers
+
+    torch.manual_seed(0)
+    layers = EncodecLSTMLayers(16, 16, 2)
+    for param in layers.parameters():
+        torch.nn.init.uniform_(param, -0.3, 0.3)
+    sequence = torch.randn(3, 2, 16)
+    state = (torch.randn(2, 2, 16), torch.randn(2, 2, 16))
+    with torch.no_grad():
+        for start in (None, state):
+            out, (hidden, cell) = layers(sequence, start)
+            steps, (step_hidden, step_cell) = layers(sequence, start, stepwise=True)
+            torch.testing.assert_close(steps, out, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(step_hidden, hidden, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(step_cell, cell, rtol=1e-6, atol=1e-6)
