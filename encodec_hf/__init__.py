@@ -2,12 +2,17 @@
 
     from encodec_hf import EncodecModel, EncodecFeatureExtractor, compress, decompress
 
-The public names resolve on first use: the first one loads the package (torch, transformers) and registers its
-classes with the Auto classes, so that `import encodec_hf` itself, and the command line's `--help`, stay fast.
+The public names resolve on first use: the first one loads the package (torch, transformers), so that `import
+encodec_hf` itself, and the command line's `--help`, stay fast. Once transformers' Auto classes are imported too
+(before or after this package), they give this package's classes for EnCodec folders (`register_auto_classes`).
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import sys
+import warnings
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -67,6 +72,45 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below r
     from .training.trainer import train
 
 
+def register_auto_classes() -> None:
+    """Make transformers' `AutoConfig`, `AutoModel`, `AutoFeatureExtractor` and `AutoProcessor` give this package's
+    classes for EnCodec folders (model_type "encodec": this package's and the Hub's). Done by itself once both this
+    package and transformers' Auto classes are imported, in either order; calling it again does nothing more."""
+    import_module(".modeling_encodec", __name__)  # its import registers everything (see _register_auto_model)
+
+
+class _RegisterWhenAutoLoads(importlib.abc.MetaPathFinder):
+    """Registers the Auto classes right after `transformers.models.auto` is imported, so that `import encodec_hf`
+    stays light (no torch, no transformers) and still changes what the Auto classes give."""
+
+    target = "transformers.models.auto"
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.target:
+            return None
+        sys.meta_path.remove(self)  # once
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            try:
+                register_auto_classes()
+            except Exception as error:  # never break transformers' import: say what did not happen
+                warnings.warn(f"encodec_hf could not register its Auto classes: {error}", stacklevel=2)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if "transformers.models.auto" in sys.modules:
+    register_auto_classes()
+elif not any(isinstance(finder, _RegisterWhenAutoLoads) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWhenAutoLoads())
+
+
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'encodec_hf' has no attribute {name!r}")
@@ -81,6 +125,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "register_auto_classes",
     "train",
     "EncodecConfig",
     "EncodecLanguageModelConfig",

@@ -1633,21 +1633,29 @@ def _no_grad_unless_training(model: nn.Module):
 
 
 def _register_auto_model() -> None:
-    """Make `AutoModel` build this package's model for this package's config, leaving transformers' alone.
+    """Make the Auto classes give this package's classes for EnCodec folders, once this module is imported (and,
+    through the hook in `encodec_hf/__init__.py`, as soon as transformers' Auto classes load after `import
+    encodec_hf`).
 
-    transformers refuses a second `encodec` model type (`AutoConfig.register`), so the config is not registered by
-    name. The Auto model mapping is keyed by config class, so registering this package's `EncodecConfig` maps it,
-    and only it, to this package's class: `AutoModel.from_config(encodec_hf.EncodecConfig())` builds an
-    `encodec_hf.EncodecModel`, while transformers' own config still builds transformers' model. (`exist_ok=True`
-    only skips transformers' check by class name, which would otherwise mistake this class for its namesake.)
-    Done when this module is imported; processing.py does the same for the feature extractor.
+    The folders keep model_type "encodec" (the Hub's layout), so transformers alone still loads them with its own
+    classes. Here `AutoConfig` maps "encodec" to this package's `EncodecConfig` (`exist_ok=True`: transformers'
+    built-in entry stays, the registered one is looked up first), and the model and feature-extractor mappings,
+    keyed by config class, map it to this package's classes. transformers' own config class still builds
+    transformers' model (`AutoModel.from_config(transformers.EncodecConfig())`). The feature extractor is found by
+    config class because this package's preprocessor_config.json leaves out `feature_extractor_type` (a name both
+    packages' classes share; transformers' would be found first).
     """
-    from transformers import AutoModel
+    from transformers import AutoConfig, AutoModel
+
+    from .processing import EncodecFeatureExtractor  # its import registers the feature extractor and processor
 
     AutoModel.register(EncodecConfig, EncodecModel, exist_ok=True)
+    AutoConfig.register("encodec", EncodecConfig, exist_ok=True)
+    del EncodecFeatureExtractor
 
 
-_register_auto_model()
+if __name__.startswith("encodec_hf."):  # the installed package, not a folder's remote-code copy run by transformers
+    _register_auto_model()
 
 __all__ = [
     "EncodecModel",

@@ -205,6 +205,14 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
     def chunk_stride(self) -> int | None:
         return chunk_sizes(self.chunk_length_s, self.overlap, self.sampling_rate)[1]
 
+    def to_dict(self) -> dict:
+        """The saved preprocessor config, without `feature_extractor_type`: Auto classes then find the extractor
+        by the folder's config (this package's after `import encodec_hf`, transformers' otherwise) rather than by
+        a class name both packages use."""
+        output = super().to_dict()
+        output.pop("feature_extractor_type", None)
+        return output
+
     def chunk_plan(self, length: int) -> list[tuple[int, int]]:
         """`plan_chunks` for this model: (start, real samples) of each chunk of a `length`-sample clip."""
         return plan_chunks(length, self.chunk_length, self.chunk_stride)
@@ -306,6 +314,7 @@ def _register_auto_processor() -> None:
     AutoProcessor.register(EncodecConfig, EncodecFeatureExtractor, exist_ok=True)
 
 
-_register_auto_processor()
+if __name__.startswith("encodec_hf."):  # the installed package, not a folder's remote-code copy
+    _register_auto_processor()
 
 __all__ = ["EncodecFeatureExtractor", "plan_chunks", "convert_channels", "resample", "check_sampling_rate"]

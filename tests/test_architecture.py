@@ -116,8 +116,9 @@ def test_lazy_package_exports_what_it_lists():
     import subprocess
     import sys
 
-    assert sorted(encodec_hf._EXPORTS) == sorted(encodec_hf.__all__)
-    for name in encodec_hf.__all__:
+    defined_here = {"register_auto_classes"}  # __init__'s own function; the rest resolve lazily
+    assert sorted(encodec_hf._EXPORTS) == sorted(set(encodec_hf.__all__) - defined_here)
+    for name in encodec_hf._EXPORTS:
         assert getattr(encodec_hf, name) is getattr(
             importlib.import_module(f"encodec_hf.{encodec_hf._EXPORTS[name]}"), name
         )

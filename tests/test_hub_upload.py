@@ -356,8 +356,60 @@ def test_import_registers_auto_classes_without_touching_builtin():
     model = transformers.AutoModel.from_config(EncodecConfig(**tiny_model().config.to_diff_dict()))
     assert isinstance(model, EncodecModel)
     builtin = transformers.AutoModel.from_config(transformers.EncodecConfig())
-    assert type(builtin) is transformers.EncodecModel
-    assert type(transformers.AutoConfig.for_model("encodec")) is transformers.EncodecConfig
+    assert type(builtin) is transformers.EncodecModel  # transformers' own config still builds its own model
+    assert type(transformers.AutoConfig.for_model("encodec")) is EncodecConfig  # "encodec" resolves to ours
+
+
+AUTO_PROBE = """
+import json, sys
+ORDER
+assert "torch" not in sys.modules or "transformers" in sys.modules  # import encodec_hf alone stays light
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
+if "import encodec_hf" not in "ORDER":
+    import encodec_hf
+kinds = {}
+for auto in (AutoConfig, AutoModel, AutoFeatureExtractor, AutoProcessor):
+    kinds[auto.__name__] = type(auto.from_pretrained(FOLDER, trust_remote_code=TRUST)).__module__
+print(json.dumps(kinds))
+"""
+
+
+@pytest.mark.parametrize(
+    "kind, trust",
+    [("convert", False), ("convert", True), ("upload", True)],  # an upload folder names remote code: trust it
+)
+@pytest.mark.parametrize("order", ["import encodec_hf", "import transformers"])
+def test_auto_classes_give_this_packages_classes_for_its_folders(kind, order, trust, built, tmp_path):
+    """Issue 18: after `import encodec_hf` (before or after transformers, touching none of its names), every Auto
+    class gives this package's class for a folder written by convert/save_pretrained or upload."""
+    import subprocess
+    import sys
+
+    folder = built if kind == "upload" else save_tiny_folder(tmp_path / "converted", tiny_model(chunked=True))
+    code = AUTO_PROBE.replace("ORDER", order).replace("FOLDER", repr(str(folder))).replace("TRUST", str(trust))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    kinds = json.loads(done.stdout.strip().splitlines()[-1])
+    if kind == "upload":
+        # transformers reads an upload folder's AutoFeatureExtractor entry before its config, so it takes the
+        # folder's copy of this package's processing.py (the same code, shipped by upload) over the installed one
+        assert re.match(r"transformers_modules\.[\w.]+\.processing$", kinds.pop("AutoFeatureExtractor")), kinds
+    assert all(module.startswith("encodec_hf.") for module in kinds.values()), kinds
+
+
+def test_transformers_alone_still_loads_a_saved_folder(tmp_path):
+    """The preprocessor config leaves out feature_extractor_type; transformers alone finds its extractor by config."""
+    folder = save_tiny_folder(tmp_path / "converted", tiny_model(chunked=True))
+    assert "feature_extractor_type" not in json.loads((folder / "preprocessor_config.json").read_text())
+    run_without_encodec_hf(
+        f"""
+        from transformers import AutoFeatureExtractor, AutoModel, AutoProcessor
+        folder = {str(folder)!r}
+        for auto in (AutoModel, AutoFeatureExtractor, AutoProcessor):
+            assert type(auto.from_pretrained(folder)).__module__.startswith("transformers."), auto
+    """,
+        tmp_path,
+    )
 
 
 def test_a_pushed_language_model_loads_by_id_from_the_offline_cache(fake_hub, tmp_path, capsys):
