@@ -87,14 +87,43 @@ def test_fold_follows_dtype_changes(warm):
     assert_same_as_fresh(model, x)
 
 
-def test_data_writes_need_refresh_weights(warm):
-    """Writes through `.data` bypass the version counter: `refresh_weights()` makes the fold see them."""
+def test_data_writes_are_seen_by_the_next_call(warm):
+    """Issue 18: writes through `.data` (as EMA updates make them) bypass the version counter; each encode and decode
+    folds afresh, so the next call sees them without `refresh_weights()` (63 % of codes were wrong before)."""
     model, x = warm
+    before = run(model, x, **PATHS[1])[1]
     for name, parameter in model.named_parameters():
         if "original0" in name:
             parameter.data.mul_(1.5)
-    model.refresh_weights()
+    assert not torch.equal(run(model, x, **PATHS[1])[1], before)
     assert_same_as_fresh(model, x)
+    for name, parameter in model.named_parameters():
+        if "original1" in name:  # weight norm's v, written with copy_ through .data
+            parameter.data.copy_(parameter.data.flip(-1))
+    assert_same_as_fresh(model, x)
+
+
+def test_a_call_folds_each_layer_once(warm, monkeypatch):
+    """The fresh fold costs one evaluation of each layer's weight per encode call, not one per clip or chunk."""
+    from encodec_hf.modeling_encodec import _FoldedWeight
+
+    model, _ = warm
+    encoder_layers = sum(hasattr(module, "folded_weight") for module in model.encoder.modules())
+    x = torch.randn(4, 1, 700, generator=torch.Generator().manual_seed(1)) * 0.3  # 4 clips, each encoded alone
+    real_get, folds = _FoldedWeight.get, []
+
+    def counting_get(self, conv, channels_last):
+        before = self._cache
+        weight = real_get(self, conv, channels_last)
+        if before is None or before[0] != self._cache[0]:
+            folds.append(conv)
+        return weight
+
+    monkeypatch.setattr(_FoldedWeight, "get", counting_get)
+    for _ in range(2):  # two calls: two folds of each layer
+        with torch.inference_mode():
+            model.encode(x, bandwidth=0.8)
+    assert len(folds) == 2 * encoder_layers and len(set(map(id, folds))) == encoder_layers
 
 
 def test_training_gets_live_weights_and_gradients():
