@@ -4,7 +4,6 @@ scale tokens and their cost, padding that is never a code, and codes of another 
 import datasets
 import numpy as np
 import pytest
-import torch
 
 from encodec_hf import (
     PAD_TOKEN,
@@ -87,15 +86,6 @@ def test_generated_streams_of_any_length_decode(chunked, frames):
     np.testing.assert_array_equal(by_chunks, audio)
 
 
-def test_the_issue_example_seven_chunks_of_full_frames(chunked):
-    """(7, Q, frames) chunks with one scale each, and the same as a flat stream: both decode (they raised)."""
-    codes = np.random.default_rng(1).integers(0, 16, (7, 2, 100))
-    audio = decode_tokens(chunked, codes, audio_scales=[0.2] * 7)
-    flat = decode_tokens(chunked, codes_to_tokens(codes, 7 * 360, chunked.config), audio_scales=[0.2] * 7)
-    assert audio.shape == flat.shape == (2, 7 * 360)
-    np.testing.assert_array_equal(audio, flat)
-
-
 def test_scale_tokens_cost_at_most_half_a_step(chunked):
     scales = np.exp(np.random.default_rng(2).uniform(np.log(1e-4), np.log(5.0), 2000))
     tokens = scale_to_token(scales)
@@ -123,18 +113,3 @@ def test_codes_of_another_model_are_refused(chunked):
         decode_tokens(causal, np.zeros((2, 2, 10), dtype=np.int64))
     with pytest.raises(ValueError, match=r"scale tokens must lie in \[0, 1024\)"):
         decode_tokens(chunked, np.zeros((2, 50), dtype=np.int64), scale_tokens=[1024])
-
-
-@pytest.mark.slow
-def test_the_issue_example_on_the_full_size_48khz_model():
-    """decode_tokens(m48, codes (7, 4, 150), audio_scales=scales) raised a padding_mask error; a flat (4, 1050)
-    stream raised a scale-count error. Both decode now, to 7 x 47,520 samples."""
-    from encodec_hf import EncodecModel
-
-    torch.manual_seed(0)
-    model = EncodecModel(CONFIG_48K).eval()
-    codes = np.random.default_rng(0).integers(0, 1024, (7, 4, 150))
-    audio = decode_tokens(model, codes, audio_scales=[0.1] * 7)
-    flat = decode_tokens(model, codes.transpose(1, 0, 2).reshape(4, 1050), audio_scales=[0.1] * 7)
-    assert audio.shape == flat.shape == (2, 7 * 47_520)
-    np.testing.assert_array_equal(audio, flat)
