@@ -44,12 +44,14 @@ _EXPORTS = {
     "read_audio": "audio_io",
     "write_audio": "audio_io",
     "train": "training.trainer",
+    "evaluate": "evaluation",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below resolves these
     from .audio_io import read_audio, write_audio
     from .configuration_encodec import EncodecConfig, EncodecLanguageModelConfig
     from .ecdc import compress, compress_file, decompress, decompress_file
+    from .evaluation import evaluate
     from .language_model import EncodecLanguageModel
     from .modeling_encodec import (
         EncodecDecoderOutput,
@@ -126,6 +128,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "register_auto_classes",
+    "evaluate",
     "train",
     "EncodecConfig",
     "EncodecLanguageModelConfig",

@@ -348,6 +348,36 @@ def tokenize(args) -> int:
     return 0
 
 
+def evaluate_command(args) -> int:
+    from .evaluation import evaluate
+
+    if args.output and Path(args.output).exists() and any(Path(args.output).iterdir()) and not args.force:
+        raise CommandError(f"{args.output!r} exists and is not empty; pass -f to write into it")
+    models = [load_model(name)[0] for name in (args.model or [DEFAULT_MODEL])]
+    source = args.input
+    if Path(source).is_file():  # one audio file
+        source = [read_audio(source)]
+    else:
+        source = load_input_dataset(source, args.split, args.audio_column)
+    result = evaluate(
+        models,
+        source,
+        bandwidths=args.bandwidth,
+        use_lm=args.lm,
+        metrics=args.metrics,
+        audio_column=args.audio_column,
+        max_clips=args.max_clips,
+        output=args.output,
+        figures=args.figures,
+    )
+    print(result.markdown(result.environment["metrics"]))
+    for note in result.notes:
+        print(f"note: {note}")
+    if args.output:
+        print(f"wrote {args.output}: results.json, results.csv, results.md and figures")
+    return 0
+
+
 def train_command(args) -> int:
     from .training.trainer import TrainingError, train
 
@@ -557,6 +587,27 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--audio-column", default="audio")
     tr.add_argument("--split", default=None, help="split of a DatasetDict or Hub dataset (default train)")
     tr.set_defaults(func=train_command)
+
+    ev = commands.add_parser(
+        "evaluate", help="SI-SNR, mel distance, PESQ, real bit rates and speed; tables and figures (docs/evaluation.md)"
+    )
+    ev.add_argument("input", help="an audio file, or what tokenize takes (dataset folder, audio folder, Hub name)")
+    ev.add_argument(
+        "--model", action="append", default=None, help=f"Hub id or folder; repeat to compare (default {DEFAULT_MODEL})"
+    )
+    threads_option(ev)
+    ev.add_argument("-b", "--bandwidth", type=float, action="append", help="kbps; repeat (default: all)")
+    ev.add_argument("--lm", action="store_true", help="also the bit rate with the model's language model")
+    ev.add_argument("--metrics", nargs="+", default=None, help="default: si_snr si_sdr mel_distance ... pesq stoi")
+    ev.add_argument(
+        "--output", default=None, help="folder for results.json/.csv/.md, rate_distortion.png, spectrograms"
+    )
+    ev.add_argument("--max-clips", type=int, default=None)
+    ev.add_argument("--figures", type=int, default=4, help="clips per model drawn as spectrograms")
+    ev.add_argument("--audio-column", default="audio")
+    ev.add_argument("--split", default=None, help="split of a DatasetDict or Hub dataset (default train)")
+    ev.add_argument("-f", "--force", action="store_true", help="write into a non-empty --output")
+    ev.set_defaults(func=evaluate_command)
 
     up = commands.add_parser("upload", help="build a Hub folder with remote code and a model card, check it, push it")
     up.add_argument("source", help="a model folder or Hub id, or an original checkpoint file with --model")
