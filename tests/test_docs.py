@@ -40,6 +40,7 @@ def test_every_page_is_collected():
         "development.md",
         "training.md",
         "gpu.md",
+        "evaluation.md",
     } <= names
     assert sum(len(python_blocks(page)) for page in PAGES) >= 10
 
