@@ -378,6 +378,22 @@ def evaluate_command(args) -> int:
     return 0
 
 
+def demo_command(args) -> int:
+    try:
+        from .demo import build_demo
+    except ImportError as error:
+        raise CommandError(str(error)) from error
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise CommandError('the demo needs Gradio: pip install "encodec-hf[demo]" (or pip install gradio)')
+    models = {name: load_model(name)[0].eval() for name in (args.model or [DEFAULT_MODEL])}
+    demo = build_demo(models, votes_path=args.votes)
+    print(f"encodec-hf demo: http://{args.host}:{args.port} (votes go to {args.votes}); Ctrl+C stops it")
+    demo.launch(server_name=args.host, server_port=args.port, show_error=False)
+    return 0
+
+
 def train_command(args) -> int:
     from .training.trainer import TrainingError, train
 
@@ -608,6 +624,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default=None, help="split of a DatasetDict or Hub dataset (default train)")
     ev.add_argument("-f", "--force", action="store_true", help="write into a non-empty --output")
     ev.set_defaults(func=evaluate_command)
+
+    dm = commands.add_parser("demo", help="a browser page to hear, compare and A/B-test the bandwidths (Gradio)")
+    dm.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help=f"Hub id or folder; repeat to offer several (default {DEFAULT_MODEL})",
+    )
+    dm.add_argument("--port", type=int, default=7860)
+    dm.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: the whole network)")
+    dm.add_argument("--votes", default="encodec-votes.csv", help="CSV file the blind A/B votes are appended to")
+    threads_option(dm)
+    dm.set_defaults(func=demo_command)
 
     up = commands.add_parser("upload", help="build a Hub folder with remote code and a model card, check it, push it")
     up.add_argument("source", help="a model folder or Hub id, or an original checkpoint file with --model")
