@@ -81,16 +81,31 @@ def register_auto_classes() -> None:
     import_module(".modeling_encodec", __name__)  # its import registers everything (see _register_auto_model)
 
 
-class _RegisterWhenAutoLoads(importlib.abc.MetaPathFinder):
-    """Registers the Auto classes right after `transformers.models.auto` is imported, so that `import encodec_hf`
-    stays light (no torch, no transformers) and still changes what the Auto classes give."""
+def _initializing(name: str) -> bool:
+    """Whether module `name` is being imported right now (importlib marks its spec while it runs)."""
+    module = sys.modules.get(name)
+    return module is not None and bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
 
-    target = "transformers.models.auto"
+
+class _RegisterWhenAutoLoads(importlib.abc.MetaPathFinder):
+    """Registers the Auto classes right after one of transformers' Auto modules is imported, so that `import
+    encodec_hf` stays light (no torch, no transformers) and still changes what the Auto classes give.
+
+    transformers imports its Auto package from inside `transformers.modeling_utils` too (this package's own
+    modules import that); registering then would import this package's model module against a half-imported
+    `modeling_utils`. So each later Auto module (`AutoModel`'s, the feature extractor's, the processor's) tries
+    again, and the first try outside such an import registers and removes this finder."""
+
+    targets = (
+        "transformers.models.auto",
+        "transformers.models.auto.modeling_auto",
+        "transformers.models.auto.feature_extraction_auto",
+        "transformers.models.auto.processing_auto",
+    )
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != self.target:
+        if fullname not in self.targets:
             return None
-        sys.meta_path.remove(self)  # once
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
@@ -98,16 +113,23 @@ class _RegisterWhenAutoLoads(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run(module)
+            if self not in sys.meta_path or _initializing("transformers.modeling_utils"):
+                return  # registered already, or too early: a later Auto module tries again
+            if _initializing("encodec_hf.modeling_encodec"):
+                sys.meta_path.remove(self)  # that module registers everything as its import ends
+                return
             try:
                 register_auto_classes()
             except Exception as error:  # never break transformers' import: say what did not happen
                 warnings.warn(f"encodec_hf could not register its Auto classes: {error}", stacklevel=2)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
 
         spec.loader.exec_module = exec_module
         return spec
 
 
-if "transformers.models.auto" in sys.modules:
+if "transformers.models.auto.modeling_auto" in sys.modules:
     register_auto_classes()
 elif not any(isinstance(finder, _RegisterWhenAutoLoads) for finder in sys.meta_path):
     sys.meta_path.insert(0, _RegisterWhenAutoLoads())

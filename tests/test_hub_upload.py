@@ -378,7 +378,11 @@ print(json.dumps(kinds))
     "kind, trust",
     [("convert", False), ("convert", True), ("upload", True)],  # an upload folder names remote code: trust it
 )
-@pytest.mark.parametrize("order", ["import encodec_hf", "import transformers"])
+@pytest.mark.parametrize(
+    "order",
+    # the third imports transformers' modeling_utils (and its Auto package) from inside this package's import
+    ["import encodec_hf", "import transformers", "import encodec_hf.language_model"],
+)
 def test_auto_classes_give_this_packages_classes_for_its_folders(kind, order, trust, built, tmp_path):
     """Issue 18: after `import encodec_hf` (before or after transformers, touching none of its names), every Auto
     class gives this package's class for a folder written by convert/save_pretrained or upload."""
@@ -389,6 +393,7 @@ def test_auto_classes_give_this_packages_classes_for_its_folders(kind, order, tr
     code = AUTO_PROBE.replace("ORDER", order).replace("FOLDER", repr(str(folder))).replace("TRUST", str(trust))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "could not register" not in done.stderr, done.stderr[-3000:]
     kinds = json.loads(done.stdout.strip().splitlines()[-1])
     if kind == "upload":
         # transformers reads an upload folder's AutoFeatureExtractor entry before its config, so it takes the
