@@ -252,7 +252,8 @@ def _set_metadata(dataset, metadata: dict):
 
 def tokenization_metadata(dataset) -> dict:
     """What `tokenize_dataset` stored: model, bandwidth, num_quantizers, frame_rate, sampling_rate, chunking,
-    and `skipped_rows` (a list of "row N (id=...): reason")."""
+    `encoding` (the path that made the codes: "exact", "fast" or "fast, padded batches") and `device`, and
+    `skipped_rows` (a list of "row N (id=...): reason")."""
     try:
         return json.loads(dataset.info.description or "")[METADATA_KEY]
     except (ValueError, KeyError, TypeError) as error:
