@@ -157,64 +157,69 @@ def evaluate(
         raise ValueError("evaluate found no clips")
     decoded_for_figures: dict = {}
     total, done = len(models) * len(clips), 0
-    for model_index, codec in enumerate(models):
-        codec.eval()
-        config = codec.config
-        label = str(getattr(config, "_name_or_path", "") or f"model-{model_index}")
-        if sum(1 for m in models if (getattr(m.config, "_name_or_path", "") or "") == label) > 1 or not label:
-            label = f"{label or 'model'}-{model_index}"
-        extractor = EncodecFeatureExtractor.from_model_config(config)
-        chosen_bandwidths = [b for b in (bandwidths or config.target_bandwidths) if b in config.target_bandwidths]
-        missing = [b for b in (bandwidths or []) if b not in config.target_bandwidths]
-        if missing:
-            result.notes.append(f"{label}: no bandwidth {', '.join(f'{b:g}' for b in missing)} kbps; skipped")
-        if use_lm and codec.language_model is None:
-            result.notes.append(f"{label} has no language model: its bit rate with one is not reported")
-        for clip_index, (name, value, rate) in enumerate(clips):
-            reference = extractor.prepare(value, rate, index=clip_index)  # (channels, samples) at the model's rate
-            seconds = reference.shape[-1] / config.sampling_rate
-            audio = torch.from_numpy(reference)[None]
-            for bandwidth in chosen_bandwidths:
-                with torch.no_grad():
-                    start = time.perf_counter()
-                    encoded = codec.encode(audio, bandwidth=bandwidth)
-                    encode_time = time.perf_counter() - start
-                    mask = torch.ones(1, audio.shape[-1])
-                    start = time.perf_counter()
-                    decoded = codec.decode(encoded.audio_codes, encoded.audio_scales, mask).audio_values
-                    decode_time = time.perf_counter() - start
-                estimate = decoded[0].float().numpy()
-                row = {
-                    "model": label,
-                    "clip": name,
-                    "seconds": seconds,
-                    "bandwidth": bandwidth,
-                    "kbps": 8
-                    * len(compress_codes(codec, encoded.audio_codes, encoded.audio_scales, audio.shape[-1]))
-                    / seconds
-                    / 1000,
-                    "encode_x_real_time": seconds / encode_time,
-                    "decode_x_real_time": seconds / decode_time,
-                }
-                if use_lm and codec.language_model is not None:
-                    coded = compress_codes(
-                        codec, encoded.audio_codes, encoded.audio_scales, audio.shape[-1], use_lm=True
-                    )
-                    row["kbps_lm"] = 8 * len(coded) / seconds / 1000
-                for metric in chosen:
-                    try:
-                        row[metric] = metric_functions.compute(metric, reference, estimate, config.sampling_rate)
-                    except Exception as error:  # PESQ refuses silence, for one: the row says so, the run goes on
-                        row[metric] = None
-                        row[f"{metric}_error"] = str(error).splitlines()[0] if str(error) else type(error).__name__
-                result.rows.append(row)
-                if clip_index < figures:
-                    decoded_for_figures.setdefault((label, name), (reference, config.sampling_rate, {}))[2][
-                        bandwidth
-                    ] = estimate
-            done += 1
-            if progress is not None:
-                progress(done, total)
+    modes = [m.training for m in models]  # put back afterwards: evaluating must not change the caller's models
+    try:
+        for model_index, codec in enumerate(models):
+            codec.eval()
+            config = codec.config
+            label = str(getattr(config, "_name_or_path", "") or f"model-{model_index}")
+            if sum(1 for m in models if (getattr(m.config, "_name_or_path", "") or "") == label) > 1 or not label:
+                label = f"{label or 'model'}-{model_index}"
+            extractor = EncodecFeatureExtractor.from_model_config(config)
+            chosen_bandwidths = [b for b in (bandwidths or config.target_bandwidths) if b in config.target_bandwidths]
+            missing = [b for b in (bandwidths or []) if b not in config.target_bandwidths]
+            if missing:
+                result.notes.append(f"{label}: no bandwidth {', '.join(f'{b:g}' for b in missing)} kbps; skipped")
+            if use_lm and codec.language_model is None:
+                result.notes.append(f"{label} has no language model: its bit rate with one is not reported")
+            for clip_index, (name, value, rate) in enumerate(clips):
+                reference = extractor.prepare(value, rate, index=clip_index)  # (channels, samples) at the model's rate
+                seconds = reference.shape[-1] / config.sampling_rate
+                audio = torch.from_numpy(reference)[None]
+                for bandwidth in chosen_bandwidths:
+                    with torch.no_grad():
+                        start = time.perf_counter()
+                        encoded = codec.encode(audio, bandwidth=bandwidth)
+                        encode_time = time.perf_counter() - start
+                        mask = torch.ones(1, audio.shape[-1])
+                        start = time.perf_counter()
+                        decoded = codec.decode(encoded.audio_codes, encoded.audio_scales, mask).audio_values
+                        decode_time = time.perf_counter() - start
+                    estimate = decoded[0].float().numpy()
+                    row = {
+                        "model": label,
+                        "clip": name,
+                        "seconds": seconds,
+                        "bandwidth": bandwidth,
+                        "kbps": 8
+                        * len(compress_codes(codec, encoded.audio_codes, encoded.audio_scales, audio.shape[-1]))
+                        / seconds
+                        / 1000,
+                        "encode_x_real_time": seconds / encode_time,
+                        "decode_x_real_time": seconds / decode_time,
+                    }
+                    if use_lm and codec.language_model is not None:
+                        coded = compress_codes(
+                            codec, encoded.audio_codes, encoded.audio_scales, audio.shape[-1], use_lm=True
+                        )
+                        row["kbps_lm"] = 8 * len(coded) / seconds / 1000
+                    for metric in chosen:
+                        try:
+                            row[metric] = metric_functions.compute(metric, reference, estimate, config.sampling_rate)
+                        except Exception as error:  # PESQ refuses silence, for one: the row says so, the run goes on
+                            row[metric] = None
+                            row[f"{metric}_error"] = str(error).splitlines()[0] if str(error) else type(error).__name__
+                    result.rows.append(row)
+                    if clip_index < figures:
+                        decoded_for_figures.setdefault((label, name), (reference, config.sampling_rate, {}))[2][
+                            bandwidth
+                        ] = estimate
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    finally:
+        for codec, training in zip(models, modes):
+            codec.train(training)
     result.summary = _summarise(result.rows, chosen)
     import transformers
 

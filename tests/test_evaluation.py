@@ -155,8 +155,9 @@ def model_input(model, clip):
 def test_evaluate_takes_an_array_and_a_dataset(clips):
     import datasets
 
-    model = tiny_model()
+    model = tiny_model().train()
     one = evaluate(model, clips[0][0], bandwidths=[0.8], sampling_rate=1_000, metrics=["si_snr"])
+    assert model.training  # evaluated in eval mode, handed back as it came
     dataset = datasets.Dataset.from_dict({"audio": [{"array": clips[0][0], "sampling_rate": 1_000}]})
     same = evaluate(model, dataset, bandwidths=[0.8], metrics=["si_snr"])
     assert one.rows[0]["si_snr"] == same.rows[0]["si_snr"]
