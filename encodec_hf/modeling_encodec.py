@@ -324,10 +324,10 @@ class EncodecConv1d(nn.Module):
 
 @dataclass
 class EncodecConvTranspose1dState:
-    """What a causal `EncodecConvTranspose1d` keeps of a stream: the last input frame, whose kernel overlaps the
-    next frame's outputs."""
+    """What a causal `EncodecConvTranspose1d` keeps of a stream: the last frame's contribution (bias excluded) to
+    the `stride` outputs that the next frame's kernel overlaps."""
 
-    previous: torch.Tensor | None = None
+    tail: torch.Tensor | None = None
 
 
 class EncodecConvTranspose1d(nn.Module):
@@ -395,12 +395,16 @@ class EncodecConvTranspose1d(nn.Module):
         stride = self.conv.stride[0]
         if x.shape[-1] == 0:
             return _empty(x, self.conv.out_channels)
-        frames = x if state.previous is None else torch.cat([state.previous, x], dim=-1)
-        y = self._convolve(frames)
-        # (frames + 1) * stride outputs; those of the new frames are final, the last `stride` await the next frame
-        start = 0 if state.previous is None else stride
-        state.previous = x[..., -1:]
-        return y[..., start : start + x.shape[-1] * stride]
+        # Overlap-add: the new frames' (frames + 1) * stride outputs; the first `stride` also take the previous
+        # frame's tail, the last `stride` wait for the next frame (kernel = 2 x stride, checked by init_state). Each
+        # frame is convolved once; the sums of the overlaps come in another order than offline's (within 1e-6).
+        y = self._convolve(x)
+        bias = self.conv.bias[:, None] if self.conv.bias is not None else 0.0
+        out = y[..., : x.shape[-1] * stride]
+        if state.tail is not None:
+            out = torch.cat([out[..., :stride] + state.tail, out[..., stride:]], dim=-1)
+        state.tail = y[..., x.shape[-1] * stride :] - bias
+        return out
 
 
 class EncodecLSTMLayers(nn.Module):
