@@ -266,7 +266,7 @@ def check_tokenize(cpu_model, device_model, clips, device) -> dict:
     """`tokenize_dataset` rows (arrays with a rate column) on the device against the CPU's exact rows."""
     import datasets
 
-    from encodec_hf.tokenization import tokenize_dataset
+    from encodec_hf.tokenization import tokenization_metadata, tokenize_dataset
 
     rate = cpu_model.config.sampling_rate
     dataset = datasets.Dataset.from_dict({"audio": [c.numpy() for c in clips], "rate": [rate] * len(clips)})
@@ -280,8 +280,6 @@ def check_tokenize(cpu_model, device_model, clips, device) -> dict:
             a, b = np.asarray(a), np.asarray(b)
             differ += int((a != b).sum())
             total += a.size
-        from encodec_hf.tokenization import tokenization_metadata
-
         out[path] = {"codes_differing_pct": 100 * differ / total, "encoding": tokenization_metadata(rows)["encoding"]}
     return out
 

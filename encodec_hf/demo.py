@@ -20,8 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 MAX_BANDWIDTHS = 6  # players prepared on the page (the 24 kHz model has 5 bandwidths)
 PAGE_METRICS = ("si_snr", "mel_distance", "pesq", "stoi")
 
@@ -48,12 +46,8 @@ class DemoBackend:
     def compare(self, path, model_name: str, progress=None) -> dict:
         """Decode the audio file at `path` at every bandwidth of `model_name`: the files written, the table rows
         and the spectrogram figure. Raises ValueError with a message for the page."""
-        import importlib.util
-
-        from . import metrics
         from .audio_io import read_audio, write_audio
-        from .ecdc.api import compress_codes
-        from .evaluation import _plot_spectrograms
+        from .evaluation import _chosen_metrics, _plot_spectrograms, evaluate_clip
         from .processing import EncodecFeatureExtractor
 
         if not path:
@@ -73,45 +67,27 @@ class DemoBackend:
         folder.mkdir(parents=True, exist_ok=True)
         original = folder / "original.wav"
         write_audio(original, reference, config.sampling_rate)
-        chosen = [
-            name
-            for name in PAGE_METRICS
-            if name not in metrics.OPTIONAL or importlib.util.find_spec(metrics.OPTIONAL[name]) is not None
-        ]
-        tensor = torch.from_numpy(reference)[None]
-        mask = torch.ones(1, tensor.shape[-1])
+        chosen = _chosen_metrics(PAGE_METRICS, [])  # PESQ and STOI when their packages are installed
         rows, players, files, estimates = [], [], [], {}
         bandwidths = config.target_bandwidths
         for index, bandwidth in enumerate(bandwidths):
             if progress is not None:
                 progress(index / len(bandwidths), f"{bandwidth:g} kbps")
-            with torch.no_grad():
-                start = time.perf_counter()
-                encoded = model.encode(tensor, bandwidth=bandwidth)
-                decoded = model.decode(encoded.audio_codes, encoded.audio_scales, mask).audio_values[0].numpy()
-                elapsed = time.perf_counter() - start
-            plain = compress_codes(model, encoded.audio_codes, encoded.audio_scales, tensor.shape[-1])
+            clip = evaluate_clip(model, reference, bandwidth, chosen, use_lm=True)
+            row = {**clip.row, "bytes": len(clip.ecdc)}
             ecdc = folder / f"{bandwidth:g}kbps.ecdc"
-            ecdc.write_bytes(plain)
-            row = {"bandwidth": bandwidth, "bytes": len(plain), "kbps": 8 * len(plain) / seconds / 1000}
-            if model.language_model is not None:
-                coded = compress_codes(model, encoded.audio_codes, encoded.audio_scales, tensor.shape[-1], use_lm=True)
-                row.update(bytes_lm=len(coded), kbps_lm=8 * len(coded) / seconds / 1000)
+            ecdc.write_bytes(clip.ecdc)
+            files.append(str(ecdc))
+            if clip.ecdc_lm is not None:
+                row["bytes_lm"] = len(clip.ecdc_lm)
                 ecdc_lm = folder / f"{bandwidth:g}kbps-lm.ecdc"
-                ecdc_lm.write_bytes(coded)
+                ecdc_lm.write_bytes(clip.ecdc_lm)
                 files.append(str(ecdc_lm))
-            for name in chosen:
-                try:
-                    row[name] = metrics.compute(name, reference, decoded, config.sampling_rate)
-                except Exception:  # e.g. PESQ on silence: the cell stays empty
-                    row[name] = None
-            row["x_real_time"] = seconds / elapsed
             wav = folder / f"{bandwidth:g}kbps.wav"
-            write_audio(wav, decoded, config.sampling_rate)
+            write_audio(wav, clip.decoded, config.sampling_rate)
             rows.append(row)
             players.append((f"{bandwidth:g} kbps", str(wav)))
-            files.append(str(ecdc))
-            estimates[bandwidth] = decoded
+            estimates[bandwidth] = clip.decoded
         figure = folder / "spectrograms.png"
         _plot_spectrograms(reference, config.sampling_rate, estimates, figure, f"{model_name}: {Path(path).name}")
         if progress is not None:
@@ -129,16 +105,20 @@ class DemoBackend:
     @staticmethod
     def table(result: dict) -> str:
         """The numbers as a Markdown table (arrows: which way is better)."""
+        from . import metrics
+
         has_lm = any("kbps_lm" in row for row in result["rows"])
         header = ["kbps (nominal)", "kbps (.ecdc)", "bytes"] + (["kbps with LM", "bytes with LM"] if has_lm else [])
-        header += [f"{name} {'↓' if name == 'mel_distance' else '↑'}" for name in result["metrics"]] + ["x real time"]
+        arrows = {name: "↑" if metrics.HIGHER_IS_BETTER[name] else "↓" for name in result["metrics"]}
+        header += [f"{name} {arrows[name]}" for name in result["metrics"]] + ["x real time"]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in result["rows"]:
             cells = [f"{row['bandwidth']:g}", f"{row['kbps']:.2f}", str(row["bytes"])]
             if has_lm:
                 cells += [f"{row['kbps_lm']:.2f}", str(row["bytes_lm"])]
             cells += ["" if row.get(name) is None else f"{row[name]:.3f}" for name in result["metrics"]]
-            cells.append(f"{row['x_real_time']:.1f}")
+            round_trip = 1 / (1 / row["encode_x_real_time"] + 1 / row["decode_x_real_time"])
+            cells.append(f"{round_trip:.1f}")
             lines.append("| " + " | ".join(cells) + " |")
         return f"{result['seconds']:.2f} s of audio\n\n" + "\n".join(lines)
 
@@ -233,10 +213,4 @@ def build_demo(models: dict, votes_path: str | Path = "encodec-votes.csv", seed:
     return demo
 
 
-def load_models(names: list[str]) -> dict:
-    from .modeling_encodec import EncodecModel
-
-    return {name: EncodecModel.from_pretrained(name).eval() for name in names}
-
-
-__all__ = ["DemoBackend", "build_demo", "load_models", "MAX_BANDWIDTHS"]
+__all__ = ["DemoBackend", "build_demo", "MAX_BANDWIDTHS"]

@@ -27,7 +27,7 @@ import torch
 
 from . import metrics as metric_functions
 
-DEFAULT_METRICS = ("si_snr", "si_sdr", "mel_distance", "stft_distance", "l1", "pesq", "stoi")
+DEFAULT_METRICS = metric_functions.ALL_METRICS  # all of them; PESQ and STOI only when installed
 
 
 @dataclass
@@ -116,6 +116,55 @@ def _chosen_metrics(requested, notes: list) -> list[str]:
     return chosen
 
 
+@dataclass
+class ClipResult:
+    """One clip at one bandwidth: the row of numbers, the decoded audio, the .ecdc bytes (and with the language
+    model, when asked and present)."""
+
+    row: dict
+    decoded: np.ndarray  # (channels, samples), float32
+    ecdc: bytes
+    ecdc_lm: bytes | None = None
+
+
+def evaluate_clip(codec, reference: np.ndarray, bandwidth: float, metrics, use_lm: bool = False) -> ClipResult:
+    """Encode `reference` ((channels, samples) at the model's rate) on the exact path, decode it, and measure:
+    `bandwidth`, `kbps` (the .ecdc file's size over the clip's seconds), `kbps_lm` (with the language model, when
+    `use_lm` and the model has one), `encode_x_real_time`, `decode_x_real_time`, and each metric of `metrics`
+    (None, with `<metric>_error`, where the metric cannot score the clip). What `evaluate` and the demo share."""
+    from .ecdc.api import compress_codes
+
+    sampling_rate = codec.config.sampling_rate
+    seconds = reference.shape[-1] / sampling_rate
+    audio = torch.from_numpy(reference)[None]  # (1, channels, samples)
+    with torch.no_grad():
+        start = time.perf_counter()
+        encoded = codec.encode(audio, bandwidth=bandwidth)
+        encode_time = time.perf_counter() - start
+        start = time.perf_counter()
+        decoded = codec.decode(encoded.audio_codes, encoded.audio_scales, torch.ones(1, audio.shape[-1]))
+        decode_time = time.perf_counter() - start
+    estimate = decoded.audio_values[0].float().numpy()
+    ecdc = compress_codes(codec, encoded.audio_codes, encoded.audio_scales, audio.shape[-1])
+    row = {
+        "bandwidth": bandwidth,
+        "kbps": 8 * len(ecdc) / seconds / 1000,
+        "encode_x_real_time": seconds / encode_time,
+        "decode_x_real_time": seconds / decode_time,
+    }
+    ecdc_lm = None
+    if use_lm and codec.language_model is not None:
+        ecdc_lm = compress_codes(codec, encoded.audio_codes, encoded.audio_scales, audio.shape[-1], use_lm=True)
+        row["kbps_lm"] = 8 * len(ecdc_lm) / seconds / 1000
+    for metric in metrics:
+        try:
+            row[metric] = metric_functions.compute(metric, reference, estimate, sampling_rate)
+        except Exception as error:  # PESQ refuses silence, for one: the row says so, the run goes on
+            row[metric] = None
+            row[f"{metric}_error"] = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ClipResult(row, estimate, ecdc, ecdc_lm)
+
+
 def evaluate(
     model,
     audio_or_dataset,
@@ -144,7 +193,6 @@ def evaluate(
             first `figures` clips of each model).
         progress: a callable `progress(done, total)` called after each (model, clip).
     """
-    from .ecdc.api import compress_codes
     from .modeling_encodec import EncodecModel
     from .processing import EncodecFeatureExtractor
 
@@ -175,45 +223,12 @@ def evaluate(
             for clip_index, (name, value, rate) in enumerate(clips):
                 reference = extractor.prepare(value, rate, index=clip_index)  # (channels, samples) at the model's rate
                 seconds = reference.shape[-1] / config.sampling_rate
-                audio = torch.from_numpy(reference)[None]
                 for bandwidth in chosen_bandwidths:
-                    with torch.no_grad():
-                        start = time.perf_counter()
-                        encoded = codec.encode(audio, bandwidth=bandwidth)
-                        encode_time = time.perf_counter() - start
-                        mask = torch.ones(1, audio.shape[-1])
-                        start = time.perf_counter()
-                        decoded = codec.decode(encoded.audio_codes, encoded.audio_scales, mask).audio_values
-                        decode_time = time.perf_counter() - start
-                    estimate = decoded[0].float().numpy()
-                    row = {
-                        "model": label,
-                        "clip": name,
-                        "seconds": seconds,
-                        "bandwidth": bandwidth,
-                        "kbps": 8
-                        * len(compress_codes(codec, encoded.audio_codes, encoded.audio_scales, audio.shape[-1]))
-                        / seconds
-                        / 1000,
-                        "encode_x_real_time": seconds / encode_time,
-                        "decode_x_real_time": seconds / decode_time,
-                    }
-                    if use_lm and codec.language_model is not None:
-                        coded = compress_codes(
-                            codec, encoded.audio_codes, encoded.audio_scales, audio.shape[-1], use_lm=True
-                        )
-                        row["kbps_lm"] = 8 * len(coded) / seconds / 1000
-                    for metric in chosen:
-                        try:
-                            row[metric] = metric_functions.compute(metric, reference, estimate, config.sampling_rate)
-                        except Exception as error:  # PESQ refuses silence, for one: the row says so, the run goes on
-                            row[metric] = None
-                            row[f"{metric}_error"] = str(error).splitlines()[0] if str(error) else type(error).__name__
-                    result.rows.append(row)
+                    clip = evaluate_clip(codec, reference, bandwidth, chosen, use_lm)
+                    result.rows.append({"model": label, "clip": name, "seconds": seconds, **clip.row})
                     if clip_index < figures:
-                        decoded_for_figures.setdefault((label, name), (reference, config.sampling_rate, {}))[2][
-                            bandwidth
-                        ] = estimate
+                        figure = decoded_for_figures.setdefault((label, name), (reference, config.sampling_rate, {}))
+                        figure[2][bandwidth] = clip.decoded
                 done += 1
                 if progress is not None:
                     progress(done, total)
@@ -357,4 +372,4 @@ def _plot_spectrograms(reference, rate: int, estimates: dict, path: Path, title:
     plt.close(figure)
 
 
-__all__ = ["evaluate", "EvaluationResult", "write_report", "DEFAULT_METRICS"]
+__all__ = ["evaluate", "evaluate_clip", "ClipResult", "EvaluationResult", "write_report", "DEFAULT_METRICS"]

@@ -11,10 +11,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-HIGHER_IS_BETTER = {"si_snr": True, "si_sdr": True, "pesq": True, "stoi": True}
-HIGHER_IS_BETTER.update(mel_distance=False, stft_distance=False, l1=False)
-UNITS = {"si_snr": "dB", "si_sdr": "dB", "pesq": "MOS-LQO", "stoi": "", "mel_distance": "", "stft_distance": ""}
-UNITS["l1"] = ""
+HIGHER_IS_BETTER = {
+    "si_snr": True,
+    "si_sdr": True,
+    "mel_distance": False,
+    "stft_distance": False,
+    "l1": False,
+    "pesq": True,
+    "stoi": True,
+}
 
 
 def _pair(reference, estimate) -> tuple[np.ndarray, np.ndarray]:
@@ -155,16 +160,29 @@ def stoi(reference, estimate, sampling_rate: int) -> float:
 
 
 OPTIONAL = {"pesq": "pesq", "stoi": "pystoi"}  # metric -> the package it needs
-ALL_METRICS = ("si_snr", "si_sdr", "mel_distance", "stft_distance", "l1", "pesq", "stoi")
+
+
+def _rate_free(function):
+    return lambda reference, estimate, sampling_rate: function(reference, estimate)
+
+
+_BY_NAME = {  # in the order reports list them
+    "si_snr": _rate_free(si_snr),
+    "si_sdr": _rate_free(si_sdr),
+    "mel_distance": mel_distance,
+    "stft_distance": _rate_free(stft_distance),
+    "l1": _rate_free(l1),
+    "pesq": pesq,
+    "stoi": stoi,
+}
+ALL_METRICS = tuple(_BY_NAME)
 
 
 def compute(name: str, reference, estimate, sampling_rate: int) -> float:
-    """One metric by name."""
-    if name in ("si_snr", "si_sdr", "l1", "stft_distance"):
-        return {"si_snr": si_snr, "si_sdr": si_sdr, "l1": l1, "stft_distance": stft_distance}[name](reference, estimate)
-    if name in ("mel_distance", "pesq", "stoi"):
-        return {"mel_distance": mel_distance, "pesq": pesq, "stoi": stoi}[name](reference, estimate, sampling_rate)
-    raise ValueError(f"unknown metric {name!r}; the metrics are {', '.join(ALL_METRICS)}")
+    """One metric by name (one of ALL_METRICS)."""
+    if name not in _BY_NAME:
+        raise ValueError(f"unknown metric {name!r}; the metrics are {', '.join(ALL_METRICS)}")
+    return _BY_NAME[name](reference, estimate, sampling_rate)
 
 
 __all__ = ["si_sdr", "si_snr", "l1", "stft_distance", "mel_distance", "pesq", "stoi", "compute", "ALL_METRICS"]

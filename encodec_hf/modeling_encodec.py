@@ -1094,6 +1094,11 @@ class EncodecModel(EncodecPreTrainedModel):
         default."""
         return self._inference_defaults[name] if value is None else _check_option(name, value)
 
+    def pads_chunks(self, fast_encoding: bool, pad_chunks: bool | None = None) -> bool:
+        """Whether `encode` with these options pads chunks of different lengths into one batch: `pad_chunks` (None:
+        the model's default) takes effect with fast encoding on causal models only."""
+        return bool(self.inference_option("pad_chunks", pad_chunks) and fast_encoding and self.config.use_causal_conv)
+
     fast_encoding = _deprecated_option("fast_encoding")
     fast_decoding = _deprecated_option("fast_decoding")
     chunk_batch_size = _deprecated_option("chunk_batch_size")
@@ -1285,7 +1290,7 @@ class EncodecModel(EncodecPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         fast = self.inference_option("fast_encoding", fast_encoding)
         step = self.inference_option("chunk_batch_size", chunk_batch_size) if fast else 1
-        pad = self.inference_option("pad_chunks", pad_chunks) and fast and self.config.use_causal_conv
+        pad = self.pads_chunks(fast, pad_chunks)
         report = _progress_reporter(progress if progress is not None else self.progress_callback, "encode")
         bandwidth = self.config.target_bandwidths[0] if bandwidth is None else self.config.check_bandwidth(bandwidth)
         self._check_audio(input_values)

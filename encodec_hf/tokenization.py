@@ -214,7 +214,7 @@ def _encode_options(model, fast_encoding, pad_chunks, chunk_batch_size) -> dict:
     fast = model.inference_option("fast_encoding", fast_encoding)
     return {
         "fast_encoding": fast,
-        "pad_chunks": bool(fast and model.inference_option("pad_chunks", pad_chunks) and model.config.use_causal_conv),
+        "pad_chunks": model.pads_chunks(fast, pad_chunks),
         "chunk_batch_size": model.inference_option("chunk_batch_size", chunk_batch_size),
     }
 

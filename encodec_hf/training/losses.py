@@ -213,7 +213,8 @@ class MultiScaleMelSpectrogramLoss(nn.Module):
 def mel_distance(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """A distance for evaluation (lower is better): the mean over windows of 2^6 to 2^11 samples (hop a quarter,
     64 mels) of the mean absolute difference of log10(1e-5 + mel power). 0 for identical audio; each unit is a
-    factor of 10 in power on average."""
+    factor of 10 in power on average. The training log's distance (docs/training.md's figures use it); reports
+    use `encodec_hf.metrics.mel_distance`, DAC's definition, whose values are not comparable with these."""
     check_pair(estimate, reference, "mel_distance")
     total = estimate.new_zeros(())
     windows = [2**i for i in range(6, 12)]
