@@ -9,9 +9,13 @@ process's peak resident memory over its state after loading the model and the in
 "encodec-hf" is the default (exact encoding, channels_last decoding), "fast" adds `fast_encoding=True`, "fast
 compiled" also runs `model.encoder.compile()` and `model.decoder.compile()` (the warm-up call compiles; its time,
 "first call", is reported apart; "encodec-hf compiled", only when named in `--impls`, compiles the exact layout),
-"bf16" loads the model with `dtype=torch.bfloat16`. Times are the best of `--repeats` runs of encode + decode at
-6 kbps after one warm-up. "error" is the decoded audio's relative L2 error against the original's output, and
-"codes" the share of codes that differ from the original's.
+"bf16" loads the model with `dtype=torch.bfloat16`.
+"onnxruntime", "onnxruntime fp16", "openvino" and "openvino bf16" (present when their runtime is installed) run
+the model exported by `encodec_hf.export` at 6 kbps through the package's runners (`OnnxEncodecModel`,
+`OpenVINOEncodecModel`, each with `--threads` threads); "openvino bf16" is the float32 export compiled with
+OpenVINO's bfloat16 inference precision (its default on CPUs with bfloat16 units). Times are the best of
+`--repeats` runs of encode + decode at 6 kbps after one warm-up. "error" is the decoded audio's relative L2
+error against the original's output, and "codes" the share of codes that differ from the original's.
 """
 
 from __future__ import annotations
@@ -30,6 +34,14 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _installed(format: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime" if format == "onnx" else "openvino") is not None
+
+
 IMPLEMENTATIONS = (
     "encodec-hf",
     "encodec-hf fast",
@@ -39,6 +51,14 @@ IMPLEMENTATIONS = (
     "original",
 )
 OPTIONAL_IMPLEMENTATIONS = ("encodec-hf compiled",)  # only with --impls: the exact layout, compiled
+# exported models (encodec-hf export, at 6 kbps) run by their runtimes, when installed: pip install 'encodec-hf[onnx]'
+EXPORTED = {
+    "onnxruntime": ("onnx", "float32"),
+    "onnxruntime fp16": ("onnx", "float16"),
+    "openvino": ("openvino", "float32"),
+    "openvino bf16": ("openvino", "float32"),
+}
+IMPLEMENTATIONS += tuple(name for name in EXPORTED if _installed(EXPORTED[name][0]))
 BANDWIDTH = 6.0
 
 
@@ -88,10 +108,19 @@ def worker(args) -> None:
             codes = out.audio_codes.permute(1, 2, 0, 3).reshape(1, out.audio_codes.shape[2], -1)
             return codes, out.audio_values[..., :length]
     else:
-        from encodec_hf import EncodecModel
+        if args.impl in EXPORTED:  # the package's runners: encode and decode as EncodecModel's, graphs in between
+            from encodec_hf import OnnxEncodecModel, OpenVINOEncodecModel
 
-        dtype = torch.bfloat16 if args.impl.endswith("bf16") else torch.float32
-        model = EncodecModel.from_pretrained(args.folder, dtype=dtype).eval()
+            if args.impl.startswith("onnxruntime"):
+                model = OnnxEncodecModel.from_pretrained(args.export, num_threads=args.threads)
+            else:
+                precision = "bf16" if args.impl.endswith("bf16") else "f32"
+                model = OpenVINOEncodecModel.from_pretrained(args.export, precision=precision, num_threads=args.threads)
+        else:
+            from encodec_hf import EncodecModel
+
+            dtype = torch.bfloat16 if args.impl.endswith("bf16") else torch.float32
+            model = EncodecModel.from_pretrained(args.folder, dtype=dtype).eval()
         fast_encoding = "fast" in args.impl
         if args.impl.endswith("compiled"):
             model.encoder.compile()
@@ -143,6 +172,19 @@ def build_weights(model_name: str, folder: Path) -> tuple[Path, Path]:
     return checkpoint, folder / model_name
 
 
+def build_exports(folder: Path, kinds: set, tmp: Path) -> dict:
+    """{(format, dtype): folder} of the converted model exported at 6 kbps (the encoder computes the 8 codebooks
+    the rows use, as the PyTorch rows do)."""
+    from encodec_hf import EncodecModel, export
+
+    model = EncodecModel.from_pretrained(folder)
+    exports = {}
+    for format, dtype in sorted(kinds):
+        exports[format, dtype] = tmp / f"{folder.name}-{format}-{dtype}"
+        export(model, exports[format, dtype], format=format, dtype=dtype, bandwidth=BANDWIDTH)
+    return exports
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[5.0, 30.0])
@@ -153,7 +195,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    for name in ("impl", "model", "input", "checkpoint", "folder", "output"):
+    for name in ("impl", "model", "input", "checkpoint", "folder", "output", "export"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -164,6 +206,7 @@ def main() -> None:
         tmp = Path(tmp)
         for model_name in args.models:
             checkpoint, folder = build_weights(model_name, tmp)
+            exports = build_exports(folder, {EXPORTED[impl] for impl in args.impls if impl in EXPORTED}, tmp)
             rate, channels = (48_000, 2) if model_name == "encodec_48khz" else (24_000, 1)
             for seconds in args.seconds:
                 rng = np.random.default_rng(0)
@@ -193,6 +236,8 @@ def main() -> None:
                         "--repeats",
                         str(args.repeats),
                     ]
+                    if impl in EXPORTED:
+                        command += ["--export", str(exports[EXPORTED[impl]])]
                     done = subprocess.run(
                         command, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1")
                     )

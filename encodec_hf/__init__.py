@@ -45,6 +45,9 @@ _EXPORTS = {
     "write_audio": "audio_io",
     "train": "training.trainer",
     "evaluate": "evaluation",
+    "export": "exporting",
+    "OnnxEncodecModel": "modeling_onnx",
+    "OpenVINOEncodecModel": "modeling_onnx",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below resolves these
@@ -52,6 +55,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below r
     from .configuration_encodec import EncodecConfig, EncodecLanguageModelConfig
     from .ecdc import compress, compress_file, decompress, decompress_file
     from .evaluation import evaluate
+    from .exporting import export
     from .language_model import EncodecLanguageModel
     from .modeling_encodec import (
         EncodecDecoderOutput,
@@ -60,6 +64,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below r
         EncodecOutput,
         EncodecPreTrainedModel,
     )
+    from .modeling_onnx import OnnxEncodecModel, OpenVINOEncodecModel
     from .processing import EncodecFeatureExtractor
     from .tokenization import (
         PAD_TOKEN,
@@ -152,6 +157,9 @@ __all__ = [
     "register_auto_classes",
     "evaluate",
     "train",
+    "export",
+    "OnnxEncodecModel",
+    "OpenVINOEncodecModel",
     "EncodecConfig",
     "EncodecLanguageModelConfig",
     "EncodecModel",

@@ -50,7 +50,9 @@ def plan_chunks(length: int, chunk_length: int | None, chunk_stride: int | None)
 
 def num_frames(length: int, hop_length: int) -> int:
     """Code frames the encoder makes from `length` samples: ceil(length / hop) (24 kHz: 333 samples -> 2)."""
-    return -(-length // hop_length)
+    # ceil division written as a floor division of a non-negative number: exported graphs compute `//` with ONNX's
+    # Div, which truncates toward zero, and would get -(-a // b) wrong
+    return (length + hop_length - 1) // hop_length
 
 
 def conv_extra_padding(length: int, kernel_size: int, stride: int, padding_total: int) -> int:
@@ -68,7 +70,9 @@ def conv_extra_padding(length: int, kernel_size: int, stride: int, padding_total
     padding_total - length`, computed in integers so no float rounding can change it.
     """
     numerator = length - kernel_size + padding_total
-    windows = -(-numerator // stride) + 1  # ceil division, also right for negative numerators
+    # ceil division; numerator + stride - 1 >= 0 for every EnCodec layer (numerator >= 1 - stride), so ONNX's
+    # truncating Div gives it too (see num_frames)
+    windows = (numerator + stride - 1) // stride + 1
     ideal_length = (windows - 1) * stride + kernel_size - padding_total
     return ideal_length - length
 

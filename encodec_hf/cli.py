@@ -10,6 +10,7 @@ encodec-hf train --model ID_OR_DIR_OR_PRESET --data INPUT --output DIR [--steps 
                  [--segment-seconds S] [--lr LR] [--recipe {paper,audiocraft,tiny}]
                  [--mode {full,decoder,frozen-codebooks}]
                  [--eval-data INPUT] [--eval-every K] [--save-every K] [--seed S] [--gradient-checkpointing] ...
+encodec-hf export MODEL --output DIR [--format {onnx,openvino}] [--opset N] [--dtype {float32,float16}] [-b BW]
 encodec-hf upload SOURCE --repo-id OWNER/NAME [--model NAME] [--local-dir DIR] [--dry-run] [--private]
                   [--revision REV] [--create-pr] [--commit-message MSG] [--license ID] [--base-model ID]
 """
@@ -88,8 +89,13 @@ def load_model(name_or_path: str):
             f"--model {name_or_path!r} is a file; pass a model folder (encodec-hf convert "
             f"CHECKPOINT --model NAME --output DIR makes one) or a Hub id"
         )
+    from .modeling_onnx import exported_model_class
+
+    exported = exported_model_class(path)
     try:
-        model = EncodecModel.from_pretrained(name_or_path)
+        model = exported.from_pretrained(path) if exported else EncodecModel.from_pretrained(name_or_path)
+    except ImportError as error:
+        raise CommandError(str(error)) from error
     except OSError as error:
         if path.is_dir():
             raise CommandError(
@@ -106,6 +112,26 @@ def load_model(name_or_path: str):
     except OSError:
         extractor = EncodecFeatureExtractor.from_model_config(model.config)
     return model.eval(), extractor
+
+
+def export_command(args) -> int:
+    from .exporting import export
+
+    if args.output and Path(args.output).exists() and any(Path(args.output).iterdir()) and not args.force:
+        raise CommandError(f"{args.output} exists and is not empty; pass -f to write into it")
+    try:
+        from .exporting import require_runtime
+
+        require_runtime(args.format)
+    except ImportError as error:
+        raise CommandError(str(error)) from error
+    model, _ = load_model(args.model)
+    folder = export(
+        model, args.output, format=args.format, opset=args.opset, dtype=args.dtype, bandwidth=args.bandwidth
+    )
+    files = ", ".join(sorted(p.name for p in folder.iterdir()))
+    print(f"wrote {folder} ({files}) and {args.output}/config.json, preprocessor_config.json")
+    return 0
 
 
 class _ProgressBar:
@@ -637,6 +663,20 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--votes", default="encodec-votes.csv", help="CSV file the blind A/B votes are appended to")
     threads_option(dm)
     dm.set_defaults(func=demo_command)
+
+    ex = commands.add_parser(
+        "export", help="ONNX or OpenVINO encoder and decoder, weight norm folded, any length (docs/export.md)"
+    )
+    ex.add_argument("model", help="Hub id or model folder")
+    ex.add_argument("--format", choices=("onnx", "openvino"), default="onnx")
+    ex.add_argument("--output", required=True, help="folder to write (DIR/onnx/encodec_encode.onnx, ...)")
+    ex.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 to 23 (default 18)")
+    ex.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="weights (ONNX only)")
+    ex.add_argument(
+        "-b", "--bandwidth", type=float, default=None, help="encode this many kbps only (default: every bandwidth)"
+    )
+    ex.add_argument("-f", "--force", action="store_true", help="write into a non-empty --output")
+    ex.set_defaults(func=export_command)
 
     up = commands.add_parser("upload", help="build a Hub folder with remote code and a model card, check it, push it")
     up.add_argument("source", help="a model folder or Hub id, or an original checkpoint file with --model")

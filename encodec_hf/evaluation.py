@@ -182,7 +182,8 @@ def evaluate(
     """Evaluate one model, or several (a list, compared side by side), on the clips of `audio_or_dataset`.
 
     Args:
-        model: an `EncodecModel`, a list of them, or names/folders `EncodecModel.from_pretrained` takes.
+        model: an `EncodecModel` (or an exported model's runner), a list of them, or names/folders
+            `EncodecModel.from_pretrained` takes (or folders `encodec-hf export` wrote).
         audio_or_dataset: an array (with `sampling_rate`), a list of (array, rate) pairs, a `datasets.Dataset`, or
             what `encodec-hf tokenize` takes as INPUT.
         bandwidths: kbps to evaluate (default: every bandwidth of each model); a model skips the ones it lacks.
@@ -194,12 +195,13 @@ def evaluate(
         progress: a callable `progress(done, total)` called after each (model, clip).
     """
     from .modeling_encodec import EncodecModel
+    from .modeling_onnx import load_model
     from .processing import EncodecFeatureExtractor
 
     result = EvaluationResult()
     chosen = _chosen_metrics(metrics, result.notes)
     models = model if isinstance(model, (list, tuple)) else [model]
-    models = [m if isinstance(m, EncodecModel) else EncodecModel.from_pretrained(m) for m in models]
+    models = [m if isinstance(m, EncodecModel) else load_model(m) for m in models]
     clips = _clips(audio_or_dataset, sampling_rate, audio_column, max_clips)
     if not clips:
         raise ValueError("evaluate found no clips")

@@ -108,7 +108,12 @@ class EncodecDecoderOutput(ModelOutput):
 
 def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
     """F.pad that also reflect-pads inputs shorter than the padding, as the original does: zeros are
-    appended first so that the reflection exists, then removed again."""
+    appended first so that the reflection exists, then removed again.
+
+    While exporting (ONNX), lengths are symbolic: the same padding is written without branches on them (zeros
+    appended whatever the length, possibly none), so that no length is frozen into the graph."""
+    if torch.compiler.is_exporting():
+        return _pad1d_exported(x, left, right, mode)
     if left == right == 0:
         return x
     # (B, C, T), or (B, C, 1, T), for which torch's reflect padding wants the (unit) height padded too
@@ -122,6 +127,39 @@ def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
         x = nn.functional.pad(x, (0, extra, *unit))
     padded = nn.functional.pad(x, (left, right, *unit), "reflect")
     return padded[..., : padded.shape[-1] - extra]
+
+
+def _pad1d_exported(x: torch.Tensor, left, right, mode: str) -> torch.Tensor:
+    """`_pad1d` for a (B, C, T) graph whose T (and so `right`) is symbolic: the same values without a branch on the
+    length, so that the exported graph takes any length. Each padded end is a gather: position j (in x's
+    coordinates, -left .. T + right - 1) reads x_ext[|j|], mirrored at x_ext's end, where x_ext is x followed by the
+    zeros `_pad1d` appends to inputs too short to reflect. Shapes then stay plain sums of the length (torch's
+    exporter specialises a length behind a max()), and ONNX Runtime's reflect Pad, which refuses pads close to the
+    length, is not used.
+
+    Example: x = [a, b] padded 3 left, 0 right: x_ext = [a, b, 0, 0] (2 zeros make it longer than 3), positions
+    -3..-1 read x_ext[3, 2, 1] = [0, 0, b]: [0, 0, b, a, b], what `_pad1d` gives."""
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+    if statically_known_true(left == 0) and statically_known_true(right == 0):
+        return x
+    if mode != "reflect":
+        return nn.functional.pad(x, (left, right), mode)
+    length = x.shape[-1]
+    extended = length + torch.sym_max(0, torch.sym_max(left, right) - length + 1)  # x_ext's length
+
+    def read(source: torch.Tensor) -> torch.Tensor:  # x_ext at `source`: x, or 0 past its end
+        picked = x.index_select(-1, source.clamp(max=length - 1))
+        return torch.where(source < length, picked, torch.zeros((), dtype=x.dtype, device=x.device))
+
+    head = read(torch.arange(left, 0, -1, device=x.device))  # positions -left .. -1
+    # positions T .. T + right - 1, cut from the whole range: a tensor sized `right` alone (or a check that
+    # right >= 0) makes the exporter specialise the length. The slice's clamps make tracing slower (about a minute
+    # for the 24 kHz model, 20 s with one gather over the whole length), the graph faster (a gather over the whole
+    # length cost ONNX Runtime 30 % of its time).
+    position = torch.arange(-left, length + right, device=x.device)[left + length :]
+    tail = read(torch.where(position < extended, position, 2 * (extended - 1) - position))
+    return torch.cat([head, x, tail], dim=-1)
 
 
 def _to_channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -439,6 +477,8 @@ class EncodecLSTMLayers(nn.Module):
         ]
         if stepwise:
             return self._steps(sequence, state, weights)
+        if torch.onnx.is_in_onnx_export():
+            return self._onnx_lstm(sequence, state, weights)
         out, hidden, cell = torch.lstm(sequence, state, weights, True, self.num_layers, 0.0, False, False, False)
         return out, (hidden, cell)
 
@@ -459,6 +499,36 @@ class EncodecLSTMLayers(nn.Module):
                 x = hidden[layer]
             outputs.append(x)
         return torch.stack(outputs), (torch.stack(hidden), torch.stack(cell))
+
+    def _onnx_lstm(self, sequence: torch.Tensor, state: tuple, weights: list):
+        """torch.lstm as ONNX `LSTM` nodes, one a layer, while exporting: torch's exporter would unroll the
+        recurrence for the example's length (and freeze it). ONNX orders the gates i, o, f, c where torch orders
+        i, f, g, o; both biases go in one (1, 8H) input. ONNX Runtime's kernel sums in another order than torch's:
+        outputs within about 1e-6."""
+        hidden_size, hidden, cell = self.hidden_size, [], []
+        steps, batch = sequence.shape[0], sequence.shape[1]
+        dtype = sequence.dtype  # float16 exports run their LSTM in float32: ONNX Runtime has no float16 LSTM on CPU
+        sequence, weights = sequence.float(), [weight.float() for weight in weights]
+        state = (state[0].float(), state[1].float())
+        for layer in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = weights[4 * layer : 4 * layer + 4]
+
+            def reorder(tensor):
+                i, f, g, o = tensor.chunk(4, dim=0)
+                return torch.cat([i, o, f, g], dim=0).unsqueeze(0)
+
+            bias = torch.cat([reorder(b_ih), reorder(b_hh)], dim=1)  # (1, 8H)
+            h0, c0 = state[0][layer : layer + 1], state[1][layer : layer + 1]  # (1, B, H)
+            inputs = (sequence, reorder(w_ih), reorder(w_hh), bias, None, h0, c0)
+            attrs = {"hidden_size": hidden_size}
+            shapes = [(steps, 1, batch, hidden_size), (1, batch, hidden_size), (1, batch, hidden_size)]
+            out, h_n, c_n = torch.onnx.ops.symbolic_multi_out(
+                "::LSTM", inputs, attrs, dtypes=[sequence.dtype] * 3, shapes=shapes, version=14
+            )
+            sequence = out.squeeze(1)  # Y (T, 1, B, H) -> (T, B, H)
+            hidden.append(h_n[0])
+            cell.append(c_n[0])
+        return sequence.to(dtype), (torch.stack(hidden).to(dtype), torch.stack(cell).to(dtype))
 
 
 STEPWISE_LSTM_FRAMES = 4  # a streaming push of at most this many frames steps the LSTM by matrix products
@@ -866,6 +936,12 @@ class EncodecResidualVectorQuantizer(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         # (num_quantizers, B, F) -> (B, D, F)
+        if torch.compiler.is_exporting():
+            # The number of codebooks is symbolic in an exported decoder (one file serves every bandwidth): the
+            # same sum, as one gather from the stacked codebooks and a reduction (rounding within about 1e-7).
+            table = torch.stack([layer.codebook.embed for layer in self.layers])  # (Q_max, K, D)
+            picks = torch.arange(codes.shape[0], device=codes.device)[:, None, None]  # (Q, 1, 1)
+            return table[picks, codes].sum(0).permute(0, 2, 1)  # (Q, B, F, D) -> (B, D, F)
         quantized = torch.tensor(0.0, device=codes.device)
         for layer, indices in zip(self.layers, codes, strict=False):  # codes may use fewer codebooks
             quantized = quantized + layer.decode(indices)
@@ -1400,7 +1476,8 @@ class EncodecModel(EncodecPreTrainedModel):
         same sums over shorter windows: audio within 1e-5 of decoding the clip whole (tests/test_streaming.py).
         """
         frames = codes.shape[-1]
-        if self.config.use_causal_conv and self.config.chunk_length is None and frames > LONG_DECODE_FRAMES:
+        long_causal = self.config.use_causal_conv and self.config.chunk_length is None and frames > LONG_DECODE_FRAMES
+        if long_causal and not torch.compiler.is_exporting():  # an exported decoder takes any length whole
             states = self.decoder.init_states()
             pieces = []
             for start in range(0, frames, DECODE_PIECE_FRAMES):

@@ -41,6 +41,7 @@ def test_every_page_is_collected():
         "training.md",
         "gpu.md",
         "evaluation.md",
+        "export.md",
     } <= names
     assert sum(len(python_blocks(page)) for page in PAGES) >= 10
 

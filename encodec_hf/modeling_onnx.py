@@ -1,0 +1,186 @@
+"""Runners for exported models (export.py): `OnnxEncodecModel` (ONNX Runtime) and `OpenVINOEncodecModel`.
+
+Each is an `EncodecModel` whose two per-chunk steps, `encode_chunks` and `decode_chunks`, run the exported graphs;
+everything around them is `EncodecModel`'s own code: the 48 kHz chunk plan, padding masks, scales, overlap-add,
+option checks. So `encode` / `decode` / `forward` take and return what `EncodecModel`'s do, and `compress`,
+`tokenize_dataset` and `evaluate` run on them. The torch modules are built on the meta device (no memory, no
+weights): what runs is the runtime's graph. Not offered: streaming (`stream_encoder` / `stream_decoder`), padded
+batches (`pad_chunks`), training, `save_pretrained` (export again instead).
+
+    model = OnnxEncodecModel.from_pretrained("exported")   # the folder `encodec-hf export` wrote
+    codes = model.encode(input_values, bandwidth=6.0).audio_codes
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .configuration_encodec import EncodecConfig
+from .exporting import DECODER_NAME, ENCODER_NAME, EXPORT_CONFIG, FORMAT_FOLDERS, require_runtime
+from .modeling_encodec import EncodecModel
+
+
+def exported_model_class(folder) -> type | None:
+    """The runner class for a folder that `encodec-hf export` wrote (and that holds no torch weights), else None."""
+    folder = Path(str(folder))
+    if not folder.is_dir() or (folder / "model.safetensors").is_file():
+        return None
+    for runner in (OnnxEncodecModel, OpenVINOEncodecModel):
+        if (folder / FORMAT_FOLDERS[runner.format] / EXPORT_CONFIG).is_file():
+            return runner
+    return None
+
+
+def load_model(name_or_path) -> EncodecModel:
+    """`EncodecModel.from_pretrained(name_or_path)`, or the runner's for an exported folder."""
+    runner = exported_model_class(name_or_path)
+    return runner.from_pretrained(name_or_path) if runner else EncodecModel.from_pretrained(name_or_path)
+
+
+class _ExportedEncodecModel(EncodecModel):
+    """The shared part of the runners: the exported folder's settings and the two per-chunk steps."""
+
+    format = None  # "onnx" or "openvino"
+
+    def __init__(self, config: EncodecConfig, export_config: dict):
+        with torch.device("meta"):
+            super().__init__(config)
+        self.export_config = export_config
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")  # where tensors go in and out; the runtime runs the graph where it was told
+
+    @classmethod
+    def _open(cls, folder: str | Path) -> tuple[EncodecConfig, dict, Path]:
+        folder = Path(folder)
+        graphs = folder / FORMAT_FOLDERS[cls.format]
+        if not (folder / "config.json").is_file() or not (graphs / EXPORT_CONFIG).is_file():
+            raise ValueError(
+                f"{str(folder)!r} is not an exported {cls.format} model: expected config.json and "
+                f"{FORMAT_FOLDERS[cls.format]}/{EXPORT_CONFIG} (written by `encodec-hf export --format {cls.format}`)"
+            )
+        export_config = json.loads((graphs / EXPORT_CONFIG).read_text())
+        return EncodecConfig.from_pretrained(folder), export_config, graphs
+
+    def _attach_language_model(self, folder: Path) -> None:
+        from .language_model import load_language_model
+
+        language_model = load_language_model(folder)
+        if language_model is not None:
+            self.language_model = language_model
+
+    # -- the per-chunk steps ----------------------------------------------------------------------------------------
+
+    def pads_chunks(self, fast_encoding: bool, pad_chunks: bool | None = None) -> bool:
+        if self.inference_option("pad_chunks", pad_chunks) and fast_encoding:
+            raise ValueError("pad_chunks is not offered by exported models: their encoder scales whole chunks")
+        return False
+
+    def encode_chunks(self, chunks, num_quantizers, fast_encoding=False, mask=None):
+        available = self.export_config["num_quantizers"]
+        if num_quantizers > available:
+            raise ValueError(
+                f"this export encodes {available} codebooks (bandwidth {self.export_config['bandwidth']} kbps); "
+                f"{num_quantizers} were asked for: export again without --bandwidth, or with a higher one"
+            )
+        outputs = self._run(ENCODER_NAME, chunks.detach().float().cpu().numpy())
+        codes = torch.from_numpy(outputs[0][:, :num_quantizers].astype(np.int64))  # (N, Q, F)
+        scales = torch.from_numpy(outputs[1]).reshape(-1, 1) if self.config.normalize else None  # (N, 1)
+        return codes, scales
+
+    def decode_chunks(self, codes, fast_decoding=True):
+        # (N, Q, F) -> (N, C, F * hop), before scales; the graph takes transformers' (1, N, Q, F)
+        (audio,) = self._run(DECODER_NAME, codes.detach().cpu().numpy().astype(np.int64)[None])
+        return torch.from_numpy(audio)
+
+    def _run(self, name: str, array: np.ndarray) -> list:
+        raise NotImplementedError
+
+    # -- what the graphs do not offer ---------------------------------------------------------------------------------
+
+    def stream_encoder(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not stream: use EncodecModel.stream_encoder")
+
+    def stream_decoder(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not stream: use EncodecModel.stream_decoder")
+
+    def save_pretrained(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} holds no torch weights: export the EncodecModel again")
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise NotImplementedError(f"{type(self).__name__} runs inference only")
+        return super().train(False)
+
+
+class OnnxEncodecModel(_ExportedEncodecModel):
+    """An exported ONNX model run by ONNX Runtime, with `EncodecModel`'s `encode` / `decode` / `forward`.
+
+    `from_pretrained(folder, providers=None, num_threads=None, session_options=None)`: `providers` as ONNX Runtime
+    takes them (default: the CPU); `num_threads` sets the sessions' intra-op threads (default: ONNX Runtime's, one
+    per physical core)."""
+
+    format = "onnx"
+
+    @classmethod
+    def from_pretrained(cls, folder, providers=None, num_threads: int | None = None, session_options=None):
+        require_runtime("onnx")
+        import onnxruntime
+
+        config, export_config, graphs = cls._open(folder)
+        if session_options is None:
+            session_options = onnxruntime.SessionOptions()
+            if num_threads is not None:
+                session_options.intra_op_num_threads = num_threads
+        model = cls(config, export_config)
+        model.sessions = {
+            name: onnxruntime.InferenceSession(
+                str(graphs / export_config[key]), session_options, providers=providers or ["CPUExecutionProvider"]
+            )
+            for name, key in ((ENCODER_NAME, "encoder"), (DECODER_NAME, "decoder"))
+        }
+        model._attach_language_model(Path(folder))
+        return model
+
+    def _run(self, name: str, array: np.ndarray) -> list:
+        session = self.sessions[name]
+        return session.run(None, {session.get_inputs()[0].name: array})
+
+
+class OpenVINOEncodecModel(_ExportedEncodecModel):
+    """An exported OpenVINO model, with `EncodecModel`'s `encode` / `decode` / `forward`.
+
+    `from_pretrained(folder, device="CPU", precision="f32", num_threads=None)`: `precision` is OpenVINO's
+    INFERENCE_PRECISION_HINT. It is "f32" here because OpenVINO's own default on CPUs with bfloat16 units (AMX,
+    AVX512-BF16) is bf16, which changes codes (docs/export.md gives the count); pass "bf16" for that speed."""
+
+    format = "openvino"
+
+    @classmethod
+    def from_pretrained(cls, folder, device: str = "CPU", precision: str = "f32", num_threads: int | None = None):
+        require_runtime("openvino")
+        import openvino
+
+        config, export_config, graphs = cls._open(folder)
+        core = openvino.Core()
+        properties = {"INFERENCE_PRECISION_HINT": precision}
+        if num_threads is not None:
+            properties["INFERENCE_NUM_THREADS"] = num_threads
+        model = cls(config, export_config)
+        model.compiled = {
+            name: core.compile_model(str(graphs / export_config[key]), device, properties)
+            for name, key in ((ENCODER_NAME, "encoder"), (DECODER_NAME, "decoder"))
+        }
+        model._attach_language_model(Path(folder))
+        return model
+
+    def _run(self, name: str, array: np.ndarray) -> list:
+        compiled = self.compiled[name]
+        result = compiled(array)
+        return [result[output] for output in compiled.outputs]
