@@ -11,6 +11,7 @@ encodec-hf train --model ID_OR_DIR_OR_PRESET --data INPUT --output DIR [--steps 
                  [--mode {full,decoder,frozen-codebooks}]
                  [--eval-data INPUT] [--eval-every K] [--save-every K] [--seed S] [--gradient-checkpointing] ...
 encodec-hf export MODEL --output DIR [--format {onnx,openvino}] [--opset N] [--dtype {float32,float16}] [-b BW]
+                  [--streaming]
 encodec-hf upload SOURCE --repo-id OWNER/NAME [--model NAME] [--local-dir DIR] [--dry-run] [--private]
                   [--revision REV] [--create-pr] [--commit-message MSG] [--license ID] [--base-model ID]
 """
@@ -127,7 +128,13 @@ def export_command(args) -> int:
         raise CommandError(str(error)) from error
     model, _ = load_model(args.model)
     folder = export(
-        model, args.output, format=args.format, opset=args.opset, dtype=args.dtype, bandwidth=args.bandwidth
+        model,
+        args.output,
+        format=args.format,
+        opset=args.opset,
+        dtype=args.dtype,
+        bandwidth=args.bandwidth,
+        streaming=args.streaming,
     )
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
     print(f"wrote {folder} ({files}) and {args.output}/config.json, preprocessor_config.json")
@@ -674,6 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="weights (ONNX only)")
     ex.add_argument(
         "-b", "--bandwidth", type=float, default=None, help="encode this many kbps only (default: every bandwidth)"
+    )
+    ex.add_argument(
+        "--streaming", action="store_true", help="also the step models of frame streams (causal models: 24 kHz)"
     )
     ex.add_argument("-f", "--force", action="store_true", help="write into a non-empty --output")
     ex.set_defaults(func=export_command)

@@ -15,6 +15,9 @@ model, if any, so that .ecdc files with it can be written from the exported mode
                                    -> audio_values (chunks x batch, channels, frames x hop) float32, before scaling
     DIR/onnx/export.json           what was exported: format, opset, dtype, num_quantizers, file names, versions
 
+With `streaming=True` (causal models), four more graphs stream frame by frame with explicit state:
+`encodec_{encode,decode}_stream_{start,step}.onnx` (docs/export.md gives the protocol).
+
 OpenVINO (`format="openvino"`) writes `DIR/openvino/encodec_encode.xml/.bin` and `encodec_decode.xml/.bin`, the
 same graphs converted by `openvino.convert_model`.
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import importlib.util
 import io
 import json
@@ -49,6 +53,12 @@ FORMATS = ("onnx", "openvino")
 DTYPES = ("float32", "float16")
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 18, 23, 18  # the dynamo exporter writes opset 18 and later
 ENCODER_NAME, DECODER_NAME = "encodec_encode", "encodec_decode"
+STREAM_NAMES = (
+    "encodec_encode_stream_start",
+    "encodec_encode_stream_step",
+    "encodec_decode_stream_start",
+    "encodec_decode_stream_step",
+)
 EXPORT_CONFIG = "export.json"
 FORMAT_FOLDERS = {"onnx": "onnx", "openvino": "openvino"}
 RUNTIMES = {"onnx": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}  # module, pip extra
@@ -93,6 +103,167 @@ class DecoderGraph(nn.Module):
         return self.model.decode_chunks(audio_codes.reshape(chunks * batch, quantizers, frames), fast_decoding=False)
 
 
+# -- frame streams: step models with explicit state --------------------------------------------------------------
+#
+# The layers' own streaming (`forward(x, state=...)`, the code `StreamEncoder` / `StreamDecoder` run) traced for a fixed
+# push: the start of a stream (the first `start_frames` frames, which the reflect padding at the start of the first
+# and last convolutions needs before any output is final) and then one frame at a time. The state objects' tensors
+# are the graphs' extra inputs and outputs, in a fixed order; the rest of each state (counters, flags) is the same
+# after every one-frame step, so it is part of the graph. Batch 1.
+
+
+def state_tensors(states) -> list:
+    """The tensors of streaming states (lists, tuples and state dataclasses nested), depth first, empty ones left
+    out: a step graph's state inputs and outputs, in order."""
+    found = []
+
+    def walk(value):
+        if isinstance(value, torch.Tensor):
+            if value.numel():
+                found.append(value)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+        elif dataclasses.is_dataclass(value):
+            for item in dataclasses.fields(value):
+                walk(getattr(value, item.name))
+
+    walk(states)
+    return found
+
+
+def with_state_tensors(template, tensors) -> list:
+    """A copy of the states `template` with its non-empty tensors replaced, in `state_tensors`' order."""
+    remaining = iter(tensors)
+
+    def build(value):
+        if isinstance(value, torch.Tensor):
+            return next(remaining) if value.numel() else value
+        if isinstance(value, list):
+            return [build(item) for item in value]
+        if isinstance(value, tuple):
+            return tuple(build(item) for item in value)
+        if dataclasses.is_dataclass(value):
+            return dataclasses.replace(
+                value, **{f.name: build(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            )
+        return value
+
+    return build(template)
+
+
+class StreamEncoderGraph(nn.Module):
+    """Start (`template=None`): (1, C, start_frames x hop) audio -> codes (1, Q, start_frames) and the state tensors.
+    Step: (1, C, hop) audio and the state tensors -> codes (1, Q, 1) and the next state tensors."""
+
+    def __init__(self, model, num_quantizers: int, template=None):
+        super().__init__()
+        self.model, self.num_quantizers, self.template = model, num_quantizers, template
+
+    def forward(self, input_values, *state):
+        states = self.model.encoder.init_states() if self.template is None else with_state_tensors(self.template, state)
+        embeddings = self.model.encoder(input_values, states=states)  # (1, D, frames)
+        codes = self.model.quantizer.encode(embeddings, self.num_quantizers).transpose(0, 1)
+        return (codes, *state_tensors(states))
+
+
+class StreamDecoderGraph(nn.Module):
+    """Start: codes (1, Q, start_frames) -> audio (1, C, start_frames x hop) and the state tensors. Step: codes
+    (1, Q, 1) and the state tensors -> audio (1, C, hop) and the next state tensors."""
+
+    def __init__(self, model, template=None):
+        super().__init__()
+        self.model, self.template = model, template
+
+    def forward(self, audio_codes, *state):
+        states = self.model.decoder.init_states() if self.template is None else with_state_tensors(self.template, state)
+        embeddings = self.model.quantizer.decode(audio_codes.transpose(0, 1))  # (1, D, frames)
+        return (self.model.decoder(embeddings.to(self.model.dtype), states=states).float(), *state_tensors(states))
+
+
+def stream_start_frames(model, limit: int = 64) -> int:
+    """Frames a causal model's frame stream needs before its first output: the encoder's first code and the
+    decoder's first sample are final once this many frames are in (7 for the 24 kHz model: its first and last
+    convolutions reflect-pad 6 inputs at the start). Found by pushing frames into the layers' streams."""
+    hop, config = model.config.hop_length, model.config
+    with torch.no_grad():
+        states = model.encoder.init_states()
+        for count in range(1, limit + 1):
+            out = model.encoder(torch.zeros(1, config.audio_channels, hop), states=states)
+            if out.shape[-1]:
+                if out.shape[-1] != count:
+                    raise ValueError(f"this model's stream emits {out.shape[-1]} frames after {count}; expected all")
+                return count
+    raise ValueError(f"this model's stream emitted nothing in {limit} frames")
+
+
+def _stream_graphs(model, num_quantizers: int) -> tuple[list, dict]:
+    """The four step models, with their examples and names, and what a caller needs to know of them."""
+    config, hop = model.config, model.config.hop_length
+    start = stream_start_frames(model)
+    generator = torch.Generator().manual_seed(0)
+    audio = 0.1 * torch.randn(1, config.audio_channels, (start + 1) * hop, generator=generator)
+    codes = torch.randint(0, config.codebook_size, (1, num_quantizers, start + 1), generator=generator)
+    with torch.no_grad():
+        # The state after the start, as the template of every later one (checked: a step keeps its shapes).
+        encoder_states, decoder_states = model.encoder.init_states(), model.decoder.init_states()
+        model.encoder(audio[..., : start * hop], states=encoder_states)
+        model.decoder(model.quantizer.decode(codes[..., :start].transpose(0, 1)), states=decoder_states)
+        encoder_state, decoder_state = state_tensors(encoder_states), state_tensors(decoder_states)
+        for template, graph, example in (
+            (encoder_states, StreamEncoderGraph(model, num_quantizers, encoder_states), audio[..., start * hop :]),
+            (decoder_states, StreamDecoderGraph(model, decoder_states), codes[..., start:]),
+        ):
+            before = [tuple(t.shape) for t in state_tensors(template)]
+            after = [tuple(t.shape) for t in graph(example, *state_tensors(template))[1:]]
+            if before != after:
+                raise ValueError(f"a one-frame step changes the stream state's shapes ({before} -> {after})")
+
+    def names(prefix, count):
+        return tuple(f"{prefix}_{index}" for index in range(count))
+
+    encoder_in, decoder_in = names("state", len(encoder_state)), names("state", len(decoder_state))
+    encoder_out, decoder_out = names("next_state", len(encoder_state)), names("next_state", len(decoder_state))
+    graphs = [
+        (
+            STREAM_NAMES[0],
+            StreamEncoderGraph(model, num_quantizers),
+            (audio[..., : start * hop],),
+            None,
+            (("input_values",), ("audio_codes", *encoder_out)),
+        ),
+        (
+            STREAM_NAMES[1],
+            StreamEncoderGraph(model, num_quantizers, encoder_states),
+            (audio[..., start * hop :], *encoder_state),
+            None,
+            (("input_values", *encoder_in), ("audio_codes", *encoder_out)),
+        ),
+        (
+            STREAM_NAMES[2],
+            StreamDecoderGraph(model),
+            (codes[..., :start],),
+            None,
+            (("audio_codes",), ("audio_values", *decoder_out)),
+        ),
+        (
+            STREAM_NAMES[3],
+            StreamDecoderGraph(model, decoder_states),
+            (codes[..., start:], *decoder_state),
+            None,
+            (("audio_codes", *decoder_in), ("audio_values", *decoder_out)),
+        ),
+    ]
+    summary = {
+        "start_frames": start,
+        "hop_length": hop,
+        "num_quantizers": num_quantizers,
+        "encoder_states": len(encoder_state),
+        "decoder_states": len(decoder_state),
+    }
+    return graphs, summary
+
+
 def folded_copy(model):
     """A float32 copy of `model` in eval mode with weight norm folded into plain weights (what converters read)."""
     # A new model rather than a deep copy: a copy shares the parametrized classes that torch makes per module, and
@@ -105,7 +276,7 @@ def folded_copy(model):
     return folded
 
 
-def _export_graph(graph: nn.Module, example, dynamic_shapes, names: tuple, path: Path, opset: int) -> None:
+def _export_graph(graph: nn.Module, examples: tuple, dynamic_shapes, names: tuple, path: Path, opset: int) -> None:
     import onnx
 
     inputs, outputs = names
@@ -116,9 +287,14 @@ def _export_graph(graph: nn.Module, example, dynamic_shapes, names: tuple, path:
     for logger in quiet:
         logger.setLevel(logging.ERROR)
     try:
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with (
+            torch.no_grad(),
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            _export_flags(),
+        ):
             warnings.simplefilter("ignore")
-            program = _torch_export(graph, example, dynamic_shapes, inputs, outputs, opset)
+            program = _torch_export(graph, examples, dynamic_shapes, inputs, outputs, opset)
     finally:
         for logger, level in zip(quiet, levels):
             logger.setLevel(level)
@@ -126,10 +302,37 @@ def _export_graph(graph: nn.Module, example, dynamic_shapes, names: tuple, path:
     onnx.checker.check_model(str(path))
 
 
-def _torch_export(graph, example, dynamic_shapes, inputs, outputs, opset):
+@contextlib.contextmanager
+def _export_flags():
+    """Global flags around torch's exporter, put back afterwards whatever happens.
+
+    - torch.export reads cuDNN's TF32 flag through the old API, which raises once the new API has set the
+      convolution or RNN precision (`torch.backends.cudnn.conv.fp32_precision = "ieee"`, docs/gpu.md's advice). The
+      graph does not depend on them (nothing runs on cuDNN while tracing): both are PyTorch's defaults meanwhile.
+    - An export that fails inside torch leaves `torch.backends.mkldnn.enabled` False (torch 2.13, found when a
+      failed export made later PyTorch codes differ from transformers'): convolutions would then run without
+      oneDNN, slower and with other rounding. The flag is restored.
+    """
+    mkldnn = torch.backends.mkldnn.enabled
+    cudnn = getattr(torch.backends, "cudnn", None)
+    saved = None
+    if hasattr(getattr(cudnn, "conv", None), "fp32_precision") and hasattr(
+        getattr(cudnn, "rnn", None), "fp32_precision"
+    ):
+        saved = (cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision)
+        cudnn.conv.fp32_precision = cudnn.rnn.fp32_precision = "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = mkldnn
+        if saved is not None:
+            cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision = saved
+
+
+def _torch_export(graph, examples, dynamic_shapes, inputs, outputs, opset):
     return torch.onnx.export(
         graph,
-        (example,),
+        examples,
         dynamo=True,
         input_names=list(inputs),
         output_names=list(outputs),
@@ -148,12 +351,14 @@ def export(
     opset: int = DEFAULT_OPSET,
     dtype: str = "float32",
     bandwidth: float | None = None,
+    streaming: bool = False,
 ) -> Path:
     """Export `model` (an `EncodecModel`, or a folder or Hub id it loads from) to `output_dir`; returns the folder
     that holds the graphs (`output_dir/onnx` or `output_dir/openvino`).
 
     `bandwidth` fixes the encoder's codebooks (None: all, which serves every bandwidth); `dtype="float16"` stores
-    float16 weights with float32 inputs and outputs (ONNX only)."""
+    float16 weights with float32 inputs and outputs (ONNX only); `streaming=True` (causal models) adds the step
+    models of frame streams (`_stream_graphs`)."""
     from .modeling_encodec import EncodecModel
 
     if format not in FORMATS:
@@ -170,6 +375,8 @@ def export(
     if not isinstance(model, EncodecModel):
         model = _load(model)
     config: EncodecConfig = model.config
+    if streaming and (not config.use_causal_conv or config.chunk_length is not None):
+        raise ValueError("streaming step models need a causal model (the 24 kHz one); this model is not causal")
     num_quantizers = config.num_quantizers_for_bandwidth(
         config.target_bandwidths[-1] if bandwidth is None else config.check_bandwidth(bandwidth)
     )
@@ -190,27 +397,33 @@ def export(
     frames = torch.export.Dim("frames", min=1)
     encoder_outputs = ("audio_codes",) + (("audio_scales",) if config.normalize else ())
 
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
-        _export_graph(
+    graphs = [
+        (
+            ENCODER_NAME,
             EncoderGraph(folded, num_quantizers),
-            audio,
+            (audio,),
             {"input_values": {0: batch, 2: samples}},
             (("input_values",), encoder_outputs),
-            scratch / f"{ENCODER_NAME}.onnx",
-            opset,
-        )
-        _export_graph(
+        ),
+        (
+            DECODER_NAME,
             DecoderGraph(folded),
-            codes,
+            (codes,),
             {"audio_codes": {0: chunks, 1: batch, 2: quantizers, 3: frames}},
             (("audio_codes",), ("audio_values",)),
-            scratch / f"{DECODER_NAME}.onnx",
-            opset,
-        )
-        files = {}
-        for name in (ENCODER_NAME, DECODER_NAME):
+        ),
+    ]
+    stream_summary = {}
+    if streaming:
+        stream_graphs, stream_summary = _stream_graphs(folded, num_quantizers)
+        graphs += stream_graphs
+
+    files = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        for name, graph, examples, dynamic_shapes, names in graphs:
             source = scratch / f"{name}.onnx"
+            _export_graph(graph, examples, dynamic_shapes, names, source, opset)
             if format == "onnx":
                 shutil.move(source, folder / f"{name}.onnx")
                 files[name] = f"{name}.onnx"
@@ -243,6 +456,8 @@ def export(
         "decoder_outputs": ["audio_values"],
         "torch": torch.__version__,
     }
+    if streaming:
+        summary["streaming"] = {**stream_summary, **{name: files[name] for name in STREAM_NAMES}}
     (folder / EXPORT_CONFIG).write_text(json.dumps(summary, indent=2) + "\n")
     return folder
 

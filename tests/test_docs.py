@@ -81,3 +81,17 @@ def test_python_blocks_run_and_print_what_they_say(page, converted, tmp_path, mo
             else:
                 assert got == want, (page.name, index, got, want)
     torch.set_num_threads(min(2, os.cpu_count() or 1))  # a snippet must not leave the thread count changed
+
+
+@pytest.fixture(autouse=True)
+def _restore_precision_flags():
+    """docs/gpu.md's snippet sets the CUDA precision flags; later tests must see the defaults."""
+    flags = [
+        (torch.backends.cudnn.conv, "fp32_precision"),
+        (torch.backends.cudnn.rnn, "fp32_precision"),
+        (torch.backends.cuda.matmul, "fp32_precision"),
+    ]
+    saved = [getattr(owner, name) for owner, name in flags]
+    yield
+    for (owner, name), value in zip(flags, saved):
+        setattr(owner, name, value)
