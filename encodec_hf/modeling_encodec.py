@@ -153,10 +153,13 @@ def _pad1d_exported(x: torch.Tensor, left, right, mode: str) -> torch.Tensor:
         return torch.where(source < length, picked, torch.zeros((), dtype=x.dtype, device=x.device))
 
     head = read(torch.arange(left, 0, -1, device=x.device))  # positions -left .. -1
-    # positions T .. T + right - 1, cut from the whole range: a tensor sized `right` alone (or a check that
-    # right >= 0) makes the exporter specialise the length. The slice's clamps make tracing slower (about a minute
-    # for the 24 kHz model, 20 s with one gather over the whole length), the graph faster (a gather over the whole
-    # length cost ONNX Runtime 30 % of its time).
+    if statically_known_true(right == 0):  # every convolution of stride 1: no tail, and less for the tracer to solve
+        return torch.cat([head, x], dim=-1)
+    # positions T .. T + right - 1, cut from the whole range: a tensor sized by a symbolic `right` alone (or a check
+    # that right >= 0) makes the exporter specialise the length. The slice's clamps slow tracing down (a minute for
+    # a model whose strided convolutions pad by a symbolic amount; causal ones pad by a fixed one while exporting,
+    # see EncodecConv1d.forward), but keep the graph fast: one gather over the whole length instead cost ONNX
+    # Runtime 30 % of its time.
     position = torch.arange(-left, length + right, device=x.device)[left + length :]
     tail = read(torch.where(position < extended, position, 2 * (extended - 1) - position))
     return torch.cat([head, x, tail], dim=-1)
@@ -314,6 +317,12 @@ class EncodecConv1d(nn.Module):
         if state is not None:
             return self._stream(hidden_states, state, final)
         extra = conv_extra_padding(hidden_states.shape[-1], self.kernel_size, self.stride, self.padding_total)
+        if self.causal and torch.compiler.is_exporting() and self.padding_total >= self.stride - 1:
+            # While exporting, a fixed stride - 1 >= extra: the same windows (as many: the last one starts at the
+            # same place) over the same values (reflection reads the same samples; the ones past `extra` are read
+            # by no window), and no tensor sized by the symbolic `extra`, which makes tracing slow (_pad1d_exported).
+            # The padding >= stride - 1 condition keeps _pad1d's zero extension of short inputs the same.
+            extra = self.stride - 1
         if self.causal:
             left, right = self.padding_total, extra
         else:

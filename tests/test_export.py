@@ -35,6 +35,18 @@ def causal(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def from_the_cli(tmp_path_factory):
+    """A tiny causal model's folder exported by the command line at its lowest bandwidth, with the step models."""
+    from encodec_hf.cli import main
+
+    root = tmp_path_factory.mktemp("cli")
+    model = tiny_model(seed=6)
+    source = save_tiny_folder(root / "model", model)
+    assert main(["export", str(source), "--output", str(root / "out"), "-b", "0.4", "--streaming"]) == 0
+    return model, source, root / "out"
+
+
+@pytest.fixture(scope="module")
 def chunked(tmp_path_factory):
     """A tiny chunked, normalising, stereo (48 kHz-like) model exported to OpenVINO."""
     pytest.importorskip("openvino")
@@ -146,18 +158,9 @@ def test_fast_encoding_batches_chunks_on_the_runner(chunked):
         runner.encode(audio, bandwidth=0.8, fast_encoding=True, pad_chunks=True)
 
 
-def test_a_bandwidth_fixed_at_export_serves_lower_ones_and_refuses_higher(tmp_path):
-    model = tiny_model(seed=5)
-    # docs/gpu.md's advice (convolutions without TF32) leaves cuDNN's two flags different, which torch.export's
-    # reading of the old flag refuses: export works anyway and puts the flags back
-    conv, rnn = torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision
-    torch.backends.cudnn.conv.fp32_precision = "ieee"
-    try:
-        export(model, tmp_path / "low", bandwidth=0.4)
-        assert (torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision) == ("ieee", rnn)
-    finally:
-        torch.backends.cudnn.conv.fp32_precision = conv
-    runner = OnnxEncodecModel.from_pretrained(tmp_path / "low")
+def test_a_bandwidth_fixed_at_export_serves_lower_ones_and_refuses_higher(from_the_cli):
+    model, _, folder = from_the_cli
+    runner = OnnxEncodecModel.from_pretrained(folder)
     assert runner.export_config["num_quantizers"] == 1
     audio = 0.3 * torch.randn(1, 1, 300, generator=torch.Generator().manual_seed(0))
     assert torch.equal(runner.encode(audio, bandwidth=0.4).audio_codes, model.encode(audio, bandwidth=0.4).audio_codes)
@@ -175,9 +178,17 @@ def test_a_failed_export_leaves_torch_as_it_was(monkeypatch, tmp_path):
         raise RuntimeError("export failed inside torch")
 
     monkeypatch.setattr(exporting, "_torch_export", failing)
-    with pytest.raises(RuntimeError, match="export failed inside torch"):
-        export(tiny_model(), tmp_path / "failed")
-    assert torch.backends.mkldnn.enabled
+    # docs/gpu.md's advice (convolutions without TF32) makes torch.export's reading of cuDNN's old flag raise: the
+    # flags are set to PyTorch's defaults while exporting and put back after
+    conv, rnn = torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    try:
+        with pytest.raises(RuntimeError, match="export failed inside torch"):
+            export(tiny_model(), tmp_path / "failed")
+        assert torch.backends.mkldnn.enabled
+        assert (torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.rnn.fp32_precision) == ("ieee", rnn)
+    finally:
+        torch.backends.cudnn.conv.fp32_precision = conv
 
 
 def test_float16_decodes_within_30_db_of_float32(causal, tmp_path):
@@ -197,13 +208,13 @@ def test_float16_decodes_within_30_db_of_float32(causal, tmp_path):
     assert (codes != encoded.audio_codes).float().mean() < 0.2  # float16 rounding moves some codes, not most
 
 
-def test_streaming_step_models_equal_offline(tmp_path):
+def test_streaming_step_models_equal_offline(from_the_cli, tmp_path):
     """A stream through the exported step models (start, then one frame a step, the state passed in and out) gives
     the offline codes and audio: the protocol docs/export.md describes."""
     import onnxruntime
 
-    model = tiny_model(seed=8)
-    folder = export(model, tmp_path / "stream", streaming=True, bandwidth=0.8)
+    model, _, folder = from_the_cli
+    folder = folder / "onnx"
     summary = json.loads((folder / "export.json").read_text())["streaming"]
     start, hop = summary["start_frames"], summary["hop_length"]
     assert (start, hop) == (7, 4)
@@ -230,7 +241,7 @@ def test_streaming_step_models_equal_offline(tmp_path):
     audio = (0.3 * torch.randn(1, 1, frames * hop, generator=torch.Generator().manual_seed(3))).numpy()
     pieces = [audio[..., : start * hop]] + [audio[..., f * hop : (f + 1) * hop] for f in range(start, frames)]
     codes = stream("encode", pieces)
-    expected = model.encode(torch.from_numpy(audio), bandwidth=0.8).audio_codes[0].numpy()
+    expected = model.encode(torch.from_numpy(audio), bandwidth=0.4).audio_codes[0].numpy()
     assert codes.shape == expected.shape and (codes != expected).mean() <= MAX_CODES_DIFFERING
     code_pieces = [expected[..., :start]] + [expected[..., f : f + 1] for f in range(start, frames)]
     decoded = stream("decode", code_pieces)
@@ -290,16 +301,17 @@ def test_the_runner_refuses_what_the_graphs_do_not_offer(causal):
 # -- the command line and bad input ---------------------------------------------------------------------------------
 
 
-def test_cli_exports_and_the_other_commands_take_the_exported_folder(tmp_path):
+def test_cli_exports_and_the_other_commands_take_the_exported_folder(from_the_cli, tmp_path):
     from encodec_hf.cli import main
 
-    source = save_tiny_folder(tmp_path / "model", tiny_model(seed=6))
-    assert main(["export", str(source), "--output", str(tmp_path / "out"), "--streaming"]) == 0
-    assert (tmp_path / "out" / "onnx" / "encodec_encode.onnx").is_file()
-    assert (tmp_path / "out" / "onnx" / "encodec_decode_stream_step.onnx").is_file()
+    _, source, out = from_the_cli
+    assert (out / "onnx" / "encodec_encode.onnx").is_file() and (
+        out / "onnx" / "encodec_decode_stream_step.onnx"
+    ).is_file()
     sf.write(tmp_path / "in.wav", 0.3 * np.sin(np.arange(1200) / 5), 400)
-    assert main(["roundtrip", str(tmp_path / "in.wav"), str(tmp_path / "a.wav"), "--model", str(tmp_path / "out")]) == 0
-    assert main(["roundtrip", str(tmp_path / "in.wav"), str(tmp_path / "b.wav"), "--model", str(source)]) == 0
+    common = [str(tmp_path / "in.wav"), "-b", "0.4", "--model"]
+    assert main(["roundtrip", *common[:1], str(tmp_path / "a.wav"), *common[1:], str(out)]) == 0
+    assert main(["roundtrip", *common[:1], str(tmp_path / "b.wav"), *common[1:], str(source)]) == 0
     exported, _ = sf.read(tmp_path / "a.wav")
     reference, _ = sf.read(tmp_path / "b.wav")
     assert exported.shape == reference.shape and np.abs(exported - reference).max() <= 2 / 32768  # 16-bit files
