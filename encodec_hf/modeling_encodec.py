@@ -129,40 +129,39 @@ def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
     return padded[..., : padded.shape[-1] - extra]
 
 
-def _pad1d_exported(x: torch.Tensor, left, right, mode: str) -> torch.Tensor:
+def _pad1d_exported(x: torch.Tensor, left: int, right, mode: str, end: int | None = None) -> torch.Tensor:
     """`_pad1d` for a (B, C, T) graph whose T (and so `right`) is symbolic: the same values without a branch on the
     length, so that the exported graph takes any length. Each padded end is a gather: position j (in x's
-    coordinates, -left .. T + right - 1) reads x_ext[|j|], mirrored at x_ext's end, where x_ext is x followed by the
-    zeros `_pad1d` appends to inputs too short to reflect. Shapes then stay plain sums of the length (torch's
-    exporter specialises a length behind a max()), and ONNX Runtime's reflect Pad, which refuses pads close to the
-    length, is not used.
+    coordinates) reads x_ext[|j|], mirrored at x_ext's end, where x_ext is x followed by the zeros `_pad1d` appends
+    to inputs too short to reflect (as many as the true `left` and `right` ask for). ONNX Runtime's reflect Pad, which
+    refuses pads close to the length, is not used.
+
+    `end` (a plain int >= right) pads the end by that many samples instead of `right`: the ones past `right` are
+    filler that a caller's convolution never reads (EncodecConv1d pads by stride - 1 >= its symbolic extra). Then no
+    tensor is sized by a symbolic amount: torch's exporter specialises the length for an arange of `right` (even for
+    a check that right >= 0), and a slice of it makes tracing slow (a minute for the 24 kHz model, 20 s without).
 
     Example: x = [a, b] padded 3 left, 0 right: x_ext = [a, b, 0, 0] (2 zeros make it longer than 3), positions
     -3..-1 read x_ext[3, 2, 1] = [0, 0, b]: [0, 0, b, a, b], what `_pad1d` gives."""
     from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-    if statically_known_true(left == 0) and statically_known_true(right == 0):
+    end = right if end is None else end
+    if statically_known_true(left == 0) and statically_known_true(end == 0):
         return x
     if mode != "reflect":
-        return nn.functional.pad(x, (left, right), mode)
+        return nn.functional.pad(x, (left, end), mode)
     length = x.shape[-1]
     extended = length + torch.sym_max(0, torch.sym_max(left, right) - length + 1)  # x_ext's length
 
     def read(source: torch.Tensor) -> torch.Tensor:  # x_ext at `source`: x, or 0 past its end
-        picked = x.index_select(-1, source.clamp(max=length - 1))
+        picked = x.index_select(-1, source.clamp(min=0, max=length - 1))
         return torch.where(source < length, picked, torch.zeros((), dtype=x.dtype, device=x.device))
 
     head = read(torch.arange(left, 0, -1, device=x.device))  # positions -left .. -1
-    if statically_known_true(right == 0):  # every convolution of stride 1: no tail, and less for the tracer to solve
+    if statically_known_true(end == 0):
         return torch.cat([head, x], dim=-1)
-    # positions T .. T + right - 1, cut from the whole range: a tensor sized by a symbolic `right` alone (or a check
-    # that right >= 0) makes the exporter specialise the length. The slice's clamps slow tracing down (a minute for
-    # a model whose strided convolutions pad by a symbolic amount; causal ones pad by a fixed one while exporting,
-    # see EncodecConv1d.forward), but keep the graph fast: one gather over the whole length instead cost ONNX
-    # Runtime 30 % of its time.
-    position = torch.arange(-left, length + right, device=x.device)[left + length :]
-    tail = read(torch.where(position < extended, position, 2 * (extended - 1) - position))
-    return torch.cat([head, x, tail], dim=-1)
+    position = length + torch.arange(end, device=x.device)  # positions T .. T + end - 1
+    return torch.cat([head, x, read(torch.where(position < extended, position, 2 * (extended - 1) - position))], -1)
 
 
 def _to_channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -317,17 +316,16 @@ class EncodecConv1d(nn.Module):
         if state is not None:
             return self._stream(hidden_states, state, final)
         extra = conv_extra_padding(hidden_states.shape[-1], self.kernel_size, self.stride, self.padding_total)
-        if self.causal and torch.compiler.is_exporting() and self.padding_total >= self.stride - 1:
-            # While exporting, a fixed stride - 1 >= extra: the same windows (as many: the last one starts at the
-            # same place) over the same values (reflection reads the same samples; the ones past `extra` are read
-            # by no window), and no tensor sized by the symbolic `extra`, which makes tracing slow (_pad1d_exported).
-            # The padding >= stride - 1 condition keeps _pad1d's zero extension of short inputs the same.
-            extra = self.stride - 1
         if self.causal:
             left, right = self.padding_total, extra
         else:
             right = self.padding_total // 2
             left, right = self.padding_total - right, right + extra
+        if torch.compiler.is_exporting():
+            # Exported graphs pad the end by a fixed stride - 1 >= extra instead: as many windows (the last one starts
+            # at the same place) over the same values, and no tensor sized by the symbolic `extra` (_pad1d_exported).
+            end = right - extra + self.stride - 1
+            return self._convolve(_pad1d_exported(hidden_states, left, right, self.pad_mode, end))
         return self._convolve(_pad1d(hidden_states, left, right, self.pad_mode))
 
     # Streaming: the same sums as offline over the windows that are complete. The start is reflect-padded as
