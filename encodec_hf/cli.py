@@ -118,8 +118,7 @@ def load_model(name_or_path: str):
 def export_command(args) -> int:
     from .exporting import export
 
-    if args.output and Path(args.output).exists() and any(Path(args.output).iterdir()) and not args.force:
-        raise CommandError(f"{args.output} exists and is not empty; pass -f to write into it")
+    _check_output_folder(args.output, args.force)
     try:
         from .exporting import require_runtime
 
@@ -176,6 +175,12 @@ def _progress_bar(seconds: float, stages: tuple[str, ...] = ("encode", "decode")
 def _default_bandwidth(model, requested):
     options = model.config.target_bandwidths
     return requested if requested is not None else (DEFAULT_BANDWIDTH if DEFAULT_BANDWIDTH in options else options[0])
+
+
+def _check_output_folder(path: str | None, force: bool) -> None:
+    """An output folder that holds files already is written into only with -f (evaluate, export)."""
+    if path and Path(path).exists() and any(Path(path).iterdir()) and not force:
+        raise CommandError(f"{path!r} exists and is not empty; pass -f to write into it")
 
 
 def _check_output(path: str, force: bool) -> Path:
@@ -384,8 +389,7 @@ def tokenize(args) -> int:
 def evaluate_command(args) -> int:
     from .evaluation import evaluate
 
-    if args.output and Path(args.output).exists() and any(Path(args.output).iterdir()) and not args.force:
-        raise CommandError(f"{args.output!r} exists and is not empty; pass -f to write into it")
+    _check_output_folder(args.output, args.force)
     models = [load_model(name)[0] for name in (args.model or [DEFAULT_MODEL])]
     source = args.input
     if Path(source).is_file():  # one audio file

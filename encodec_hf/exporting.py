@@ -60,7 +60,6 @@ STREAM_NAMES = (
     "encodec_decode_stream_step",
 )
 EXPORT_CONFIG = "export.json"
-FORMAT_FOLDERS = {"onnx": "onnx", "openvino": "openvino"}
 RUNTIMES = {"onnx": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}  # module, pip extra
 
 
@@ -381,7 +380,7 @@ def export(
         config.target_bandwidths[-1] if bandwidth is None else config.check_bandwidth(bandwidth)
     )
     output_dir = Path(output_dir)
-    folder = output_dir / FORMAT_FOLDERS[format]
+    folder = output_dir / format  # the graphs' folder is named after the format
     folder.mkdir(parents=True, exist_ok=True)
     folded = folded_copy(model)
     if dtype == "float16":

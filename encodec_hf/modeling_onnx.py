@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .configuration_encodec import EncodecConfig
-from .exporting import DECODER_NAME, ENCODER_NAME, EXPORT_CONFIG, FORMAT_FOLDERS, require_runtime
+from .exporting import DECODER_NAME, ENCODER_NAME, EXPORT_CONFIG, require_runtime
 from .modeling_encodec import EncodecModel
 
 
@@ -30,7 +30,7 @@ def exported_model_class(folder) -> type | None:
     if not folder.is_dir() or (folder / "model.safetensors").is_file():
         return None
     for runner in (OnnxEncodecModel, OpenVINOEncodecModel):
-        if (folder / FORMAT_FOLDERS[runner.format] / EXPORT_CONFIG).is_file():
+        if (folder / runner.format / EXPORT_CONFIG).is_file():
             return runner
     return None
 
@@ -59,11 +59,11 @@ class _ExportedEncodecModel(EncodecModel):
     @classmethod
     def _open(cls, folder: str | Path) -> tuple[EncodecConfig, dict, Path]:
         folder = Path(folder)
-        graphs = folder / FORMAT_FOLDERS[cls.format]
+        graphs = folder / cls.format
         if not (folder / "config.json").is_file() or not (graphs / EXPORT_CONFIG).is_file():
             raise ValueError(
                 f"{str(folder)!r} is not an exported {cls.format} model: expected config.json and "
-                f"{FORMAT_FOLDERS[cls.format]}/{EXPORT_CONFIG} (written by `encodec-hf export --format {cls.format}`)"
+                f"{cls.format}/{EXPORT_CONFIG} (written by `encodec-hf export --format {cls.format}`)"
             )
         export_config = json.loads((graphs / EXPORT_CONFIG).read_text())
         return EncodecConfig.from_pretrained(folder), export_config, graphs

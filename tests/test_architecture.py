@@ -144,3 +144,38 @@ def test_public_names():
     ):
         assert name in encodec_hf.__all__ and hasattr(encodec_hf, name), name
     assert (PACKAGE / "py.typed").is_file()
+
+
+def test_no_dependency_brings_torchaudio():
+    """torchaudio has no CPU build on our machines and breaks `import transformers` once installed: no dependency
+    list of this package names it, and no installed distribution those lists reach requires it (the references,
+    EnCodec 0.1.1 and audiocraft 1.3.0, which do, are installed with --no-deps and are not reached)."""
+    from importlib import metadata
+    from pathlib import Path
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    lists = [project["dependencies"], *project["optional-dependencies"].values()]
+    todo = [Requirement(entry) for entry in lists for entry in entry]
+    assert not any(req.name.lower() == "torchaudio" for req in todo)
+    seen = set()
+    while todo:
+        requirement = todo.pop()
+        name = requirement.name.lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(requirement.name) or []
+        except metadata.PackageNotFoundError:
+            continue  # an optional dependency not installed here
+        for entry in map(Requirement, requires):
+            wanted = entry.marker is None or any(
+                entry.marker.evaluate({"extra": extra}) for extra in requirement.extras or {""}
+            )
+            if wanted:
+                assert entry.name.lower() != "torchaudio", f"{requirement.name} requires {entry}"
+                todo.append(entry)
+    assert {"transformers", "torchmetrics", "onnxscript"} <= seen  # the walk reached the lists' packages

@@ -344,6 +344,10 @@ def test_exporting_or_loading_what_is_not_a_model_fails_clearly(tmp_path, capsys
     (tmp_path / "empty").mkdir()
     assert main(["export", str(tmp_path / "empty"), "--output", str(tmp_path / "out")]) == 2
     assert "is not an EnCodec model folder" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "kept.txt").write_text("")
+    assert main(["export", str(tmp_path / "empty"), "--output", str(tmp_path / "full")]) == 2
+    assert "exists and is not empty; pass -f" in capsys.readouterr().err
     with pytest.raises(ValueError, match="is not an exported onnx model"):
         OnnxEncodecModel.from_pretrained(tmp_path / "empty")
     with pytest.raises(ValueError, match="is not a model folder"):
