@@ -6,7 +6,7 @@
 2. Fine-tuning a converted 24 kHz model (EnCodec 0.1.1's architecture, random weights: the Hub is not reachable
    here) in `decoder` mode on the same data: the codes of the held-out clips unchanged, their mel distance lower.
 
-    python examples/train_proof.py OUT [--steps 1800] [--finetune-steps 30]
+    python examples/train_proof.py OUT [--steps 2000] [--batch-size 5] [--finetune-steps 30]
 
 Writes OUT/results.json, OUT/results.md and OUT/loss_curve.png (scripts/train_proof.sh installs espeak-ng first).
 """
@@ -39,7 +39,7 @@ def plot(steps: list[dict], evals: list[dict], target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (losses, held_out) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (losses, held_out, si_snr) = plt.subplots(1, 3, figsize=(15, 4))
     for name in ("l1", "mel", "feat", "adv"):
         values = [r[name] for r in steps if name in r]
         if values:
@@ -53,16 +53,16 @@ def plot(steps: list[dict], evals: list[dict], target: Path) -> None:
     losses.set_xlabel("step")
     losses.set_title("training losses (10-step mean)")
     losses.legend()
-    for bandwidth in evals[0]["eval"]:
-        held_out.plot(
-            [e["step"] for e in evals],
-            [e["eval"][bandwidth]["mel_distance"] for e in evals],
-            "o-",
-            label=f"{bandwidth} kbps",
-        )
-    held_out.set_xlabel("step")
-    held_out.set_title("held-out mel distance (lower is better)")
-    held_out.legend()
+    for axis, metric, title in (
+        (held_out, "mel_distance", "held-out mel distance (lower is better)"),
+        (si_snr, "si_snr", "held-out SI-SNR, dB (higher is better)"),
+    ):
+        for bandwidth in evals[0]["eval"]:
+            values = [e["eval"][bandwidth][metric] for e in evals]
+            axis.plot([e["step"] for e in evals], values, "o-", label=f"{bandwidth} kbps")
+        axis.set_xlabel("step")
+        axis.set_title(title)
+        axis.legend()
     figure.tight_layout()
     figure.savefig(target, dpi=100)
 
@@ -70,8 +70,8 @@ def plot(steps: list[dict], evals: list[dict], target: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("output")
-    parser.add_argument("--steps", type=int, default=1800)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=5)
     parser.add_argument("--finetune-steps", type=int, default=30)
     args = parser.parse_args()
     out = Path(args.output)
@@ -95,7 +95,7 @@ def main() -> None:
         steps=args.steps,
         batch_size=args.batch_size,
         segment_seconds=1.0,
-        eval_every=max(1, args.steps // 6),
+        eval_every=max(1, args.steps // 5),
         save_every=args.steps,
         progress=False,
     )
@@ -108,6 +108,7 @@ def main() -> None:
         "after": evals[-1]["eval"],
         "first_losses": {k: steps[0][k] for k in ("l1", "mel")},
         "last_losses": {k: sum(r[k] for r in steps[-10:]) / 10 for k in ("l1", "mel")},
+        "last_perplexity": steps[-1]["perplexity"],
     }
     plot(steps, evals, out / "loss_curve.png")
 

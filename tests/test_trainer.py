@@ -164,6 +164,30 @@ def test_resume_refuses_other_settings_and_bad_settings_are_refused(tmp_path):
         train(str(tmp_path / "config.json"), data, tmp_path / "bad48", segment_seconds=1.5)
 
 
+def test_held_out_scores_are_the_evaluation_metrics_and_see_through_a_silent_decoder():
+    """The log's held-out SI-SNR and mel distance are `encodec_hf.metrics`' (what `encodec-hf evaluate` reports).
+    Not the training loss `SISNR`: its epsilon (times the window) makes a near-silent decoder score about 0 dB,
+    the plateau an earlier `tiny` recipe (SI-SNR among its losses) settled on; the metric gives the true figure."""
+    from encodec_hf import metrics
+    from encodec_hf.training import SISNR
+
+    torch.manual_seed(0)
+    model = EncodecModel(EncodecConfig.from_preset("tiny")).eval()  # random codebooks: varied codes
+    t = np.arange(12000) / 24000
+    clip = torch.from_numpy((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))[None]  # (1, 12000)
+    scores = trainer_module.evaluate_clips(model, [clip], [1.2])["1.2"]
+    decoded = model(clip[None], bandwidth=1.2).audio_values[0]
+    assert scores["si_snr"] == pytest.approx(metrics.si_snr(clip.numpy(), decoded.detach().numpy()))
+    assert scores["mel_distance"] == pytest.approx(metrics.mel_distance(clip.numpy(), decoded.detach().numpy(), 24000))
+    with torch.no_grad():
+        model.decoder.layers[-1].conv.bias.mul_(1e-4)
+        model.decoder.layers[-1].conv.parametrizations.weight.original0.mul_(1e-4)
+        quiet = model(clip[None], bandwidth=1.2).audio_values
+    assert 0 < quiet.abs().max() < 1e-3
+    assert abs(SISNR(24000, segment=5.0)(quiet, clip[None]).item()) < 1.0  # the loss: about 0 dB
+    assert trainer_module.evaluate_clips(model, [clip], [1.2])["1.2"]["si_snr"] < -20  # the metric: uncorrelated
+
+
 def test_recipes_are_data():
     paper48 = resolve_recipe("paper", 48000)
     assert paper48["weights"] == {"l1": 0.1, "mel": 1.0, "adv": 4.0, "feat": 4.0}
@@ -302,10 +326,16 @@ def test_two_processes_stay_in_step(tmp_path):
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
-def test_adversarial_losses_join_at_adversarial_start(tmp_path):
+def test_adversarial_losses_join_at_adversarial_start(tmp_path, monkeypatch):
     train("tiny", clips_dataset(), tmp_path / "out", recipe="tiny", adversarial_start=1, steps=3, save_every=0, **FAST)
     log = [r for r in read_log(tmp_path / "out") if "eval" not in r]
-    assert "adv" not in log[0] and "feat" not in log[0] and "sisnr" in log[0]
+    assert "adv" not in log[0] and "feat" not in log[0] and {"l1", "mel"} <= set(log[0]) and "sisnr" not in log[0]
     assert all("adv" in r and "feat" in r for r in log[1:])
+    assert log[-1]["commitment"] > 0  # logged though `tiny` trains without it (0 on k-means' own batch)
     recipe = json.loads((tmp_path / "out" / "recipe.json").read_text())
-    assert recipe["adversarial_start"] == 1 and recipe["optimizer"]["lr"] == 1e-3
+    assert recipe["adversarial_start"] == 1 and recipe["optimizer"]["lr"] == 1e-3 and recipe["commitment_weight"] == 0
+    # a recipe of one's own (data, like the others) may weight SI-SNR too
+    monkeypatch.setitem(RECIPES, "with-sisnr", {**RECIPES["tiny"], "weights": {"l1": 1.0, "sisnr": 1.0}})
+    train("tiny", clips_dataset(), tmp_path / "sisnr", recipe="with-sisnr", steps=1, save_every=0, **FAST)
+    record = read_log(tmp_path / "sisnr")[0]
+    assert np.isfinite(record["sisnr"]) and "mel" not in record

@@ -210,30 +210,6 @@ class MultiScaleMelSpectrogramLoss(nn.Module):
         return loss / self.total if self.normalized else loss
 
 
-def mel_distance(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """A distance for evaluation (lower is better): the mean over windows of 2^6 to 2^11 samples (hop a quarter,
-    64 mels) of the mean absolute difference of log10(1e-5 + mel power). 0 for identical audio; each unit is a
-    factor of 10 in power on average. The training log's distance (docs/training.md's figures use it); reports
-    use `encodec_hf.metrics.mel_distance`, DAC's definition, whose values are not comparable with these."""
-    check_pair(estimate, reference, "mel_distance")
-    total = estimate.new_zeros(())
-    windows = [2**i for i in range(6, 12)]
-    for window in windows:
-        mel = _cached_mel(sample_rate, window, estimate.device)
-        total = total + F.l1_loss(mel(estimate), mel(reference))
-    return total / len(windows)
-
-
-_MELS: dict = {}
-
-
-def _cached_mel(sample_rate: int, window: int, device) -> MelSpectrogram:
-    key = (sample_rate, window, str(device))
-    if key not in _MELS:
-        _MELS[key] = MelSpectrogram(sample_rate, n_fft=window, hop_length=window // 4, n_mels=64, log=True).to(device)
-    return _MELS[key]
-
-
 # -- SI-SNR ------------------------------------------------------------------------------------------------------
 
 
@@ -242,7 +218,8 @@ class SISNR(nn.Module):
 
     (B, C, T) pairs are cut into windows of `segment` seconds overlapping by `overlap` (the last one zero-padded;
     None: the whole clip), each window centred; the SI-SNR of each (channel, window) is averaged. `epsilon`
-    (times the window length) keeps silent windows finite.
+    (times the window length) keeps silent windows finite, and so scores a near-silent estimate about 0 dB: a
+    loss for audiocraft's recipes, not a metric (`encodec_hf.metrics.si_snr` is one).
 
     Example: a reference plus independent noise at 1/10 of its power scores about -10 (10 dB).
     """

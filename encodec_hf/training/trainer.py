@@ -43,7 +43,6 @@ from .losses import (
     discriminator_adversarial_loss,
     generator_adversarial_loss,
     l1_loss,
-    mel_distance,
 )
 from .recipes import resolve_recipe
 
@@ -282,20 +281,28 @@ def _freeze(model: EncodecModel, mode: str) -> None:
 
 
 def evaluate_clips(model: EncodecModel, clips: list[torch.Tensor], bandwidths=None) -> dict:
-    """SI-SNR (dB, higher is better) and mel distance (lower is better, `losses.mel_distance`) of the exact
-    inference path, per bandwidth, averaged over `clips` ((channels, samples) tensors at the model's rate)."""
+    """SI-SNR (dB, higher is better) and mel distance (lower is better) of the exact inference path, per
+    bandwidth, averaged over `clips` ((channels, samples) tensors at the model's rate): the functions of
+    `encodec_hf.metrics`, which `encodec-hf evaluate` reports (SI-SNR as torchmetrics computes it, DAC's mel
+    distance).
+
+    Not the training loss `SISNR`: audiocraft's form adds epsilon x window length to both energies, so a decoder
+    that outputs near silence scores about 0 dB there (measured on `tiny`: a collapsed model showed -0.6 dB), where
+    this gives its true, very negative figure."""
+    from .. import metrics
+
     was_training = model.training
     model.eval()
-    si_snr = SISNR(model.config.sampling_rate, segment=None)
     results = {}
     try:
         for bandwidth in bandwidths or model.config.target_bandwidths:
             scores, distances = [], []
             for clip in clips:
                 with torch.no_grad():
-                    decoded = model(clip[None], bandwidth=bandwidth).audio_values
-                scores.append(-si_snr(decoded, clip[None]).item())
-                distances.append(mel_distance(decoded, clip[None], model.config.sampling_rate).item())
+                    decoded = model(clip[None], bandwidth=bandwidth).audio_values[0]
+                reference, estimate = clip.float().cpu().numpy(), decoded.float().cpu().numpy()
+                scores.append(metrics.si_snr(reference, estimate))
+                distances.append(metrics.mel_distance(reference, estimate, model.config.sampling_rate))
             results[f"{bandwidth:g}"] = {"si_snr": float(np.mean(scores)), "mel_distance": float(np.mean(distances))}
     finally:
         model.train(was_training)
@@ -522,12 +529,12 @@ class Trainer:
                 losses["adv"] = generator_adversarial_loss(fake_out.logits, recipe["adversarial_loss"]).float()
             if "feat" in self.weights:
                 losses["feat"] = self.feature_loss(fake_out.features, real_out.features).float()
-        commitment = output.commitment_loss.float() * recipe["commitment_weight"]
+        commitment = output.commitment_loss.float()  # logged at any weight: how far the encoder is from its codes
         self._check_finite({**losses, "commitment": commitment}, batch)
 
         self.optimizer.zero_grad(set_to_none=True)
-        if commitment.requires_grad:
-            commitment.backward(retain_graph=True)
+        if commitment.requires_grad and recipe["commitment_weight"] > 0:
+            (commitment * recipe["commitment_weight"]).backward(retain_graph=True)
         record["effective"] = self.balancer.backward(losses, decoded).item()
         average_across_ranks(*[p.grad for p in self.model.parameters() if p.grad is not None])
         self.optimizer.step()
