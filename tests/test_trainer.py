@@ -141,6 +141,13 @@ def test_unusable_rows_are_skipped_and_counted(tmp_path, capsys):
     nothing = datasets.Dataset.from_dict({"audio": rows[1:]})
     with pytest.raises(TrainingError, match="no usable audio: 2 rows skipped"):
         train("tiny", nothing, tmp_path / "none", steps=1, **FAST)
+    # held-out clips too short for the mel distance (its 2,048-sample window) are left out of the evaluation
+    short = {"array": [[0.1] * 600], "sampling_rate": 16000}  # 900 samples at 24 kHz
+    held_out = datasets.Dataset.from_dict({"audio": [short, good]})
+    trainer = Trainer("tiny", data, tmp_path / "eval", TrainingSettings(steps=1, save_every=0, **FAST), held_out)
+    assert len(trainer.eval_clips) == 1 and trainer.eval_clips[0].shape[-1] > 1025
+    with pytest.raises(ValueError, match="1 shorter than 1025 samples at 24000 Hz"):
+        Trainer("tiny", data, tmp_path / "eval2", TrainingSettings(**FAST), held_out.select([0]))
 
 
 def test_resume_refuses_other_settings_and_bad_settings_are_refused(tmp_path):

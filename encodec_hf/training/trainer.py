@@ -287,8 +287,8 @@ def evaluate_clips(model: EncodecModel, clips: list[torch.Tensor], bandwidths=No
     distance).
 
     Not the training loss `SISNR`: audiocraft's form adds epsilon x window length to both energies, so a decoder
-    that outputs near silence scores about 0 dB there (measured on `tiny`: a collapsed model showed -0.6 dB), where
-    this gives its true, very negative figure."""
+    that outputs near silence scores about 0 dB there and -44 dB here (tested). Clips must be longer than the mel
+    distance's longest window allows (1,025 samples); the trainer skips shorter held-out clips."""
     from .. import metrics
 
     was_training = model.training
@@ -382,16 +382,24 @@ class Trainer:
         dataset = load_audio_dataset(eval_data, None, self.settings.audio_column)
         config = self.model.config
         sampler = SegmentSampler(dataset, config.sampling_rate, config.audio_channels, 1, 0, self.settings.audio_column)
+        from ..metrics import MEL_SCALES
+
         limit = int(self.settings.eval_seconds * config.sampling_rate)
-        clips = []
+        shortest = max(window for window, _ in MEL_SCALES) // 2 + 1  # its STFT reflects half a window at each end
+        clips, short = [], 0
         for row in range(len(dataset)):
             clip = sampler.clip(row)
-            if clip is not None:
+            if clip is not None and min(clip.shape[-1], limit) < shortest:
+                short += 1
+            elif clip is not None:
                 clips.append(torch.from_numpy(np.ascontiguousarray(clip[:, :limit])))
             if len(clips) == self.settings.eval_clips:
                 break
         if not clips:
-            raise ValueError(f"the evaluation data holds no usable audio ({len(sampler.skipped)} rows skipped)")
+            raise ValueError(
+                f"the evaluation data holds no usable audio ({len(sampler.skipped)} rows skipped, {short} shorter "
+                f"than {shortest} samples at {config.sampling_rate} Hz, too short for the mel distance)"
+            )
         return clips
 
     def _checkpoints(self) -> list[Path]:
