@@ -6,7 +6,8 @@
 2. Fine-tuning a converted 24 kHz model (EnCodec 0.1.1's architecture, random weights: the Hub is not reachable
    here) in `decoder` mode on the same data: the codes of the held-out clips unchanged, their mel distance lower.
 
-    python examples/train_proof.py OUT [--steps 2000] [--batch-size 5] [--finetune-steps 30]
+    python examples/train_proof.py OUT [--steps 2000] [--batch-size 5] [--finetune-steps 30] [--eval-clips 8]
+        [--eval-seconds 5]
 
 Writes OUT/results.json, OUT/results.md and OUT/loss_curve.png (scripts/train_proof.sh installs espeak-ng first).
 """
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=5)
     parser.add_argument("--finetune-steps", type=int, default=30)
+    parser.add_argument("--eval-clips", type=int, default=8, help="held-out clips evaluated")
+    parser.add_argument("--eval-seconds", type=float, default=5.0, help="each cut to at most this long")
     args = parser.parse_args()
     out = Path(args.output)
     from encodec_hf.testing import write_training_data
@@ -97,6 +100,8 @@ def main() -> None:
         segment_seconds=1.0,
         eval_every=max(1, args.steps // 5),
         save_every=args.steps,
+        eval_clips=args.eval_clips,
+        eval_seconds=args.eval_seconds,
         progress=False,
     )
     steps, evals = read_log(out / "scratch" / "log.jsonl")
@@ -136,6 +141,8 @@ def main() -> None:
             mode="decoder",
             recipe="tiny",
             save_every=args.finetune_steps,
+            eval_clips=args.eval_clips,
+            eval_seconds=args.eval_seconds,
             progress=False,
         ),
         eval_data=str(eval_dir),

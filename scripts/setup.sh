@@ -35,16 +35,20 @@ python -c "import flashy" || {
     echo "flashy (audiocraft's balancer needs it) does not import" >&2
     exit 1
 }
-# A real browser for the demo's page test (tests/test_demo.py drives it with Playwright, which cannot download its
-# own browsers here): Debian's chromium, installed when missing and this runs as root.
-if ! command -v chromium > /dev/null; then
+# Debian programs, installed when missing and this runs as root: chromium, a real browser for the demo's page test
+# (tests/test_demo.py drives it with Playwright, which cannot download its own browsers here), and espeak-ng, the
+# speech of the training proof (examples/train_proof.py, run end to end by tests/test_trainer.py).
+missing=""
+command -v chromium > /dev/null || missing="$missing chromium"
+command -v espeak-ng > /dev/null || missing="$missing espeak-ng"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } > .venv/apt.log 2>&1 || {
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing; } > .venv/apt.log 2>&1 || {
             cat .venv/apt.log
             exit 1
         }
     else
-        echo "note: chromium is not installed (apt-get install chromium); the demo's browser test will be skipped" >&2
+        echo "note: not installed:$missing (apt-get install$missing); the tests that need them will be skipped" >&2
     fi
 fi
 python -c "import torch, transformers, encodec_hf; print('set up: torch', torch.__version__, '| transformers', transformers.__version__)"

@@ -289,6 +289,31 @@ def test_command_line_trains_evaluates_and_survives_sigkill(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_training_proof_runs_end_to_end(tmp_path):
+    """examples/train_proof.py (what scripts/train_proof.sh runs; docs/training.md's table), cut to 2 steps: its
+    data, both runs, the table, the plot; the fine-tuned decoder keeps every held-out code."""
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/setup.sh installs it as root)")
+    out = tmp_path / "proof"
+    command = [sys.executable, "examples/train_proof.py", str(out), "--steps", "2", "--batch-size", "1"]
+    command += ["--eval-clips", "2", "--eval-seconds", "0.5"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([*command, "--finetune-steps", "1"], cwd=root, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["scratch"]["after"]) == {"1.2", "2.4", "4.8"}
+    assert set(results["finetune"]["after"]) == {"1.5", "6", "24"} and results["finetune"]["codes_unchanged"]
+    for run_name in ("scratch", "finetune"):
+        for scores in (*results[run_name]["before"].values(), *results[run_name]["after"].values()):
+            assert np.isfinite(scores["si_snr"]) and scores["mel_distance"] > 0
+    assert "| scratch | 1.2 |" in (out / "results.md").read_text()
+    assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(list((out / "data" / "train").glob("speech-*.wav"))) == 24
+
+
+@pytest.mark.slow
 def test_command_line_errors_are_one_line(tmp_path):
     data = _write_clips(tmp_path / "clips", count=1)
     for args, message in (
