@@ -287,8 +287,8 @@ def evaluate_clips(model: EncodecModel, clips: list[torch.Tensor], bandwidths=No
     distance).
 
     Not the training loss `SISNR`: audiocraft's form adds epsilon x window length to both energies, so a decoder
-    that outputs near silence scores about 0 dB there and -44 dB here (tested). Clips must be longer than the mel
-    distance's longest window allows (1,025 samples); the trainer skips shorter held-out clips."""
+    that outputs near silence scores about 0 dB there and -44 dB here (tested). Clips need at least 1,025
+    samples (the mel distance reflects half its 2,048-sample window at each end); the trainer skips shorter ones."""
     from .. import metrics
 
     was_training = model.training
