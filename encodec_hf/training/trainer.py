@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import metrics
 from ..modeling_encodec import EncodecModel, average_across_ranks, broadcast_from_rank0
 from ..processing import EncodecFeatureExtractor, convert_channels, resample
 from ..tokenization import load_audio_dataset, read_audio_value
@@ -289,8 +290,6 @@ def evaluate_clips(model: EncodecModel, clips: list[torch.Tensor], bandwidths=No
     Not the training loss `SISNR`: audiocraft's form adds epsilon x window length to both energies, so a decoder
     that outputs near silence scores about 0 dB there and -44 dB here (tested). Clips need at least 1,025
     samples (the mel distance reflects half its 2,048-sample window at each end); the trainer skips shorter ones."""
-    from .. import metrics
-
     was_training = model.training
     model.eval()
     results = {}
@@ -382,10 +381,9 @@ class Trainer:
         dataset = load_audio_dataset(eval_data, None, self.settings.audio_column)
         config = self.model.config
         sampler = SegmentSampler(dataset, config.sampling_rate, config.audio_channels, 1, 0, self.settings.audio_column)
-        from ..metrics import MEL_SCALES
-
         limit = int(self.settings.eval_seconds * config.sampling_rate)
-        shortest = max(window for window, _ in MEL_SCALES) // 2 + 1  # its STFT reflects half a window at each end
+        # the mel distance's STFT reflects half its longest window at each end
+        shortest = max(window for window, _ in metrics.MEL_SCALES) // 2 + 1
         clips, short = [], 0
         for row in range(len(dataset)):
             clip = sampler.clip(row)
