@@ -29,6 +29,7 @@ from .processing import EncodecFeatureExtractor
 
 # The model's and processor's modules and every module they import (streaming.py for stream_encoder /
 # stream_decoder, language_model.py for the entropy-coding model, chunking.py for the arithmetic they share,
+# loading.py for the strict weight checks,
 # audio_io.py for the processor's undecoded audio files):
 # transformers copies what the auto_map names and their relative imports, so all of them ship.
 REMOTE_CODE = (
@@ -38,6 +39,7 @@ REMOTE_CODE = (
     "streaming.py",
     "language_model.py",
     "chunking.py",
+    "loading.py",
     "audio_io.py",
 )
 CONFIG_AUTO_MAP = {

@@ -31,6 +31,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .configuration_encodec import EncodecLanguageModelConfig
+from .loading import check_loaded, own_storage
 
 LANGUAGE_MODEL_FOLDER = "language_model"  # the subfolder of a codec folder that holds the language model
 # The layout before the subfolder: two files beside the codec's. Still read; no longer written.
@@ -143,6 +144,18 @@ class EncodecLanguageModel(PreTrainedModel):
     def _init_weights(self, module):
         """torch's own initialisation of each layer (the original's random model), left as the constructors made
         it: the weights that matter are always loaded."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' `from_pretrained`, strict as the codec's: a missing, extra or misshapen tensor, NaN or Inf
+        fail with a ValueError naming them. The weights get storage of their own (`loading.own_storage`), so that
+        the probabilities, and the .ecdc bytes, are the original's on every CPU."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        check_loaded(model, info, pretrained_model_name_or_path)
+        own_storage(model)
+        model.eval()
+        return (model, info) if want_info else model
 
     @classmethod
     def for_model(cls, model_config) -> "EncodecLanguageModel":

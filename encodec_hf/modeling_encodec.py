@@ -43,6 +43,7 @@ from .chunking import (
     plan_chunks,
 )
 from .configuration_encodec import EncodecConfig
+from .loading import check_loaded, own_storage
 from .language_model import LANGUAGE_MODEL_FOLDER, EncodecLanguageModel, load_language_model
 from .streaming import StreamDecoder, StreamEncoder
 
@@ -1233,6 +1234,7 @@ class EncodecModel(EncodecPreTrainedModel):
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         check_loaded(model, info, pretrained_model_name_or_path)
+        own_storage(model)
         hub_kwargs = {
             key: kwargs[key]
             for key in ("cache_dir", "revision", "token", "local_files_only", "force_download")
@@ -1716,26 +1718,6 @@ class EncodecModel(EncodecPreTrainedModel):
         if not return_dict:
             return audio_codes, audio_values, commitment_loss
         return EncodecOutput(audio_codes=audio_codes, audio_values=audio_values, commitment_loss=commitment_loss)
-
-
-def check_loaded(model: nn.Module, info: dict, source) -> None:
-    """Refuse a load that left a tensor missing, unused or mismatched, or that holds NaN or Inf."""
-    problems = []
-    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
-        found = sorted(str(key) for key in info.get(kind) or ())
-        if found:
-            problems.append(
-                f"{len(found)} {kind.replace('_', ' ')} ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''})"
-            )
-    if problems:
-        raise ValueError(f"{str(source)!r} does not hold this model's weights: {'; '.join(problems)}")
-    bad = [
-        name
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all()
-    ]
-    if bad:
-        raise ValueError(f"{str(source)!r} holds NaN or Inf in {len(bad)} tensor(s): {', '.join(bad[:3])}")
 
 
 def _no_grad_unless_training(model: nn.Module):

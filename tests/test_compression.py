@@ -217,34 +217,66 @@ def with_lm(converted, tmp_path_factory):
     return out
 
 
+def _speech(rate: int, channels: int, seconds: float) -> torch.Tensor:
+    """Real speech (espeak-ng) at `rate`, `channels` channels, cut or looped to `seconds`."""
+    import shutil
+
+    import soxr
+
+    from encodec_hf.testing import espeak_speech
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/setup.sh installs it as root)")
+    audio, source_rate = espeak_speech(0)
+    audio = soxr.resample(audio[0], source_rate, rate).astype(np.float32)
+    audio = np.resize(audio, int(seconds * rate))  # loops a short sentence
+    return torch.from_numpy(np.stack([audio] * channels))
+
+
 @pytest.mark.parity
-@pytest.mark.parametrize("name", ["encodec_24khz", "encodec_48khz"])
-def test_language_model_files_match_the_original_both_ways(with_lm, name, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("name", "source", "bandwidth"),
+    [
+        ("encodec_24khz", "noise", 6.0),
+        ("encodec_48khz", "noise", 6.0),
+        ("encodec_24khz", "speech", 6.0),
+        ("encodec_48khz", "speech", 12.0),
+    ],
+)
+def test_language_model_files_match_the_original_both_ways(with_lm, name, source, bandwidth, threads, monkeypatch):
+    """The official language-model architecture (5 layers of 200, 8 heads, 3.5 s of context): files byte for
+    byte the original's, on noise and on real speech, at 1 and 2 threads, and each side reads the other's."""
     original, lm, folder = with_lm[name]
     original_compress = sys.modules["encodec.compress"]
     monkeypatch.setattr(original, "name", name)
     monkeypatch.setattr(original, "get_lm_model", lambda: lm)  # the original downloads its LM; ours is random
     monkeypatch.setitem(original_compress.MODELS, name, lambda: original)  # and builds its model by name
-    model = EncodecModel.from_pretrained(folder).eval()
-    assert model.language_model is not None
-    audio = (
-        torch.randn(original.channels, int(1.1 * original.sample_rate), generator=torch.Generator().manual_seed(9))
-        * 0.2
-    )
-    original.set_target_bandwidth(6.0)
-    with torch.no_grad():
-        theirs = original_compress.compress(original, audio, use_lm=True)
-        their_audio, _ = original_compress.decompress(theirs)
-    ours = compress(model, audio.numpy(), original.sample_rate, bandwidth=6.0, use_lm=True)
-    assert ours == theirs  # byte for byte
-    plain = compress(model, audio.numpy(), original.sample_rate, bandwidth=6.0)
-    assert len(ours) != len(plain)  # the coded stream really is a different encoding of the same codes
-    decoded, _ = decompress(theirs, model)
-    reference, _ = decompress(plain, model)
-    np.testing.assert_array_equal(decoded, reference)  # same codes, same audio
-    with torch.no_grad():
-        their_view, _ = original_compress.decompress(ours)
-    assert np.linalg.norm(their_view.numpy() - reference) / np.linalg.norm(reference) < 1e-5
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = EncodecModel.from_pretrained(folder).eval()
+        assert model.language_model is not None
+        if source == "noise":
+            generator = torch.Generator().manual_seed(9)
+            audio = torch.randn(original.channels, int(1.1 * original.sample_rate), generator=generator) * 0.2
+        else:
+            audio = _speech(original.sample_rate, original.channels, 3.1)
+        original.set_target_bandwidth(bandwidth)
+        with torch.no_grad():
+            theirs = original_compress.compress(original, audio, use_lm=True)
+        ours = compress(model, audio.numpy(), original.sample_rate, bandwidth=bandwidth, use_lm=True)
+        assert ours == theirs  # byte for byte
+        plain = compress(model, audio.numpy(), original.sample_rate, bandwidth=bandwidth)
+        assert len(ours) != len(plain)  # the coded stream really is a different encoding of the same codes
+        decoded, _ = decompress(theirs, model)
+        reference, _ = decompress(plain, model)
+        np.testing.assert_array_equal(decoded, reference)  # same codes, same audio
+        with torch.no_grad():
+            their_view, _ = original_compress.decompress(ours)
+        assert np.linalg.norm(their_view.numpy() - reference) / np.linalg.norm(reference) < 1e-5
+    finally:
+        torch.set_num_threads(previous_threads)
 
 
 @pytest.mark.parity

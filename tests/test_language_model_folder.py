@@ -113,3 +113,46 @@ def test_bad_construction(tmp_path):
         EncodecLanguageModel(4, 16, 7, dim=10, num_heads=3)
     with pytest.raises(ValueError, match="holds no language model"):
         EncodecLanguageModel.load(save_tiny_folder(tmp_path / "no-lm"))
+
+
+def _edit_language_model_weights(folder, tmp_path, edit):
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "edited"
+    shutil.copytree(folder, copy)
+    weights = copy / "language_model" / "model.safetensors"
+    tensors = load_file(str(weights))
+    edit(tensors)
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.pop("transformer.norm_in.weight"), "1 missing keys (transformer.norm_in.weight)"),
+        (lambda t: t.update(extra=torch.zeros(3)), "1 unexpected keys (extra)"),
+        (lambda t: t["linears.0.bias"].fill_(float("nan")), "NaN or Inf in 1 tensor(s): linears.0.bias"),
+    ],
+    ids=["missing", "extra", "nan"],
+)
+def test_a_damaged_language_model_folder_is_refused(with_lm, tmp_path, edit, message):
+    """As the codec's weights: transformers alone would fill a missing tensor with uninitialised memory, so that
+    `compress --lm` wrote files no other process decoded."""
+    _, folder = with_lm
+    damaged = _edit_language_model_weights(folder, tmp_path, edit)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        EncodecModel.from_pretrained(damaged)
+    with pytest.raises(ValueError, match="does not hold this model's weights|NaN or Inf"):
+        EncodecLanguageModel.from_pretrained(damaged / "language_model")
+
+
+def test_loaded_weights_have_storage_of_their_own(with_lm):
+    """transformers hands out views into its load buffers, at addresses that are not 64-byte aligned; on AMD
+    EPYC the language model's products then rounded otherwise and its .ecdc files differed from the original's."""
+    _, folder = with_lm
+    loaded = EncodecModel.from_pretrained(folder)
+    for model in (loaded, loaded.language_model):
+        for name, tensor in model.state_dict().items():
+            assert tensor.data_ptr() % 64 == 0, name
+            assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size(), name

@@ -1,0 +1,49 @@
+"""What every `from_pretrained` of this package guarantees about the weights it returns.
+
+transformers warns and fills a tensor that a folder lacks with whatever memory it had (or random values), and loads
+NaN and Inf as they are; this package refuses such folders (`check_loaded`). It also gives every floating-point
+tensor storage of its own (`own_storage`): transformers hands out views into its load buffers, whose addresses are
+not aligned as torch's allocator aligns them, and on some CPUs (AMD EPYC, Zen 4) oneDNN and MKL then round a
+matrix product differently. The language model's probabilities must be bit for bit the original's for its .ecdc
+files to match, so that rounding difference changed the files (docs/ecdc.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def check_loaded(model: nn.Module, info: dict, source) -> None:
+    """Refuse a load that left a tensor missing, unused or mismatched, or that holds NaN or Inf.
+
+    `info` is transformers' loading info (`output_loading_info=True`). Example message:
+    "'folder' does not hold this model's weights: 1 missing keys (transformer.norm_in.weight)".
+    """
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        found = sorted(str(key) for key in info.get(kind) or ())
+        if found:
+            problems.append(
+                f"{len(found)} {kind.replace('_', ' ')} ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''})"
+            )
+    if problems:
+        raise ValueError(f"{str(source)!r} does not hold this model's weights: {'; '.join(problems)}")
+    bad = [
+        name
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    ]
+    if bad:
+        raise ValueError(f"{str(source)!r} holds NaN or Inf in {len(bad)} tensor(s): {', '.join(bad[:3])}")
+
+
+@torch.no_grad()
+def own_storage(model: nn.Module) -> None:
+    """Give each CPU parameter and buffer a fresh, contiguous copy made by torch's allocator (64-byte aligned),
+    so that the arithmetic over it is what it is for a model built in this process."""
+    for module in model.modules():
+        for tensors in (module._parameters, module._buffers):
+            for name, tensor in tensors.items():
+                if tensor is not None and tensor.device.type == "cpu":
+                    tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
