@@ -1061,15 +1061,16 @@ def chunk_scales(chunks: torch.Tensor, mask: torch.Tensor | None = None) -> torc
     when the model runs in bfloat16.
 
     Finite input keeps finite scales: samples beyond about 1e19 overflow the float32 square, and such a chunk's
-    volume is clamped to MAX_SCALE (audio in [-1, 1] never comes near it, so the original's numbers are unchanged
-    wherever they are finite). Example: a chunk of constant 0.5 on both channels has scale 0.5 + 1e-8.
+    volume is clamped to MAX_SCALE, or the dtype's largest value when smaller (float16: 65,504); audio in [-1, 1]
+    never comes near it, so the original's numbers are unchanged wherever they are finite. Example: a chunk of constant 0.5 on both channels has scale 0.5 + 1e-8.
     """
     mono = chunks.mean(dim=1, keepdim=True)  # (N, 1, T)
     if mask is None:
         power = mono.pow(2).mean(dim=2, keepdim=True)
     else:
         power = (mono.pow(2) * mask).sum(dim=2, keepdim=True) / mask.sum(dim=2, keepdim=True).clamp(min=1)
-    volume = torch.nan_to_num(power.sqrt(), posinf=MAX_SCALE).clamp(max=MAX_SCALE)
+    limit = min(MAX_SCALE, torch.finfo(power.dtype).max)  # float16 tops out at 65,504
+    volume = torch.nan_to_num(power.sqrt(), posinf=limit).clamp(max=limit)
     return 1e-8 + volume
 
 

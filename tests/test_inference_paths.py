@@ -87,6 +87,10 @@ def test_reduced_precision_end_to_end(converted, name, dtype):
         decoded = low.decode(enc.audio_codes, enc.audio_scales, mask).audio_values  # same codes, low precision
         low_enc = low.encode(x, mask, bandwidth=6.0)
         roundtrip = low(x, mask, bandwidth=6.0).audio_values
+        # audio in the model's own precision too, as after `model.half()`: the scales' clamp must fit the dtype
+        low_input = low.encode(x.to(dtype), mask, bandwidth=6.0)
+        low_input_audio = low.decode(low_input.audio_codes, low_input.audio_scales, mask).audio_values
+    assert torch.isfinite(low_input_audio.float()).all() and snr_db(reference, low_input_audio.float()) > 10
     assert decoded.dtype == torch.float32 and torch.isfinite(decoded).all() and torch.isfinite(roundtrip).all()
     assert snr_db(reference, decoded) > 25
     assert low_enc.audio_codes.shape == enc.audio_codes.shape
