@@ -19,6 +19,7 @@ folded once per layer for inference (`_FoldedWeight`), live under autograd for t
 from __future__ import annotations
 
 import contextlib
+import copy
 import contextvars
 import math
 import warnings
@@ -1160,6 +1161,22 @@ class EncodecModel(EncodecPreTrainedModel):
         self._inference_defaults = dict(INFERENCE_DEFAULTS)
         self.post_init()
 
+    # -- pickling -----------------------------------------------------------------------------------------------
+
+    def __reduce__(self):
+        """Pickle as config + weights: torch refuses to pickle weight-norm parametrized modules, and datasets'
+        `.map(num_proc=...)` and multiprocessing pickle the model. The copy has the same class, weights (dtype and
+        device included), mode, inference defaults and language model."""
+        state = (self.state_dict(), self.training, self.inference_defaults, self.language_model)
+        return (_unpickle_model, (type(self), self.config, *state))
+
+    def __deepcopy__(self, memo):
+        """`copy.deepcopy` copies the module as it is (`__reduce__` is for pickling only)."""
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
+
     # -- options ------------------------------------------------------------------------------------------------
 
     def set_inference_defaults(self, **options) -> None:
@@ -1719,6 +1736,18 @@ class EncodecModel(EncodecPreTrainedModel):
         if not return_dict:
             return audio_codes, audio_values, commitment_loss
         return EncodecOutput(audio_codes=audio_codes, audio_values=audio_values, commitment_loss=commitment_loss)
+
+
+def _unpickle_model(cls, config, state_dict, training, inference_defaults, language_model):
+    # Built on the meta device, then given the pickled tensors (their dtype and device): no arithmetic runs while
+    # unpickling, which matters in a worker forked after the parent used OpenMP (any parallel op there hangs).
+    with torch.device("meta"):
+        model = cls(config)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    model.train(training)
+    model.set_inference_defaults(**inference_defaults)
+    model.language_model = language_model
+    return model
 
 
 def _no_grad_unless_training(model: nn.Module):

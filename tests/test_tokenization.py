@@ -169,6 +169,42 @@ def test_num_proc_and_streaming_give_the_same_rows(model, extractor, audio_files
     assert [r["audio_length"] for r in streamed] == one["audio_length"]
 
 
+def test_num_proc_with_a_weight_norm_model_and_the_model_pickles(audio_files):
+    """The 24 kHz architecture's convolutions are weight-norm parametrized, which torch refuses to pickle;
+    `.map(num_proc=2)` pickles the model for its workers."""
+    import pickle
+
+    causal = tiny_model()  # weight norm, causal: the 24 kHz model's layers
+    causal.set_inference_defaults(chunk_batch_size=3)
+    extractor = EncodecFeatureExtractor.from_model_config(causal.config)
+    copy = pickle.loads(pickle.dumps(causal))
+    assert type(copy) is type(causal) and copy.inference_defaults == causal.inference_defaults
+    for (name, value), (_, copied) in zip(causal.state_dict().items(), copy.state_dict().items(), strict=True):
+        assert torch.equal(value, copied), name
+    ds = undecoded(audio_files * 2)
+    one = tokenize_dataset(ds, causal, extractor, bandwidth=0.8, batch_size=2)
+    two = tokenize_dataset(ds, causal, extractor, bandwidth=0.8, batch_size=2, num_proc=2)
+    assert one["audio_codes"] == two["audio_codes"] and one["audio_length"] == two["audio_length"]
+
+
+@pytest.mark.slow
+def test_num_proc_with_the_full_size_24khz_model(converted, tmp_path):
+    from encodec_hf import EncodecModel
+
+    _, folder = converted["encodec_24khz"]
+    model = EncodecModel.from_pretrained(folder).eval()
+    extractor = EncodecFeatureExtractor.from_model_config(model.config)
+    rng = np.random.default_rng(2)
+    paths = []
+    for k, seconds in enumerate((0.5, 1.3, 0.2, 0.9)):
+        sf.write(tmp_path / f"{k}.wav", (rng.standard_normal(int(seconds * 16_000)) * 0.2).astype(np.float32), 16_000)
+        paths.append(str(tmp_path / f"{k}.wav"))
+    ds = undecoded(paths)
+    one = tokenize_dataset(ds, model, extractor, bandwidth=6.0, batch_size=2)
+    two = tokenize_dataset(ds, model, extractor, bandwidth=6.0, batch_size=2, num_proc=2)
+    assert one["audio_codes"] == two["audio_codes"]
+
+
 def cut_power_at_part(monkeypatch, part: int) -> None:
     """Make tokenize_to_disk's `part`-th part raise KeyboardInterrupt, as a killed run stops mid-way."""
     real, calls = tokenization.tokenize_dataset, []
