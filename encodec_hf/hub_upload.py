@@ -52,6 +52,7 @@ PROCESSOR_AUTO_MAP = {
 }
 FOLDER_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", *REMOTE_CODE)
 BUILD_MARKER = ".encodec-hf-build"  # marks a folder this module built (never uploaded)
+MARKER_TEXT = "built by encodec-hf"  # how the marker begins
 OPTIONAL_FILES = ("language_model",)  # the entropy-coding language model's subfolder, if the model has one
 META_LICENSE = "cc-by-nc-4.0"  # Meta's EnCodec weights
 OFFICIAL_CHECKPOINTS = {  # file names of the released weights -> the Hub model they are
@@ -248,17 +249,19 @@ def build_folder(
         raise HubUploadError(f"--local-dir {folder} is a link or a file; use an empty folder")
     folder.mkdir(parents=True, exist_ok=True)
     entries = list(folder.iterdir())
-    if entries and not (folder / BUILD_MARKER).is_file():
-        names = ", ".join(sorted(p.name for p in entries)[:5])
+    ours = {*FOLDER_FILES, *OPTIONAL_FILES, BUILD_MARKER}
+    foreign = sorted(p.name for p in entries if p.name not in ours)
+    if entries and (foreign or not _is_build_marker(folder / BUILD_MARKER)):
+        names = ", ".join((foreign or sorted(p.name for p in entries))[:5])
         raise HubUploadError(
-            f"--local-dir {folder} holds other files ({names}) that encodec-hf did not put there; use an empty folder"
+            f"--local-dir {folder} holds files ({names}) that encodec-hf did not put there; use an empty folder"
         )
     for entry in entries:  # an earlier build's: removed, links themselves and never their targets
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
             entry.unlink()
-    (folder / BUILD_MARKER).write_text(f"built by encodec-hf for {repo_id}; this folder is emptied by the next build\n")
+    (folder / BUILD_MARKER).write_text(f"{MARKER_TEXT} for {repo_id}; this folder is emptied by the next build\n")
     source.model.save_pretrained(folder)  # safetensors, never pickle; the language model in language_model/
     source.extractor.save_pretrained(folder)
     _add_auto_map(folder / "config.json", CONFIG_AUTO_MAP)
@@ -269,6 +272,13 @@ def build_folder(
     card = model_card(source.model.config, repo_id, license, base_model or source.base_model, source.provenance)
     (folder / "README.md").write_text(card)
     return folder
+
+
+def _is_build_marker(path: Path) -> bool:
+    """A marker this module wrote: a plain file (a link could point at anything) holding its text."""
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > 1000:
+        return False
+    return path.read_text(errors="replace").startswith(MARKER_TEXT)
 
 
 def check_folder(folder: str | Path, source_model: EncodecModel) -> None:

@@ -321,8 +321,30 @@ def test_bad_sources(tmp_path, source_folder, capsys, args, message):
 
 def test_local_dir_must_not_hold_other_files(tmp_path, source_folder):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(HubUploadError, match="holds other files"):
+    with pytest.raises(HubUploadError, match=r"holds files \(notes.txt\)"):
         upload(source_folder, "me/x", local_dir=tmp_path, dry_run=True, report=lambda line: None)
+
+
+@pytest.mark.parametrize("marker", ["link", "foreign text", "our marker beside their files"])
+def test_local_dir_with_a_forged_marker_keeps_its_files(tmp_path, source_folder, marker):
+    """Someone's folder with a `.encodec-hf-build` that is a link to any file, a file of other text, or a real
+    marker beside files a build never writes: refused, nothing deleted."""
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("years of work")
+    (folder / "config.json").write_text("{}")
+    if marker == "link":
+        (folder / BUILD_MARKER).symlink_to(folder / "thesis.tex")
+    elif marker == "foreign text":
+        (folder / BUILD_MARKER).write_text("mine\n")
+    else:
+        upload(source_folder, "me/x", local_dir=tmp_path / "built", dry_run=True, report=lambda line: None)
+        (folder / BUILD_MARKER).write_text((tmp_path / "built" / BUILD_MARKER).read_text())
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(HubUploadError, match="did not put there"):
+        upload(source_folder, "me/x", local_dir=folder, dry_run=True, report=lambda line: None)
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert (folder / "thesis.tex").read_text() == "years of work"
 
 
 def test_local_dir_is_rebuilt_clean_and_links_are_never_followed(tmp_path, source_folder):
