@@ -41,6 +41,32 @@ def load_model(name_or_path) -> EncodecModel:
     return runner.from_pretrained(name_or_path) if runner else EncodecModel.from_pretrained(name_or_path)
 
 
+def read_export_config(graphs: Path) -> dict:
+    """`graphs/export.json`, checked: a JSON object whose `encoder` and `decoder` name graph files inside `graphs`
+    (a plain file name: no folder, no `..`, no absolute path) and whose `num_quantizers` and `bandwidth` are
+    numbers; a ValueError naming the field otherwise."""
+    path = graphs / EXPORT_CONFIG
+    try:
+        export_config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); export the model again") from None
+    if not isinstance(export_config, dict):
+        raise ValueError(f"{path} should hold a JSON object, got {type(export_config).__name__}")
+    for key in ("encoder", "decoder"):
+        name = export_config.get(key)
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise ValueError(
+                f"{path}: {key!r} should name a graph file inside {graphs} (a plain file name), got {name!r}"
+            )
+        if not (graphs / name).is_file() or (graphs / name).is_symlink():
+            raise ValueError(f"{path}: the {key} graph {name!r} is not a file in {graphs}")
+    for key in ("num_quantizers", "bandwidth"):
+        value = export_config.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{path}: {key!r} should be a positive number, got {value!r}")
+    return export_config
+
+
 class _ExportedEncodecModel(EncodecModel):
     """The shared part of the runners: the exported folder's settings and the two per-chunk steps."""
 
@@ -65,8 +91,7 @@ class _ExportedEncodecModel(EncodecModel):
                 f"{str(folder)!r} is not an exported {cls.format} model: expected config.json and "
                 f"{cls.format}/{EXPORT_CONFIG} (written by `encodec-hf export --format {cls.format}`)"
             )
-        export_config = json.loads((graphs / EXPORT_CONFIG).read_text())
-        return EncodecConfig.from_pretrained(folder), export_config, graphs
+        return EncodecConfig.from_pretrained(folder), read_export_config(graphs), graphs
 
     def _attach_language_model(self, folder: Path) -> None:
         from .language_model import load_language_model

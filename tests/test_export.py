@@ -5,6 +5,7 @@ float16; bad input. Tiny models here; the full-size 24 and 48 kHz models in the 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -360,6 +361,36 @@ def test_exporting_or_loading_what_is_not_a_model_fails_clearly(tmp_path, capsys
     ):
         with pytest.raises(ValueError, match=message):
             export(tiny_model(), tmp_path / "out", **bad)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c, outside: c.update(encoder=str(outside)), "'encoder' should name a graph file inside"),
+        (lambda c, outside: c.update(decoder="../" + outside.name), "'decoder' should name a graph file inside"),
+        (lambda c, outside: c.update(encoder="missing.onnx"), "the encoder graph 'missing.onnx' is not a file"),
+        (lambda c, outside: c.pop("decoder"), "'decoder' should name a graph file inside .* got None"),
+        (lambda c, outside: c.update(num_quantizers="2"), "'num_quantizers' should be a positive number"),
+        (lambda c, outside: c.clear() or c.update(x=[1]), "'encoder' should name"),
+    ],
+    ids=["absolute", "parent", "missing", "no-decoder", "string-count", "other-object"],
+)
+def test_export_json_names_graphs_inside_its_folder_only(causal, tmp_path, edit, message):
+    """export.json names the graph files; one pointing outside the folder, or a malformed one, is refused with
+    the field named, never opened."""
+    _, folder = causal
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    outside = tmp_path / "outside.onnx"
+    shutil.copyfile(copy / "onnx" / "encodec_encode.onnx", outside)
+    config = json.loads((copy / "onnx" / "export.json").read_text())
+    edit(config, outside)
+    (copy / "onnx" / "export.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        OnnxEncodecModel.from_pretrained(copy)
+    (copy / "onnx" / "export.json").write_text("[1, 2")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        OnnxEncodecModel.from_pretrained(copy)
 
 
 def test_the_package_imports_without_the_runtimes_and_names_the_extra(tmp_path):
