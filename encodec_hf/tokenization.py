@@ -63,11 +63,12 @@ def load_audio_dataset(source, split: str | None = None, audio_column: str = "au
         loaded = datasets.load_from_disk(str(path))
     elif path.is_dir():
         extensions = {f".{ext.lower()}" for ext in soundfile.available_formats()}
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        # absolute paths: the same folder named another way (relative, through a link) is the same input
+        files = sorted(p for p in path.resolve().rglob("*") if p.is_file() and p.suffix.lower() in extensions)
         if not files:
             raise ValueError(f"{source} holds no dataset (save_to_disk) and no audio files soundfile reads")
         loaded = datasets.Dataset.from_dict(
-            {audio_column: [str(p) for p in files], "file": [str(p.relative_to(path)) for p in files]}
+            {audio_column: [str(p) for p in files], "file": [str(p.relative_to(path.resolve())) for p in files]}
         )
         loaded = loaded.cast_column(audio_column, datasets.Audio(decode=False))
     elif path.exists():
@@ -569,23 +570,84 @@ def _barrier(world: int) -> None:
 FINGERPRINT_NAME = "fingerprint.json"
 
 
+# Config fields that name where a model came from or what wrote it, not what it computes: a copied model folder
+# resumes the same run.
+_CONFIG_PROVENANCE = ("_name_or_path", "transformers_version", "auto_map", "architectures")
+
+
+def audio_files_digest(dataset, audio_column: str) -> str | None:
+    """A digest of the files the audio column reads from (path, size and modification time of each cell that is a
+    path rather than bytes), or None when no cell is a file: rewriting a file in place, even its header only,
+    changes it. Bytes held in the dataset are covered by datasets' own fingerprint."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if audio_column not in dataset.column_names:
+        return None
+    column = dataset.data.column(audio_column)
+    if pa.types.is_struct(column.type) and column.type.get_field_index("path") >= 0:
+        paths = pc.struct_field(column, "path")
+        if column.type.get_field_index("bytes") >= 0:  # cells holding bytes read no file
+            paths = pc.if_else(pc.is_null(pc.struct_field(column, "bytes")), paths, None)
+    elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        paths = column
+    else:
+        return None
+    digest, files = hashlib.sha256(), 0
+    for path in paths.to_pylist():
+        if path is None:
+            continue
+        try:
+            stat = os.stat(path)
+            digest.update(f"{os.path.realpath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())  # tokenize_dataset reports it, by row
+        files += 1
+    return digest.hexdigest() if files else None
+
+
 def run_fingerprint(dataset, model, bandwidth: float, rows_per_part: int, options: dict) -> dict:
-    """What makes a tokenization run's rows: equal fingerprints, equal rows."""
+    """What makes a tokenization run's rows: equal fingerprints, equal rows. The input counts by its content
+    (datasets' fingerprint of the table with each file path made absolute, and the files' sizes and times), not
+    by how its folder was named on the command line; the model by its weights and config, not by its folder."""
     import hashlib
 
     weights = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         weights.update(name.encode())
         weights.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    config = json.loads(model.config.to_json_string(use_diff=False))
     return {
         "model weights (sha256)": weights.hexdigest(),
-        "model config": json.loads(model.config.to_json_string(use_diff=False)),
+        "model config": {key: value for key, value in config.items() if key not in _CONFIG_PROVENANCE},
         "bandwidth": float(model.config.check_bandwidth(bandwidth)),
         "input dataset (datasets fingerprint)": getattr(dataset, "_fingerprint", None),
+        "input files (paths, sizes, times)": audio_files_digest(dataset, options.get("audio_column", "audio")),
         "input rows": len(dataset),
         "rows_per_part": rows_per_part,
         "options": {key: value for key, value in sorted(options.items()) if key != "num_proc"},
     }
+
+
+def fingerprint_differences(before: dict, now: dict) -> list[str]:
+    """The fields in which two fingerprints differ, one level into dicts: ["bandwidth: 0.8 then, 0.4 now",
+    "model config.sampling_rate: 24000 then, 48000 now"]."""
+    differences = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += [
+                f"{key}.{field}: {old.get(field)!r} then, {new.get(field)!r} now"
+                for field in sorted(set(old) | set(new))
+                if old.get(field) != new.get(field)
+            ]
+        else:
+            differences.append(f"{key}: {old!r} then, {new!r} now")
+    return differences
 
 
 def _check_fingerprint(parts_dir: Path, fingerprint: dict) -> None:
@@ -596,22 +658,22 @@ def _check_fingerprint(parts_dir: Path, fingerprint: dict) -> None:
     if not path.exists():
         if any(parts_dir.iterdir()):
             raise ValueError(
-                f"{parts_dir} holds parts with no record of how they were made (an earlier version): resume "
-                f"refused; pass restart=True (--restart) to discard them"
+                f"{parts_dir} holds parts with no record of how they were made: resume refused; pass restart=True "
+                f"(--restart) to discard them"
             )
         path.write_text(json.dumps(fingerprint, indent=1, default=str) + "\n")
         return
     before = json.loads(path.read_text())
     now = json.loads(json.dumps(fingerprint, default=str))
-    differing = [key for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
+    differing = fingerprint_differences(before, now)
     if differing and not any(p.name.startswith("rows-") for p in parts_dir.iterdir()):
         path.write_text(json.dumps(fingerprint, indent=1, default=str) + "\n")  # no part yet: nothing to mix
         return
     if differing:
-        details = "; ".join(f"{key}: {before.get(key)!r} then, {now.get(key)!r} now" for key in differing[:3])
         raise ValueError(
-            f"the parts in {parts_dir} were made with other settings ({details}); pass restart=True (--restart) "
-            f"to discard them, or rerun with the same settings"
+            f"the parts in {parts_dir} were made with other settings ({'; '.join(differing[:3])}"
+            f"{'; ...' if len(differing) > 3 else ''}); pass restart=True (--restart) to discard them, or rerun "
+            f"with the same settings"
         )
 
 
@@ -662,10 +724,15 @@ def tokenize_to_disk(
         part = tokenize_dataset(
             shard.select(range(start, stop)), model, feature_extractor, bandwidth, _offset=offset + start, **options
         )
-        temporary = parts_dir / f".{name}.tmp-{rank}"
+        temporary = parts_dir / f".{name}.tmp-{os.getpid()}"  # one per process: two runs may share parts_dir
         shutil.rmtree(temporary, ignore_errors=True)
         part.save_to_disk(str(temporary))
-        temporary.rename(parts_dir / name)  # atomic: a part is there whole or not at all
+        try:
+            temporary.rename(parts_dir / name)  # atomic: a part is there whole or not at all
+        except OSError:
+            if not (parts_dir / name / "state.json").exists():
+                raise
+            shutil.rmtree(temporary)  # a concurrent run with the same fingerprint wrote the same rows first
         if progress is not None:
             progress(offset + stop)
     _barrier(world)

@@ -387,3 +387,79 @@ def test_resume_with_other_settings_is_refused(model, extractor, audio_files, tm
     written = datasets.load_from_disk(str(tmp_path / "out"))
     assert tokenization_metadata(written)["bandwidth"] == 0.4 and len(written) == 8
     assert np.asarray(written[0]["audio_codes"]).shape[1] == 1  # one codebook at 0.4 kbps, in every row
+
+
+def _interrupted_run(monkeypatch, ds, model, extractor, output):
+    real = tokenization.tokenize_dataset
+    cut_power_at_part(monkeypatch, 2)  # the first part of 2 rows is written
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_to_disk(ds, model, extractor, output, 0.8, rows_per_part=2)
+    monkeypatch.setattr(tokenization, "tokenize_dataset", real)
+
+
+@pytest.mark.parametrize("change", ["contents", "header rate"])
+def test_resume_after_the_audio_files_were_rewritten_is_refused(model, extractor, tmp_path, monkeypatch, change):
+    """Files rewritten in place under the same names: the parts made from the old audio are not reused."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for k in range(4):
+        sf.write(folder / f"{k}.wav", (rng.standard_normal(500) * 0.2).astype(np.float32), 400)
+    ds = tokenization.load_audio_dataset(folder)
+    _interrupted_run(monkeypatch, ds, model, extractor, tmp_path / "out")
+    data, rate = sf.read(folder / "0.wav", dtype="float32")
+    if change == "contents":
+        sf.write(folder / "0.wav", -data, rate)  # same size
+    else:
+        sf.write(folder / "0.wav", data, 800)
+    os.utime(folder / "0.wav", ns=(os.stat(folder / "0.wav").st_atime_ns, os.stat(folder / "0.wav").st_mtime_ns + 1))
+    with pytest.raises(ValueError, match=r"input files \(paths, sizes, times\)"):
+        tokenize_to_disk(tokenization.load_audio_dataset(folder), model, extractor, tmp_path / "out", 0.8, 2)
+
+
+def test_resume_from_a_copied_model_folder_or_a_relative_input_path(model, extractor, tmp_path, monkeypatch):
+    """Nothing that changes the rows changed: the resume goes on, whatever the model folder or the input path is
+    called. A real difference is named by its field alone, not the whole config."""
+    import shutil
+
+    from encodec_hf import EncodecModel
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    rng = np.random.default_rng(6)
+    for k in range(4):
+        sf.write(folder / f"{k}.wav", (rng.standard_normal(500) * 0.2).astype(np.float32), 400)
+    first = save_tiny_folder(tmp_path / "model", model)
+    shutil.copytree(first, tmp_path / "copied")
+    monkeypatch.chdir(tmp_path)
+    loaded = EncodecModel.from_pretrained(first).eval()
+    _interrupted_run(monkeypatch, tokenization.load_audio_dataset(folder), loaded, extractor, tmp_path / "out")
+    copied = EncodecModel.from_pretrained("copied").eval()
+    out = tokenize_to_disk(tokenization.load_audio_dataset("clips"), copied, extractor, tmp_path / "out", 0.8, 2)
+    assert len(datasets.load_from_disk(str(out))) == 4
+    _interrupted_run(monkeypatch, tokenization.load_audio_dataset(folder), loaded, extractor, tmp_path / "again")
+    other = tiny_model(chunked=True, overlap=0.2)
+    other.load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match="made with other settings") as refused:
+        tokenize_to_disk(tokenization.load_audio_dataset(folder), other, extractor, tmp_path / "again", 0.8, 2)
+    message = str(refused.value)
+    assert "model config.overlap: 0.1 then, 0.2 now" in message and len(message) < 600, message
+
+
+def test_two_runs_writing_the_same_part_both_finish(model, extractor, audio_files, tmp_path, monkeypatch):
+    """Two tokenize runs with the same settings on one output: the one that finishes a part second keeps the
+    first one's part (the same rows) instead of failing on 'Directory not empty'."""
+    ds = undecoded(audio_files * 2)
+    real, parts = tokenization.tokenize_dataset, tmp_path / "out.parts"
+
+    def raced(dataset, *args, _offset=0, **kwargs):
+        part = real(dataset, *args, _offset=_offset, **kwargs)
+        if _offset == 2:  # the other run renames its copy of rows 2-4 into place first
+            part.save_to_disk(str(parts / f"rows-{2:012d}-{4:012d}"))
+        return part
+
+    monkeypatch.setattr(tokenization, "tokenize_dataset", raced)
+    tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2)
+    monkeypatch.setattr(tokenization, "tokenize_dataset", real)
+    expected = tokenize_dataset(ds, model, extractor, 0.8)
+    assert datasets.load_from_disk(str(tmp_path / "out"))["audio_codes"] == expected["audio_codes"]
