@@ -424,10 +424,16 @@ def demo_command(args) -> int:
 
     if importlib.util.find_spec("gradio") is None:
         raise CommandError('the demo needs Gradio: pip install "encodec-hf[demo]" (or pip install gradio)')
+    from .demo import DemoBackend
+
     models = {name: load_model(name)[0].eval() for name in (args.model or [DEFAULT_MODEL])}
-    demo = build_demo(models, votes_path=args.votes)
+    backend = DemoBackend(models, args.votes, max_seconds=args.max_seconds)
+    demo = build_demo(models, backend=backend)
     print(f"encodec-hf demo: http://{args.host}:{args.port} (votes go to {args.votes}); Ctrl+C stops it")
-    demo.launch(server_name=args.host, server_port=args.port, show_error=False)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, show_error=False)
+    finally:
+        backend.close()  # the decoded files of every request
     return 0
 
 
@@ -672,6 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--port", type=int, default=7860)
     dm.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: the whole network)")
     dm.add_argument("--votes", default="encodec-votes.csv", help="CSV file the blind A/B votes are appended to")
+    dm.add_argument(
+        "--max-seconds", type=float, default=60.0, help="longest clip decoded (longer uploads are refused)"
+    )
     threads_option(dm)
     dm.set_defaults(func=demo_command)
 

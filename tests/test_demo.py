@@ -4,14 +4,16 @@ driven by Playwright): upload, numbers, players, spectrograms, downloads, a blin
 import csv
 import os
 import random
+import re
 import shutil
 import socket
 
+import numpy as np
 import pytest
 import soundfile as sf
 
 from encodec_hf import EncodecLanguageModel
-from encodec_hf.demo import MAX_BANDWIDTHS, DemoBackend, build_demo
+from encodec_hf.demo import MAX_BANDWIDTHS, DemoBackend, build_demo, display_name
 from encodec_hf.testing import synthetic_music, tiny_model
 
 
@@ -57,6 +59,40 @@ def test_backend_decodes_every_bandwidth_and_keeps_votes(files, models, tmp_path
         backend.vote(pair, "C", "clip")
 
 
+def test_long_uploads_are_refused_from_the_header_and_errors_hide_server_paths(files, models, tmp_path):
+    """A tiny FLAC can hold minutes of silence: its length is checked before anything is decoded. An unreadable
+    upload's message names the file, not the server's folder (Gradio's upload cache)."""
+    backend = DemoBackend(models, tmp_path / "votes.csv", workdir=tmp_path / "work", max_seconds=3.0)
+    silence = tmp_path / "uploads" / "long.flac"
+    silence.parent.mkdir()
+    sf.write(silence, np.zeros((400 * 120, 1), dtype=np.float32), 400)  # 2 minutes at 400 Hz
+    with pytest.raises(ValueError, match=r"long.flac lasts 120.0 s; this demo takes clips of at most 3 s"):
+        backend.compare(str(silence), "tiny")
+    with pytest.raises(ValueError, match="cannot read this file as audio") as refused:
+        backend.compare(str(files / "bad.wav"), "tiny")
+    assert str(files) not in str(refused.value) and "bad.wav" in str(refused.value)
+
+
+def test_the_work_folder_keeps_the_newest_results_and_is_removed_on_close(files, models, tmp_path, monkeypatch):
+    import encodec_hf.demo as demo_module
+
+    monkeypatch.setattr(demo_module, "KEPT_RESULTS", 2)
+    backend = DemoBackend(models, tmp_path / "votes.csv")
+    for k in range(4):
+        sf.write(tmp_path / f"c{k}.wav", (np.random.default_rng(k).standard_normal(800) * 0.2).astype(np.float32), 400)
+        result = backend.compare(str(tmp_path / f"c{k}.wav"), "tiny-2")
+    assert len([p for p in backend.workdir.iterdir() if p.is_dir()]) == 2
+    assert os.path.exists(result["original"])
+    assert result["files"] == sorted(result["files"], key=lambda f: float(os.path.basename(f).split("kbps")[0]))
+    backend.close()
+    assert not backend.workdir.exists()
+
+
+def test_the_page_shows_a_folder_model_by_its_name(tmp_path):
+    assert display_name(str(tmp_path / "models" / "encodec_24khz")) == "encodec_24khz"
+    assert display_name("facebook/encodec_24khz") == "facebook/encodec_24khz"
+
+
 def browser_path():
     path = shutil.which("chromium")
     if path is None:
@@ -98,6 +134,8 @@ def test_the_page_in_a_real_browser(files, models, tmp_path):
             page.get_by_role("tab", name="Blind A/B").click()
             page.click("#new-pair")
             expect(page.locator("#reveal")).to_contain_text("Listen to A and B", timeout=30_000)
+            reference = page.locator("#reference audio").first  # the original, to compare against
+            expect(reference).to_have_attribute("src", re.compile(r"original\.wav"), timeout=30_000)
             page.locator("#choice").get_by_label("A", exact=True).check()
             page.click("#vote")
             expect(page.locator("#reveal")).to_contain_text("Vote saved", timeout=30_000)
