@@ -6,7 +6,10 @@ audio is float32 shaped (channels, samples), as the feature extractor takes it.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,29 @@ def read_audio(source: str | Path | bytes | io.IOBase) -> tuple[np.ndarray, int]
     return np.ascontiguousarray(data.T), int(rate)  # (T, C) -> (C, T)
 
 
+@contextlib.contextmanager
+def atomic_target(target: str | Path):
+    """A temporary path beside `target` (same folder, same extension) to write to; renamed over `target` when the
+    block ends without error, removed otherwise. A full disk or a kill then leaves the old file (or none), never a
+    truncated one."""
+    target = Path(target)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.close(handle)
+    try:
+        yield Path(name)
+        os.replace(name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+
+
+def write_bytes(target: str | Path, data: bytes) -> None:
+    """Write `data` to `target` atomically (`atomic_target`)."""
+    with atomic_target(target) as temporary:
+        temporary.write_bytes(data)
+
+
 def write_audio(target: str | Path, audio, sample_rate: int, subtype: str = "pcm16") -> None:
     """Write (channels, samples) float audio: 16-bit PCM clipped to +-0.99 as EnCodec 0.1.1 saves it ("pcm16", the
     default), or 32-bit float unclipped ("float"). The format follows the file name's extension (WAV, FLAC, ...).
@@ -49,9 +75,10 @@ def write_audio(target: str | Path, audio, sample_rate: int, subtype: str = "pcm
     if subtype == "pcm16":
         audio = np.clip(audio, -0.99, 0.99)
     try:
-        soundfile.write(str(target), audio.T, sample_rate, subtype=SUBTYPES[subtype])
+        with atomic_target(target) as temporary:
+            soundfile.write(str(temporary), audio.T, sample_rate, subtype=SUBTYPES[subtype])
     except (OSError, RuntimeError, TypeError, ValueError, soundfile.LibsndfileError) as error:
         raise ValueError(f"cannot write audio to {str(target)!r}: {error}") from error
 
 
-__all__ = ["read_audio", "write_audio"]
+__all__ = ["read_audio", "write_audio", "write_bytes", "atomic_target"]

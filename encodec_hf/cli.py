@@ -221,6 +221,7 @@ def roundtrip(args) -> int:
 
 
 def compress_command(args) -> int:
+    from . import audio_io
     from .ecdc import compress
 
     output = _check_output(args.output, args.force)
@@ -241,7 +242,7 @@ def compress_command(args) -> int:
     )
     elapsed = time.perf_counter() - start
     bar.close()
-    output.write_bytes(data)
+    audio_io.write_bytes(output, data)  # atomically: a full disk keeps the old file
     print(
         f"{args.input} -> {output}: {len(data):,} bytes for {seconds:.2f} s, "
         f"{8 * len(data) / seconds / 1000:.2f} kbps, {seconds / elapsed:.1f}x real time"

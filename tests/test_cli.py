@@ -109,3 +109,45 @@ def test_errors_are_one_line(tmp_path, tiny_folder, capsys):
 def test_help_lists_commands():
     result = run("--help")
     assert result.returncode == 0 and "roundtrip" in result.stdout and "convert" in result.stdout
+
+
+def run_on_a_full_disk(*args, limit: int):
+    """The command with writes past `limit` bytes a file failing, as on a full disk (RLIMIT_FSIZE; the signal it
+    raises is ignored, so the write fails with EFBIG instead of killing the process)."""
+    import resource
+    import signal
+
+    def limit_writes():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run(
+        [sys.executable, "-m", "encodec_hf", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        timeout=300,
+        preexec_fn=limit_writes,
+    )
+
+
+def test_outputs_are_written_whole_or_not_at_all(tmp_path, tiny_folder):
+    """compress -f over a good .ecdc on a full disk keeps the good one; a failed compress or roundtrip leaves no
+    truncated or empty file (so the next run does not say the output exists), and no temporary file."""
+    rng = np.random.default_rng(3)
+    sf.write(tmp_path / "in.wav", (rng.standard_normal((400 * 40, 2)) * 0.1).astype(np.float32), 400)
+    model = ["--model", tiny_folder, "-b", "0.8"]
+    assert run("compress", tmp_path / "in.wav", tmp_path / "good.ecdc", *model).returncode == 0
+    good = (tmp_path / "good.ecdc").read_bytes()
+    assert len(good) > 2000
+    for command, target, extra in (
+        ("compress", "good.ecdc", ["-f"]),
+        ("compress", "new.ecdc", []),
+        ("roundtrip", "new.wav", []),
+    ):
+        failed = run_on_a_full_disk(command, tmp_path / "in.wav", tmp_path / target, *model, *extra, limit=1000)
+        assert failed.returncode == 2 and "encodec-hf: error:" in failed.stderr, failed.stderr
+    assert (tmp_path / "good.ecdc").read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.ecdc", "in.wav"]
+    assert run("compress", tmp_path / "in.wav", tmp_path / "new.ecdc", *model).returncode == 0
+    assert (tmp_path / "new.ecdc").read_bytes() == good

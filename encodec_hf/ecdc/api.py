@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio_io import read_audio, write_audio
+from ..audio_io import read_audio, write_audio, write_bytes
 from ..chunking import num_frames, plan_chunks
 from ..modeling_encodec import EncodecModel
 from ..processing import EncodecFeatureExtractor
@@ -373,7 +373,7 @@ def compress_file(
     """Compress an audio file (anything soundfile reads) to an .ecdc file; returns the bytes written."""
     audio, rate = read_audio(source)
     data = compress(model, audio, rate, bandwidth=bandwidth, use_lm=use_lm)
-    Path(target).write_bytes(data)
+    write_bytes(target, data)  # atomically: a failed write keeps the old file
     return len(data)
 
 
