@@ -368,6 +368,7 @@ def tokenize(args) -> int:
         bandwidth,
         rows_per_part=args.rows_per_part,
         audio_column=args.audio_column,
+        sampling_rate_column=args.sampling_rate_column,
         batch_size=args.batch_size,
         id_column=args.id_column,
         on_error=args.on_error,
@@ -456,6 +457,7 @@ def train_command(args) -> int:
         adversarial_start=args.adversarial_start,
         bf16=args.bf16,
         audio_column=args.audio_column,
+        sampling_rate_column=args.sampling_rate_column,
     )
     data = load_input_dataset(args.data, args.split, args.audio_column)
     eval_data = load_input_dataset(args.eval_data, None, args.audio_column) if args.eval_data else None
@@ -490,11 +492,28 @@ def preset_names(training: bool = False) -> tuple[str, ...]:
     )
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Each option's help ends with its default, unless the help already says it or there is none to show (None,
+    a flag that is off)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+        if not action.option_strings or "default" in text or not shown:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     PRESETS = preset_names()
 
     parser = argparse.ArgumentParser(prog="encodec-hf", description="EnCodec neural audio codec, Hugging Face style.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    class commands:  # every command's --help shows the defaults
+        @staticmethod
+        def add_parser(name, **kwargs):
+            return subparsers.add_parser(name, formatter_class=_HelpWithDefaults, **kwargs)
 
     def threads_option(command):
         command.add_argument(
@@ -584,9 +603,15 @@ def build_parser() -> argparse.ArgumentParser:
     threads_option(tok)
     tok.add_argument("--output", required=True, help="folder to write (datasets.load_from_disk reads it)")
     tok.add_argument("-b", "--bandwidth", type=float, default=None, help="kbps (default 6 when offered)")
-    tok.add_argument("--audio-column", default="audio")
+    tok.add_argument("--audio-column", default="audio", help="column holding the audio (files, bytes or arrays)")
+    tok.add_argument(
+        "--sampling-rate-column",
+        default=None,
+        help="column holding each row's rate, when the audio column holds plain arrays (a column named "
+        "sampling_rate is used when present)",
+    )
     tok.add_argument("--id-column", default=None, help="column that names rows in error reports")
-    tok.add_argument("--batch-size", type=int, default=16)
+    tok.add_argument("--batch-size", type=int, default=16, help="rows encoded per call (--fast: chunks per call)")
     tok.add_argument("--split", default=None, help="split of a DatasetDict or Hub dataset (default train)")
     tok.add_argument(
         "--on-error",
@@ -625,16 +650,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--output", required=True, help="checkpoints, log.jsonl and final/; rerun to resume")
     threads_option(tr)
-    tr.add_argument("--steps", type=int, default=1000)
+    tr.add_argument("--steps", type=int, default=1000, help="optimiser steps in all (a resumed run may raise it)")
     tr.add_argument("--batch-size", type=int, default=8, help="segments per step (per process)")
-    tr.add_argument("--segment-seconds", type=float, default=1.0)
-    tr.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's, 3e-4)")
-    tr.add_argument("--recipe", choices=("paper", "audiocraft", "tiny"), default="paper")
-    tr.add_argument("--mode", choices=("full", "decoder", "frozen-codebooks"), default="full")
+    tr.add_argument("--segment-seconds", type=float, default=1.0, help="length of each training segment")
+    tr.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default: the recipe's: paper 3e-4, tiny 1e-3)"
+    )
+    tr.add_argument(
+        "--recipe",
+        choices=("paper", "audiocraft", "tiny"),
+        default=None,
+        help="loss weights, schedule and optimiser (default: tiny for --model tiny, else paper)",
+    )
+    tr.add_argument(
+        "--mode",
+        choices=("full", "decoder", "frozen-codebooks"),
+        default="full",
+        help="what trains: everything; the decoder alone (every code stays); all but the codebooks",
+    )
     tr.add_argument("--eval-data", default=None, help="held-out audio, evaluated at each bandwidth")
     tr.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: start and end)")
     tr.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (0: the end only)")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=int, default=0, help="seed of every random draw (weights, segments, GAN steps)")
     tr.add_argument("--gradient-checkpointing", action="store_true", help="less memory, about a third slower")
     tr.add_argument("--discriminator-filters", type=int, default=None, help="the recipe's is 32")
     tr.add_argument(
@@ -644,7 +681,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="steps on the reconstruction losses alone before the GAN (default: the recipe's; paper: 0)",
     )
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (for GPUs)")
-    tr.add_argument("--audio-column", default="audio")
+    tr.add_argument("--audio-column", default="audio", help="column holding the audio")
+    tr.add_argument(
+        "--sampling-rate-column",
+        default=None,
+        help="column holding each row's rate, for plain-array audio (a column named sampling_rate is used when "
+        "present)",
+    )
     tr.add_argument("--split", default=None, help="split of a DatasetDict or Hub dataset (default train)")
     tr.set_defaults(func=train_command)
 
@@ -662,9 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--output", default=None, help="folder for results.json/.csv/.md, rate_distortion.png, spectrograms"
     )
-    ev.add_argument("--max-clips", type=int, default=None)
+    ev.add_argument("--max-clips", type=int, default=None, help="evaluate at most this many clips (default: all)")
     ev.add_argument("--figures", type=int, default=4, help="clips per model drawn as spectrograms")
-    ev.add_argument("--audio-column", default="audio")
+    ev.add_argument("--audio-column", default="audio", help="column holding the audio")
     ev.add_argument("--split", default=None, help="split of a DatasetDict or Hub dataset (default train)")
     ev.add_argument("-f", "--force", action="store_true", help="write into a non-empty --output")
     ev.set_defaults(func=evaluate_command)
@@ -676,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"Hub id or folder; repeat to offer several (default {DEFAULT_MODEL})",
     )
-    dm.add_argument("--port", type=int, default=7860)
+    dm.add_argument("--port", type=int, default=7860, help="port to serve on")
     dm.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: the whole network)")
     dm.add_argument("--votes", default="encodec-votes.csv", help="CSV file the blind A/B votes are appended to")
     dm.add_argument(
@@ -689,7 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="ONNX or OpenVINO encoder and decoder, weight norm folded, any length (docs/export.md)"
     )
     ex.add_argument("model", help="Hub id or model folder")
-    ex.add_argument("--format", choices=("onnx", "openvino"), default="onnx")
+    ex.add_argument("--format", choices=("onnx", "openvino"), default="onnx", help="graph format")
     ex.add_argument("--output", required=True, help="folder to write (DIR/onnx/encodec_encode.onnx, ...)")
     ex.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 to 23 (default 18)")
     ex.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="weights (ONNX only)")
@@ -711,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--private", action="store_true", help="create the repo as private")
     up.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
     up.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
-    up.add_argument("--commit-message", default=None)
+    up.add_argument("--commit-message", default=None, help="the Hub commit's message (default: one naming the source)")
     up.add_argument("--license", default="cc-by-nc-4.0", help="license in the model card (default: Meta's)")
     up.add_argument("--base-model", default=None, help="base_model in the model card")
     up.set_defaults(func=upload)

@@ -95,6 +95,20 @@ def load_audio_dataset(source, split: str | None = None, audio_column: str = "au
     return loaded
 
 
+RATE_COLUMN = "sampling_rate"  # the column read for plain-array audio's rate when no other is named
+
+
+def resolve_rate_column(columns, sampling_rate_column: str | None = None) -> str | None:
+    """The column holding each row's sampling rate, for audio given as plain arrays: `sampling_rate_column` when
+    named (it must exist), else a column called `sampling_rate` when there is one, else None. `columns`: the
+    dataset's column names (None: unknown, as for some streaming datasets)."""
+    if sampling_rate_column is not None:
+        if columns is not None and sampling_rate_column not in columns:
+            raise ValueError(f"dataset has no column {sampling_rate_column!r}; its columns are {list(columns)}")
+        return sampling_rate_column
+    return RATE_COLUMN if columns is not None and RATE_COLUMN in columns else None
+
+
 def read_audio_value(value, sampling_rate: int | None = None):
     """One dataset cell as (float32 (channels, samples), rate), whatever form `datasets` gave it in.
 
@@ -164,8 +178,8 @@ class _Encoder:
                 value, value_rate = read_audio_value(batch[self.audio_column][row], rate)
                 if value_rate is None:
                     raise ValueError(
-                        "the audio is a plain array with no rate: pass sampling_rate_column= (the command line: "
-                        "audio files or an Audio column carry their rate)"
+                        "the audio is a plain array with no rate: name the column that holds it with "
+                        "sampling_rate_column= (--sampling-rate-column), or call it 'sampling_rate'"
                     )
                 arrays.append(self.extractor.prepare(value, value_rate, index=indices[row] + self.offset))
                 good.append(row)
@@ -288,7 +302,8 @@ def tokenize_dataset(
         bandwidth: kbps, one of the model's bandwidths.
         batch_size: rows per `.map` batch. The model encodes each row at its own length (never the padding),
             so mixing long and short rows costs memory for the padded batch, not compute.
-        sampling_rate_column: column holding the rate when `audio_column` holds plain arrays.
+        sampling_rate_column: column holding the rate when `audio_column` holds plain arrays (default: a column
+            named `sampling_rate`, when there is one).
         id_column: column to name rows by in error reports.
         on_error: "raise" (default) stops at the first row whose audio cannot be read, is empty or holds NaN;
             "skip" leaves such rows out and lists them in the metadata's `skipped_rows` (for streaming datasets,
@@ -311,6 +326,7 @@ def tokenize_dataset(
     columns = list(dataset.features) if dataset.features is not None else None
     if columns is not None and audio_column not in columns:
         raise ValueError(f"dataset has no column {audio_column!r}; its columns are {columns}")
+    sampling_rate_column = resolve_rate_column(columns, sampling_rate_column)
     model.eval()
     options = _encode_options(model, fast_encoding, pad_chunks, chunk_batch_size)
     function = _Encoder(
@@ -677,6 +693,12 @@ def _check_fingerprint(parts_dir: Path, fingerprint: dict) -> None:
         )
 
 
+def _save(dataset, path: Path) -> None:
+    """`save_to_disk`; a dataset with no rows as one (empty) shard: saved with datasets' default of none, it
+    does not load again."""
+    dataset.save_to_disk(str(path), **({"num_shards": 1} if len(dataset) == 0 else {}))
+
+
 def tokenize_to_disk(
     dataset,
     model,
@@ -726,7 +748,7 @@ def tokenize_to_disk(
         )
         temporary = parts_dir / f".{name}.tmp-{os.getpid()}"  # one per process: two runs may share parts_dir
         shutil.rmtree(temporary, ignore_errors=True)
-        part.save_to_disk(str(temporary))
+        _save(part, temporary)
         try:
             temporary.rename(parts_dir / name)  # atomic: a part is there whole or not at all
         except OSError:
@@ -751,18 +773,20 @@ def tokenize_to_disk(
         expected = last
     if expected != len(dataset):
         raise RuntimeError(f"{parts_dir} covers {expected} rows of {len(dataset)}")
-    joined = (
-        datasets.concatenate_datasets(pieces)
-        if pieces
-        else tokenize_dataset(dataset, model, feature_extractor, bandwidth, **options)
-    )
+    filled = [piece for piece in pieces if len(piece)]  # a part whose rows were all skipped holds no table
+    if filled:
+        joined = datasets.concatenate_datasets(filled)
+    elif pieces:
+        joined = pieces[0]  # every row skipped: an empty dataset with the output's columns
+    else:
+        joined = tokenize_dataset(dataset, model, feature_extractor, bandwidth, **options)
     encoding = _encode_options(
         model, options.get("fast_encoding"), options.get("pad_chunks"), options.get("chunk_batch_size")
     )
     _set_metadata(joined, _metadata(model, model.config.check_bandwidth(bandwidth), skipped, encoding))
     if output.exists():
         shutil.rmtree(output)
-    joined.save_to_disk(str(output))
+    _save(joined, output)
     shutil.rmtree(parts_dir)
     return output
 
@@ -772,6 +796,7 @@ __all__ = [
     "tokenize_to_disk",
     "decode_tokens",
     "read_audio_value",
+    "resolve_rate_column",
     "tokenization_metadata",
     "codes_to_tokens",
     "tokens_to_codes",

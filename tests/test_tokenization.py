@@ -463,3 +463,43 @@ def test_two_runs_writing_the_same_part_both_finish(model, extractor, audio_file
     monkeypatch.setattr(tokenization, "tokenize_dataset", real)
     expected = tokenize_dataset(ds, model, extractor, 0.8)
     assert datasets.load_from_disk(str(tmp_path / "out"))["audio_codes"] == expected["audio_codes"]
+
+
+def test_plain_arrays_with_a_rate_column_from_the_command_line(tmp_path, capsys):
+    """Arrays with their rate in a column: `sampling_rate` is used by itself, another name with
+    --sampling-rate-column; `train --data` reads the same dataset (it skipped every row before)."""
+    from encodec_hf import EncodecModel
+    from encodec_hf.training.trainer import SegmentSampler
+
+    rng = np.random.default_rng(0)
+    clips = [(rng.standard_normal(n) * 0.2).astype(np.float32) for n in (800, 300, 1600)]
+    folder = save_tiny_folder(tmp_path / "model", tiny_model())
+    for column in ("sampling_rate", "rate"):
+        data = datasets.Dataset.from_dict({"audio": clips, column: [800, 400, 1600]})
+        data.save_to_disk(str(tmp_path / column))
+        extra = [] if column == "sampling_rate" else ["--sampling-rate-column", column]
+        args = ["tokenize", str(tmp_path / column), "--model", str(folder), "-b", "0.4"]
+        assert main([*args, "--output", str(tmp_path / f"out-{column}"), *extra]) == 0, capsys.readouterr().err
+        written = datasets.load_from_disk(str(tmp_path / f"out-{column}"))
+        assert written["audio_length"] == [400, 300, 400]  # each clip at the model's 400 Hz
+        sampler = SegmentSampler(data, 400, 1, 100, 0, "audio", None if column == "sampling_rate" else column)
+        assert all(sampler.clip(row) is not None for row in range(3)) and not sampler.skipped
+    model = EncodecModel.from_pretrained(folder)
+    extractor = EncodecFeatureExtractor.from_model_config(model.config)
+    by_library = tokenize_dataset(data, model, extractor, 0.4, sampling_rate_column="rate")
+    assert by_library["audio_codes"] == written["audio_codes"]
+    assert main([*args[:-4], "--output", str(tmp_path / "none"), "--model", str(folder), "-b", "0.4"]) == 2
+    with pytest.raises(ValueError, match="dataset has no column 'rates'"):
+        tokenize_dataset(data, model, extractor, 0.4, sampling_rate_column="rates")
+
+
+def test_every_row_skipped_gives_an_empty_dataset_not_a_crash(tmp_path, capsys):
+    folder = save_tiny_folder(tmp_path / "model", tiny_model())
+    bad = datasets.Dataset.from_dict({"audio": [[float("nan")] * 100] * 3, "sampling_rate": [400] * 3})
+    bad.save_to_disk(str(tmp_path / "bad"))
+    args = ["tokenize", str(tmp_path / "bad"), "--model", str(folder), "-b", "0.4", "--output", str(tmp_path / "out")]
+    assert main([*args, "--on-error", "skip", "--rows-per-part", "2"]) == 0, capsys.readouterr().err
+    assert "wrote 0 rows" in capsys.readouterr().out
+    written = datasets.load_from_disk(str(tmp_path / "out"))
+    assert len(written) == 0 and len(tokenization_metadata(written)["skipped_rows"]) == 3
+    assert not (tmp_path / "out.parts").exists()

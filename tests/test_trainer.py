@@ -52,14 +52,14 @@ def test_learns_on_a_fixed_batch_and_resumes_exactly(tmp_path):
     t = np.arange(4800) / 24000
     clip = (0.3 * np.sin(2 * np.pi * 220 * t) * np.hanning(4800)).astype(np.float32)
     data = datasets.Dataset.from_dict({"audio": [{"array": [clip.tolist()], "sampling_rate": 24000}]})
-    whole = train("tiny", data, tmp_path / "whole", steps=8, save_every=4, **FAST)
+    whole = train("tiny", data, tmp_path / "whole", steps=8, save_every=4, recipe="paper", **FAST)
     log = [r for r in read_log(tmp_path / "whole") if "eval" not in r]
     assert [r["step"] for r in log] == list(range(1, 9))
     for name in ("l1", "mel", "adv", "feat", "commitment"):
         assert all(np.isfinite(r[name]) for r in log if name in r), name
     assert log[-1]["mel"] < 0.7 * log[0]["mel"] and log[-1]["l1"] < 0.7 * log[0]["l1"]
-    train("tiny", data, tmp_path / "resumed", steps=4, save_every=4, **FAST)
-    resumed = train("tiny", data, tmp_path / "resumed", steps=8, save_every=4, **FAST)
+    train("tiny", data, tmp_path / "resumed", steps=4, save_every=4, recipe="paper", **FAST)
+    resumed = train("tiny", data, tmp_path / "resumed", steps=8, save_every=4, recipe="paper", **FAST)
     first, second = weights(whole), weights(resumed)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     assert EncodecModel.from_pretrained(resumed).config.to_dict()["num_filters"] == 8
@@ -193,6 +193,16 @@ def test_held_out_scores_are_the_evaluation_metrics_and_see_through_a_silent_dec
     assert 0 < quiet.abs().max() < 1e-3
     assert abs(SISNR(24000, segment=5.0)(quiet, clip[None]).item()) < 1.0  # the loss: about 0 dB
     assert trainer_module.evaluate_clips(model, [clip], [1.2])["1.2"]["si_snr"] < -20  # the metric: uncorrelated
+
+
+def test_the_default_recipe_is_tiny_for_the_tiny_preset_and_the_papers_otherwise(tmp_path):
+    """`train --model tiny` without --recipe: the recipe the README's figures were measured with (the paper's
+    collapses tiny's codebooks); any other model: the paper's."""
+    from encodec_hf.training.recipes import default_recipe
+
+    train("tiny", clips_dataset(), tmp_path / "out", steps=1, save_every=0, **FAST)
+    assert json.loads((tmp_path / "out" / "recipe.json").read_text())["name"] == "tiny"
+    assert default_recipe("encodec_24khz") == "paper" and default_recipe("some/folder") == "paper"
 
 
 def test_recipes_are_data():

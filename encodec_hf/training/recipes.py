@@ -62,6 +62,12 @@ RECIPES["tiny"] = {
 }
 
 
+def default_recipe(model) -> str:
+    """The recipe a run takes when none is named: `tiny` for the `tiny` preset (the paper's collapses it, see
+    above), the paper's for everything else."""
+    return "tiny" if isinstance(model, str) and model == "tiny" else "paper"
+
+
 def resolve_recipe(name: str, sampling_rate: int, **overrides) -> dict:
     """The recipe `name` for a model at `sampling_rate` (48 kHz models take the `_48khz` values), with
     `overrides` for top-level keys (`lr` sets the optimiser's; `discriminator_filters` the discriminator's width;

@@ -34,7 +34,7 @@ import torch
 from .. import metrics
 from ..modeling_encodec import EncodecModel, average_across_ranks, broadcast_from_rank0
 from ..processing import EncodecFeatureExtractor, convert_channels, resample
-from ..tokenization import load_audio_dataset, read_audio_value
+from ..tokenization import load_audio_dataset, read_audio_value, resolve_rate_column
 from .balancer import Balancer
 from .discriminator import EncodecDiscriminatorConfig, EncodecMultiScaleSTFTDiscriminator
 from .losses import (
@@ -45,7 +45,7 @@ from .losses import (
     generator_adversarial_loss,
     l1_loss,
 )
-from .recipes import resolve_recipe
+from .recipes import default_recipe, resolve_recipe
 
 MODES = ("full", "decoder", "frozen-codebooks")
 STATE_FILE = "trainer_state.pt"
@@ -60,7 +60,8 @@ class TrainingSettings:
     """What a run is (saved as `settings.json`; a resumed run must match it, except `steps` and the schedules).
 
     steps: optimiser steps in all. batch_size: segments per step and rank. segment_seconds: segment length.
-    recipe: `paper`, `audiocraft` or `tiny` (training/recipes.py). lr: overrides the recipe's learning rate.
+    recipe: `paper`, `audiocraft` or `tiny` (training/recipes.py; None: `tiny` for the tiny preset, else `paper`).
+    lr: overrides the recipe's learning rate.
     mode: `full`; `decoder` (encoder and codebooks frozen: every input's codes stay the starting model's);
     `frozen-codebooks` (encoder and decoder train, codebooks fixed). eval_every / save_every: steps between
     evaluations and checkpoints (0: only at the end). seed: all random draws. gradient_checkpointing: recompute
@@ -68,14 +69,15 @@ class TrainingSettings:
     trains a tiny model faster). adversarial_start: steps trained on the reconstruction losses alone before the
     discriminator and the adversarial losses join (None: the recipe's; the paper's is 0). bf16: autocast to bfloat16
     (GPU). keep_checkpoints: how many to keep.
-    audio_column: the dataset's audio column. eval_clips / eval_seconds: held-out clips evaluated, each cut to
+    audio_column: the dataset's audio column; sampling_rate_column: its rate column, for plain arrays (default: one
+    named `sampling_rate`, when present). eval_clips / eval_seconds: held-out clips evaluated, each cut to
     at most this long. progress: a progress bar.
     """
 
     steps: int = 1000
     batch_size: int = 8
     segment_seconds: float = 1.0
-    recipe: str = "paper"
+    recipe: str | None = None  # None: `recipes.default_recipe` of the model (`tiny` for the tiny preset)
     lr: float | None = None
     mode: str = "full"
     eval_every: int = 0
@@ -87,6 +89,7 @@ class TrainingSettings:
     bf16: bool = False
     keep_checkpoints: int = 2
     audio_column: str = "audio"
+    sampling_rate_column: str | None = None
     eval_clips: int = 8
     eval_seconds: float = 5.0
     progress: bool = True
@@ -143,6 +146,7 @@ class SegmentSampler:
     segment: int
     seed: int
     audio_column: str = "audio"
+    sampling_rate_column: str | None = None  # for plain-array audio; see `tokenization.resolve_rate_column`
     cache_samples: int = 200_000_000
     skipped: dict = field(default_factory=dict)  # row -> reason
     _cache: dict = field(default_factory=dict)
@@ -155,7 +159,9 @@ class SegmentSampler:
         if row in self.skipped:
             return None
         try:
-            audio, rate = read_audio_value(self.dataset[row][self.audio_column])
+            record = self.dataset[row]
+            rate_column = resolve_rate_column(list(record), self.sampling_rate_column)
+            audio, rate = read_audio_value(record[self.audio_column], record[rate_column] if rate_column else None)
             audio = np.asarray(audio, dtype=np.float32)
             audio = audio[None] if audio.ndim == 1 else audio
             if rate is None:
@@ -315,6 +321,8 @@ class Trainer:
     """The training loop behind `encodec_hf.train` (see the module docstring)."""
 
     def __init__(self, model, data, output_dir, settings: TrainingSettings, eval_data=None):
+        if settings.recipe is None:
+            settings = dataclasses.replace(settings, recipe=default_recipe(model))
         settings.check()
         self.settings = settings
         self.output_dir = Path(output_dir)
@@ -337,7 +345,13 @@ class Trainer:
                 f"({config.chunk_length_s} s); chunked models train on single chunks"
             )
         self.sampler = SegmentSampler(
-            self.dataset, config.sampling_rate, config.audio_channels, segment, settings.seed, settings.audio_column
+            self.dataset,
+            config.sampling_rate,
+            config.audio_channels,
+            segment,
+            settings.seed,
+            settings.audio_column,
+            settings.sampling_rate_column,
         )
         self.eval_clips = self._eval_clips(eval_data) if eval_data is not None else []
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -380,7 +394,15 @@ class Trainer:
     def _eval_clips(self, eval_data) -> list[torch.Tensor]:
         dataset = load_audio_dataset(eval_data, None, self.settings.audio_column)
         config = self.model.config
-        sampler = SegmentSampler(dataset, config.sampling_rate, config.audio_channels, 1, 0, self.settings.audio_column)
+        sampler = SegmentSampler(
+            dataset,
+            config.sampling_rate,
+            config.audio_channels,
+            1,
+            0,
+            self.settings.audio_column,
+            self.settings.sampling_rate_column,
+        )
         limit = int(self.settings.eval_seconds * config.sampling_rate)
         # the mel distance's STFT reflects half its longest window at each end
         shortest = max(window for window, _ in metrics.MEL_SCALES) // 2 + 1
