@@ -722,9 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--port", type=int, default=7860, help="port to serve on")
     dm.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: the whole network)")
     dm.add_argument("--votes", default="encodec-votes.csv", help="CSV file the blind A/B votes are appended to")
-    dm.add_argument(
-        "--max-seconds", type=float, default=60.0, help="longest clip decoded (longer uploads are refused)"
-    )
+    dm.add_argument("--max-seconds", type=float, default=60.0, help="longest clip decoded (longer uploads are refused)")
     threads_option(dm)
     dm.set_defaults(func=demo_command)
 

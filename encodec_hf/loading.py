@@ -44,6 +44,6 @@ def own_storage(model: nn.Module) -> None:
     so that the arithmetic over it is what it is for a model built in this process."""
     for module in model.modules():
         for tensors in (module._parameters, module._buffers):
-            for name, tensor in tensors.items():
+            for tensor in tensors.values():
                 if tensor is not None and tensor.device.type == "cpu":
                     tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)

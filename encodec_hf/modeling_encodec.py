@@ -19,8 +19,8 @@ folded once per layer for inference (`_FoldedWeight`), live under autograd for t
 from __future__ import annotations
 
 import contextlib
-import copy
 import contextvars
+import copy
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -44,8 +44,8 @@ from .chunking import (
     plan_chunks,
 )
 from .configuration_encodec import EncodecConfig
-from .loading import check_loaded, own_storage
 from .language_model import LANGUAGE_MODEL_FOLDER, EncodecLanguageModel, load_language_model
+from .loading import check_loaded, own_storage
 from .streaming import StreamDecoder, StreamEncoder
 
 logger = logging.get_logger(__name__)
@@ -1063,7 +1063,8 @@ def chunk_scales(chunks: torch.Tensor, mask: torch.Tensor | None = None) -> torc
 
     Finite input keeps finite scales: samples beyond about 1e19 overflow the float32 square, and such a chunk's
     volume is clamped to MAX_SCALE, or the dtype's largest value when smaller (float16: 65,504); audio in [-1, 1]
-    never comes near it, so the original's numbers are unchanged wherever they are finite. Example: a chunk of constant 0.5 on both channels has scale 0.5 + 1e-8.
+    never comes near it, so the original's numbers are unchanged wherever they are finite. Example: a chunk of
+    constant 0.5 on both channels has scale 0.5 + 1e-8.
     """
     mono = chunks.mean(dim=1, keepdim=True)  # (N, 1, T)
     if mask is None:
