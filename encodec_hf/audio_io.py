@@ -29,6 +29,8 @@ def read_audio(source: str | Path | bytes | io.IOBase) -> tuple[np.ndarray, int]
         source = io.BytesIO(source)
     elif isinstance(source, Path):
         source = str(source)
+    if isinstance(source, str) and not os.path.exists(source):
+        raise ValueError(f"cannot read audio from {name}: no such file")  # libsndfile would say "System error"
     try:
         data, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except (OSError, RuntimeError, soundfile.LibsndfileError) as error:

@@ -74,6 +74,25 @@ def _looks_like_a_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub's endpoint opens within `timeout` seconds (False at once when
+    HF_HUB_OFFLINE is set)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def load_model(name_or_path: str):
     """The model and feature extractor of a Hub id or a local folder, with one-line errors."""
     from .modeling_encodec import EncodecModel
@@ -93,8 +112,10 @@ def load_model(name_or_path: str):
     from .modeling_onnx import exported_model_class
 
     exported = exported_model_class(path)
+    # An unreachable Hub makes huggingface_hub retry for half a minute: probe it once, and go to the cache at once
+    offline = {} if path.is_dir() or hub_reachable() else {"local_files_only": True}
     try:
-        model = exported.from_pretrained(path) if exported else EncodecModel.from_pretrained(name_or_path)
+        model = exported.from_pretrained(path) if exported else EncodecModel.from_pretrained(name_or_path, **offline)
     except ImportError as error:
         raise CommandError(str(error)) from error
     except OSError as error:
@@ -103,13 +124,14 @@ def load_model(name_or_path: str):
                 f"{name_or_path!r} is not an EnCodec model folder (no config.json and "
                 f"model.safetensors): {str(error).splitlines()[0]}"
             ) from error
+        reason = "cannot be reached" if offline else "could not be reached or has no such model"
         raise CommandError(
-            f"cannot load {name_or_path!r}: the Hugging Face Hub could not be reached (or has no "
-            f"such model) and it is not in the local cache; pass a local folder with --model DIR "
-            f"(encodec-hf convert CHECKPOINT --model NAME --output DIR makes one)"
+            f"cannot load {name_or_path!r}: the Hugging Face Hub {reason} and it is not in the local cache; pass a "
+            f"local folder with --model DIR (encodec-hf convert CHECKPOINT --model NAME --output DIR, or "
+            f"--random PRESET, makes one)"
         ) from error
     try:
-        extractor = EncodecFeatureExtractor.from_pretrained(name_or_path)
+        extractor = EncodecFeatureExtractor.from_pretrained(name_or_path, **offline)
     except OSError:
         extractor = EncodecFeatureExtractor.from_model_config(model.config)
     return model.eval(), extractor
@@ -125,6 +147,13 @@ def export_command(args) -> int:
         require_runtime(args.format)
     except ImportError as error:
         raise CommandError(str(error)) from error
+    from .modeling_onnx import exported_model_class
+
+    if exported_model_class(args.model) is not None:
+        raise CommandError(
+            f"{args.model!r} is an exported folder (its graphs hold no trainable model); export from the model folder "
+            f"it was made from"
+        )
     model, _ = load_model(args.model)
     folder = export(
         model,
@@ -298,8 +327,22 @@ def decompress_command(args) -> int:
 
 
 def convert(args) -> int:
-    from .convert_encodec import convert_checkpoint
+    from .convert_encodec import convert_checkpoint, random_model
 
+    if (args.checkpoint is None) == (args.random is None):
+        raise CommandError("pass a CHECKPOINT with --model NAME, or --random PRESET for a model with random weights")
+    if args.random is not None:
+        from .processing import EncodecFeatureExtractor
+
+        model = random_model(args.random, seed=args.seed, language_model=args.with_lm)
+        model.save_pretrained(args.output)
+        EncodecFeatureExtractor.from_model_config(model.config).save_pretrained(args.output)
+        print(
+            f"wrote {args.output}: {args.random} with random weights (seed {args.seed}); codes and audio mean nothing"
+        )
+        return 0
+    if args.model is None:
+        raise CommandError("--model NAME: which model the checkpoint holds")
     convert_checkpoint(args.checkpoint, args.model, args.output, lm_checkpoint=args.lm_checkpoint)
     extra = ", language_model/" if args.lm_checkpoint else ""
     print(
@@ -388,6 +431,21 @@ def tokenize(args) -> int:
     return 0
 
 
+def _evaluation_bar():
+    """A tqdm bar over (model, clip) pairs for evaluate's `progress`, drawn from the first report on."""
+    from tqdm.auto import tqdm
+
+    state = {}
+
+    def progress(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc="evaluate", unit="clip")
+            _OPEN_BARS.append(state["bar"])
+        state["bar"].update(done - state["bar"].n)
+
+    return progress
+
+
 def evaluate_command(args) -> int:
     from .evaluation import evaluate
 
@@ -408,7 +466,10 @@ def evaluate_command(args) -> int:
         max_clips=args.max_clips,
         output=args.output,
         figures=args.figures,
+        progress=_evaluation_bar(),
+        on_error=args.on_error,
     )
+    _close_bars()
     print(result.markdown(result.environment["metrics"]))
     for note in result.notes:
         print(f"note: {note}")
@@ -587,8 +648,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     conv = commands.add_parser("convert", help="convert an original EnCodec or audiocraft checkpoint to a Hub folder")
-    conv.add_argument("checkpoint", help="encodec_24khz-*.th, encodec_48khz-*.th or compression_state_dict.bin")
-    conv.add_argument("--model", required=True, choices=PRESETS, help="which model the checkpoint holds")
+    conv.add_argument(
+        "checkpoint", nargs="?", help="encodec_24khz-*.th, encodec_48khz-*.th or compression_state_dict.bin"
+    )
+    conv.add_argument("--model", choices=PRESETS, help="which model the checkpoint holds")
+    conv.add_argument(
+        "--random",
+        metavar="PRESET",
+        choices=preset_names(training=True),
+        help="instead of a checkpoint: a model of this preset with random weights, to try the package offline",
+    )
+    conv.add_argument("--seed", type=int, default=0, help="with --random: the weights' seed")
+    conv.add_argument("--with-lm", action="store_true", help="with --random: a random language model too")
     conv.add_argument("--output", required=True, help="folder to write")
     conv.add_argument(
         "--lm-checkpoint",
@@ -709,6 +780,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--figures", type=int, default=4, help="clips per model drawn as spectrograms")
     ev.add_argument("--audio-column", default="audio", help="column holding the audio")
     ev.add_argument("--split", default=None, help="split of a DatasetDict or Hub dataset (default train)")
+    ev.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="clips that cannot be read, are empty or hold NaN: stop, or skip them and say so in the notes",
+    )
     ev.add_argument("-f", "--force", action="store_true", help="write into a non-empty --output")
     ev.set_defaults(func=evaluate_command)
 

@@ -55,7 +55,13 @@ def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         package = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for foreign files
-        raise ValueError(f"cannot read {str(path)!r} as a PyTorch checkpoint of tensors: {error}") from error
+        # torch's message goes on to suggest weights_only=False, which would run the file's pickled code: keep only
+        # its first sentence
+        reason = str(error).split("\n")[0].split(" Re-running `torch.load`")[0].strip() or type(error).__name__
+        raise ValueError(
+            f"cannot read {str(path)!r} as a PyTorch checkpoint of tensors only ({reason}); this converter never runs "
+            f"code stored in a checkpoint"
+        ) from error
     if isinstance(package, dict) and "best_state" in package:  # audiocraft export
         package = package["best_state"]
         if isinstance(package, dict) and "model" in package:
@@ -159,7 +165,37 @@ def usual_permissions(folder: str | Path) -> None:
             path.chmod(0o666 & ~umask)
 
 
+def random_model(name: str, seed: int = 0, language_model: bool = False) -> EncodecModel:
+    """A preset's model ("encodec_24khz", ..., "tiny") with random weights, GroupNorm affine parameters and
+    codebooks filled with encoder outputs of random audio (as `fit_codebooks` does for the original), so that codes
+    vary from frame to frame; with `language_model`, a random entropy-coding language model too. The same `seed`
+    gives the same model on any machine (the weights are drawn on the CPU). What `encodec-hf convert --random`
+    saves: a model to try the package with when neither the Hub nor a checkpoint is at hand."""
+    torch.manual_seed(seed)
+    config = EncodecConfig.from_preset(name)
+    model = EncodecModel(config).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for param_name, param in model.named_parameters():
+            if ".norm." in param_name:
+                param.add_(0.1 * torch.randn(param.shape, generator=generator))
+        audio = 0.3 * torch.randn(2, config.audio_channels, config.sampling_rate, generator=generator)
+        residual = model.encoder(audio).permute(0, 2, 1).reshape(-1, config.codebook_dim)  # (N, D)
+        for layer in model.quantizer.layers:
+            codebook = layer.codebook
+            picks = torch.randint(0, residual.shape[0], (config.codebook_size,), generator=generator)
+            noise = torch.randn(codebook.embed.shape, generator=generator)
+            codebook.embed.copy_(residual[picks] + 0.05 * residual.std() * noise)
+            codebook.embed_avg.copy_(codebook.embed)
+            residual = residual - codebook.decode(codebook.encode(residual))
+    if language_model:
+        torch.manual_seed(seed + 2)
+        model.language_model = EncodecLanguageModel.for_model(config).eval()
+    return model
+
+
 __all__ = [
+    "random_model",
     "KEY_RENAMES",
     "rename_key",
     "load_original_state_dict",

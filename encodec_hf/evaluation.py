@@ -43,30 +43,39 @@ class EvaluationResult:
         return {"environment": self.environment, "notes": self.notes, "summary": self.summary, "rows": self.rows}
 
     def markdown(self, metrics: list[str]) -> str:
-        """The summary as a Markdown table: mean ± 95 % interval per metric."""
+        """The summary as a Markdown table: the mean over clips per metric, ± the half-width of its 95 % interval
+        (Student's t) from 3 clips on, and under the table what ± means and how many clips there were."""
         arrows = {name: "↑" if metric_functions.HIGHER_IS_BETTER[name] else "↓" for name in metrics}
         header = ["model", "kbps (nominal)", "kbps (.ecdc)", *(["kbps (.ecdc + LM)"] if self._has_lm() else [])]
-        header += [f"{name} {arrows[name]}" for name in metrics] + ["encode x RT", "decode x RT"]
+        header += ["clips"] + [f"{name} {arrows[name]}" for name in metrics] + ["encode x RT", "decode x RT"]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for entry in self.summary:
             cells = [entry["model"], f"{entry['bandwidth']:g}", f"{entry['kbps']:.2f}"]
             if self._has_lm():
                 cells.append(f"{entry['kbps_lm']:.2f}" if entry.get("kbps_lm") is not None else "")
+            cells.append(str(entry["clips"]))
             for name in metrics:
-                mean = entry.get(name)
-                cells.append("" if mean is None else f"{mean:.3f} ± {entry[name + '_ci95']:.3f}")
+                mean, interval = entry.get(name), entry.get(name + "_ci95")
+                cells.append("" if mean is None else f"{mean:.3f}" + ("" if interval is None else f" ± {interval:.3f}"))
             cells += [f"{entry['encode_x_real_time']:.1f}", f"{entry['decode_x_real_time']:.1f}"]
             lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        legend = (
+            f"\nMean over the clips of each row; ± is the half-width of the 95 % interval of that mean (Student's t), "
+            f"given from {MIN_CLIPS_FOR_INTERVAL} clips on. x RT: seconds of audio per second of compute."
+        )
+        return "\n".join(lines) + "\n" + legend
 
     def _has_lm(self) -> bool:
         return any(entry.get("kbps_lm") is not None for entry in self.summary)
 
 
-def _ci95(values: list[float]) -> float:
-    """Half-width of the 95 % interval of the mean (Student's t; 0 for one value)."""
-    if len(values) < 2:
-        return 0.0
+MIN_CLIPS_FOR_INTERVAL = 3  # with 2 clips the t interval spans +-12.7 standard errors: no information
+
+
+def _ci95(values: list[float]) -> float | None:
+    """Half-width of the 95 % interval of the mean (Student's t), or None below MIN_CLIPS_FOR_INTERVAL values."""
+    if len(values) < MIN_CLIPS_FOR_INTERVAL:
+        return None
     try:
         from scipy.stats import t
 
@@ -79,7 +88,7 @@ def _ci95(values: list[float]) -> float:
 def _clips(audio_or_dataset, sampling_rate, audio_column: str, max_clips: int | None) -> list[tuple[str, object, int]]:
     """(name, audio, rate) of each clip: an array with `sampling_rate`, a list of (array, rate), a dataset, or
     what `encodec-hf tokenize` takes (a save_to_disk folder, a folder of audio files, a Hub dataset name)."""
-    from .tokenization import load_audio_dataset, read_audio_value
+    from .tokenization import load_audio_dataset
 
     if isinstance(audio_or_dataset, (np.ndarray, torch.Tensor)):
         if sampling_rate is None:
@@ -94,11 +103,9 @@ def _clips(audio_or_dataset, sampling_rate, audio_column: str, max_clips: int | 
         return clips[:max_clips]
     dataset = load_audio_dataset(audio_or_dataset, None, audio_column)
     names = dataset["file"] if "file" in dataset.column_names else [f"row-{i}" for i in range(len(dataset))]
-    clips = []
-    for index in range(len(dataset) if max_clips is None else min(max_clips, len(dataset))):
-        value, rate = read_audio_value(dataset[index][audio_column], sampling_rate)
-        clips.append((str(names[index]), value, rate))
-    return clips
+    count = len(dataset) if max_clips is None else min(max_clips, len(dataset))
+    # the cells as they are: each is read when its turn comes (`read_audio_value`), so one bad file is one clip
+    return [(str(names[index]), dataset[index][audio_column], sampling_rate) for index in range(count)]
 
 
 def _chosen_metrics(requested, notes: list) -> list[str]:
@@ -178,6 +185,7 @@ def evaluate(
     output: str | Path | None = None,
     figures: int = 4,
     progress=None,
+    on_error: str = "raise",
 ) -> EvaluationResult:
     """Evaluate one model, or several (a list, compared side by side), on the clips of `audio_or_dataset`.
 
@@ -193,10 +201,15 @@ def evaluate(
         output: a folder for results.json, results.csv, results.md, rate_distortion.png and spectrograms/ (the
             first `figures` clips of each model).
         progress: a callable `progress(done, total)` called after each (model, clip).
+        on_error: "raise" (default) stops at the first clip that cannot be read or is empty or not finite; "skip"
+            leaves it out and says so in the notes.
     """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     from .modeling_encodec import EncodecModel
     from .modeling_onnx import load_model
     from .processing import EncodecFeatureExtractor
+    from .tokenization import read_audio_value
 
     result = EvaluationResult()
     chosen = _chosen_metrics(metrics, result.notes)
@@ -223,7 +236,16 @@ def evaluate(
             if use_lm and codec.language_model is None:
                 result.notes.append(f"{label} has no language model: its bit rate with one is not reported")
             for clip_index, (name, value, rate) in enumerate(clips):
-                reference = extractor.prepare(value, rate, index=clip_index)  # (channels, samples) at the model's rate
+                try:
+                    value, rate = read_audio_value(value, rate)
+                    reference = extractor.prepare(value, rate, index=clip_index)  # (channels, samples), model's rate
+                except Exception as error:
+                    if on_error == "raise":
+                        raise ValueError(f"cannot evaluate clip {name}: {error}; pass on_error='skip'") from error
+                    if model_index == 0:
+                        result.notes.append(f"clip {name} skipped: {str(error).splitlines()[0]}")
+                    done += 1
+                    continue
                 seconds = reference.shape[-1] / config.sampling_rate
                 for bandwidth in chosen_bandwidths:
                     clip = evaluate_clip(codec, reference, bandwidth, chosen, use_lm)
@@ -320,7 +342,7 @@ def _plot_rate_distortion(result: EvaluationResult, metrics: list[str], path: Pa
     for axis, metric in zip(axes.flat, shown):
         for model in dict.fromkeys(entry["model"] for entry in result.summary):
             entries = sorted((e for e in result.summary if e["model"] == model), key=lambda e: e["kbps"])
-            points = [(e["kbps"], e[metric], e[f"{metric}_ci95"]) for e in entries if e.get(metric) is not None]
+            points = [(e["kbps"], e[metric], e[f"{metric}_ci95"] or 0.0) for e in entries if e.get(metric) is not None]
             if points:
                 x, y, error = zip(*points)
                 axis.errorbar(x, y, yerr=error, marker="o", capsize=3, label=model)
@@ -328,7 +350,7 @@ def _plot_rate_distortion(result: EvaluationResult, metrics: list[str], path: Pa
         axis.set_title(f"{metric} ({arrow})", fontsize=9)
         axis.set_xlabel("real kbps (.ecdc)")
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+        axis.legend(fontsize=7)  # in every panel: each is read on its own
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -356,7 +378,7 @@ def _plot_spectrograms(reference, rate: int, estimates: dict, path: Path, title:
     top = float(panels[0][1].max())
     seconds = reference.shape[-1] / rate
     for axis, (name, spectrogram) in zip(np.atleast_1d(axes), panels):
-        axis.imshow(
+        image = axis.imshow(
             spectrogram,
             origin="lower",
             aspect="auto",
@@ -367,6 +389,7 @@ def _plot_spectrograms(reference, rate: int, estimates: dict, path: Path, title:
         )
         axis.set_ylabel("kHz")
         axis.set_title(name, fontsize=9)
+        figure.colorbar(image, ax=axis, label="dB", pad=0.01)
     np.atleast_1d(axes)[-1].set_xlabel("seconds")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()

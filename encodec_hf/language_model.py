@@ -151,6 +151,7 @@ class EncodecLanguageModel(PreTrainedModel):
         fail with a ValueError naming them. The weights get storage of their own (`loading.own_storage`), so that
         the probabilities, and the .ecdc bytes, are the original's on every CPU."""
         want_info = kwargs.pop("output_loading_info", False)
+        kwargs.setdefault("ignore_mismatched_sizes", True)  # so that check_loaded names them (transformers: no names)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         check_loaded(model, info, pretrained_model_name_or_path)
         own_storage(model)

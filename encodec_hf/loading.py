@@ -22,7 +22,7 @@ def check_loaded(model: nn.Module, info: dict, source) -> None:
     """
     problems = []
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
-        found = sorted(str(key) for key in info.get(kind) or ())
+        found = sorted(_describe(key) for key in info.get(kind) or ())
         if found:
             problems.append(
                 f"{len(found)} {kind.replace('_', ' ')} ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''})"
@@ -36,6 +36,14 @@ def check_loaded(model: nn.Module, info: dict, source) -> None:
     ]
     if bad:
         raise ValueError(f"{str(source)!r} holds NaN or Inf in {len(bad)} tensor(s): {', '.join(bad[:3])}")
+
+
+def _describe(key) -> str:
+    """A key of transformers' loading info; a mismatch comes as (key, checkpoint shape, model shape)."""
+    if isinstance(key, tuple) and len(key) == 3:
+        name, theirs, ours = key
+        return f"{name}: {tuple(theirs)} in the folder, {tuple(ours)} in this model"
+    return str(key)
 
 
 @torch.no_grad()

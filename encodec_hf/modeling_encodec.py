@@ -1251,6 +1251,7 @@ class EncodecModel(EncodecPreTrainedModel):
         not have, or hold NaN or Inf fails with a ValueError naming them (transformers would warn and fill the gap
         with random or non-finite values); the language model is loaded too when the folder has one."""
         want_info = kwargs.pop("output_loading_info", False)
+        kwargs.setdefault("ignore_mismatched_sizes", True)  # so that check_loaded names them (transformers: no names)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         check_loaded(model, info, pretrained_model_name_or_path)
         own_storage(model)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .configuration_encodec import EncodecConfig
+from .convert_encodec import random_model
 from .modeling_encodec import EncodecModel
 
 
@@ -147,36 +148,6 @@ def tiny_model(seed: int = 0, **overrides) -> EncodecModel:
         for name, param in model.named_parameters():
             if ".norm." in name:
                 param.add_(0.1 * torch.randn_like(param))
-    return model
-
-
-def random_model(name: str, seed: int = 0, language_model: bool = False) -> EncodecModel:
-    """A preset's full-size model ("encodec_24khz", ...) with random weights, GroupNorm affine parameters and
-    codebooks filled with encoder outputs of random audio (as `fit_codebooks` does for the original), so that codes
-    vary from frame to frame; with `language_model`, a random entropy-coding language model too. The same `seed`
-    gives the same model on any machine (the weights are drawn on the CPU)."""
-    from .language_model import EncodecLanguageModel
-
-    torch.manual_seed(seed)
-    config = EncodecConfig.from_preset(name)
-    model = EncodecModel(config).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param_name, param in model.named_parameters():
-            if ".norm." in param_name:
-                param.add_(0.1 * torch.randn(param.shape, generator=generator))
-        audio = 0.3 * torch.randn(2, config.audio_channels, config.sampling_rate, generator=generator)
-        residual = model.encoder(audio).permute(0, 2, 1).reshape(-1, config.codebook_dim)  # (N, D)
-        for layer in model.quantizer.layers:
-            codebook = layer.codebook
-            picks = torch.randint(0, residual.shape[0], (config.codebook_size,), generator=generator)
-            noise = torch.randn(codebook.embed.shape, generator=generator)
-            codebook.embed.copy_(residual[picks] + 0.05 * residual.std() * noise)
-            codebook.embed_avg.copy_(codebook.embed)
-            residual = residual - codebook.decode(codebook.encode(residual))
-    if language_model:
-        torch.manual_seed(seed + 2)
-        model.language_model = EncodecLanguageModel.for_model(config).eval()
     return model
 
 

@@ -87,7 +87,7 @@ def test_errors_are_one_line(tmp_path, tiny_folder, capsys):
     cases = [
         (
             ("roundtrip", tmp_path / "in.wav", tmp_path / "o.wav"),  # default model, offline, not cached
-            "Hugging Face Hub could not be reached",
+            "Hugging Face Hub cannot be reached",
         ),
         (("roundtrip", tmp_path / "missing.wav", tmp_path / "o.wav", "--model", tiny_folder), "cannot read audio"),
         (("roundtrip", tmp_path / "in.wav", tmp_path / "in.wav", "--model", tiny_folder), "pass -f"),
@@ -151,3 +151,36 @@ def test_outputs_are_written_whole_or_not_at_all(tmp_path, tiny_folder):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.ecdc", "in.wav"]
     assert run("compress", tmp_path / "in.wav", tmp_path / "new.ecdc", *model).returncode == 0
     assert (tmp_path / "new.ecdc").read_bytes() == good
+
+
+def test_convert_random_makes_a_model_to_try_without_the_hub(tmp_path):
+    result = run("convert", "--random", "tiny", "--output", tmp_path / "tiny", "--with-lm")
+    assert result.returncode == 0, result.stderr
+    assert "random weights" in result.stdout
+    sf.write(tmp_path / "in.wav", (np.random.default_rng(0).standard_normal(8000) * 0.1).astype(np.float32), 16000)
+    compressed = run("compress", tmp_path / "in.wav", tmp_path / "out.ecdc", "--model", tmp_path / "tiny", "--lm")
+    assert compressed.returncode == 0, compressed.stderr
+    neither = run("convert", "--output", tmp_path / "x")
+    assert neither.returncode == 2 and "--random PRESET" in neither.stderr
+
+
+def test_an_unreachable_hub_fails_at_once_in_one_line(tmp_path):
+    """Without HF_HUB_OFFLINE and without a network, huggingface_hub retried for half a minute, ten lines of it;
+    the probe goes to the cache at once (the endpoint here refuses connections on this machine)."""
+    sf.write(tmp_path / "in.wav", np.zeros(800, dtype=np.float32), 16000)
+    environment = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "encodec_hf", "compress", tmp_path / "in.wav", tmp_path / "o.ecdc", "--model", "a/b"],
+        capture_output=True,
+        text=True,
+        env=dict(environment, HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf")),
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "encodec-hf: error: cannot load 'a/b': the Hugging Face Hub cannot be reached and it is not in the local "
+        "cache; pass a local folder with --model DIR (encodec-hf convert CHECKPOINT --model NAME --output DIR, or "
+        "--random PRESET, makes one)"
+    ]
+    missing = run("compress", tmp_path / "none.wav", tmp_path / "o.ecdc", "--model", "a/b")
+    assert "cannot read audio from 'none.wav': no such file" in missing.stderr

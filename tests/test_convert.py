@@ -85,9 +85,10 @@ class Exploit:
 def test_refuses_pickled_code_and_foreign_files(tmp_path, capsys):
     with open(tmp_path / "evil.th", "wb") as handle:
         pickle.dump({"encoder.model.0.conv.conv.bias": Exploit()}, handle)
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="cannot read") as refused:
         convert_checkpoint(tmp_path / "evil.th", "encodec_24khz", tmp_path / "out")
     assert "pickled code ran" not in capsys.readouterr().out
+    assert "weights_only=False" not in str(refused.value) and "never runs code" in str(refused.value)
     (tmp_path / "text.th").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="cannot read"):
         convert_checkpoint(tmp_path / "text.th", "encodec_24khz", tmp_path / "out")

@@ -181,3 +181,30 @@ def test_evaluate_command(tmp_path, clips, capsys):
     assert "pass -f" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "audio" / "0.wav"), "--model", str(folder), "--metrics", "nope"]) == 2
     assert "unknown metric 'nope'" in capsys.readouterr().err
+
+
+def test_intervals_need_three_clips_and_the_table_says_what_they_are(clips):
+    model = tiny_model()
+    two = evaluate(model, clips[:2], bandwidths=[0.8], metrics=["si_snr"])
+    assert two.summary[0]["clips"] == 2 and two.summary[0]["si_snr_ci95"] is None
+    table = two.markdown(["si_snr"])
+    row = [line for line in table.splitlines() if line.startswith("| model")][0]
+    assert "| clips |" in row and "±" not in table.split("\n\n")[0].split("\n", 2)[2]
+    assert "± is the half-width of the 95 % interval" in table and "from 3 clips on" in table
+    three = evaluate(model, clips, bandwidths=[0.8], metrics=["si_snr"])
+    assert " ± " in three.markdown(["si_snr"]).splitlines()[2]
+
+
+def test_unreadable_clips_stop_or_are_skipped(tmp_path, clips, capsys):
+    folder = save_tiny_folder(tmp_path / "model", tiny_model())
+    (tmp_path / "audio").mkdir()
+    for index, (audio, rate) in enumerate(clips):
+        sf.write(tmp_path / "audio" / f"{index}.wav", audio.T, rate)
+    (tmp_path / "audio" / "1.wav").write_bytes(b"RIFF garbage")
+    command = ["evaluate", str(tmp_path / "audio"), "--model", str(folder), "-b", "0.8", "--metrics", "si_snr"]
+    assert main(command) == 2
+    assert "cannot evaluate clip 1.wav" in capsys.readouterr().err
+    assert main([*command, "--on-error", "skip"]) == 0
+    captured = capsys.readouterr()
+    assert "note: clip 1.wav skipped" in captured.out and "| 2 |" in captured.out
+    assert "evaluate" in captured.err  # the progress bar

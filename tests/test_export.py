@@ -339,6 +339,14 @@ def test_cli_bad_options_fail_in_one_line(tmp_path, capsys, arguments, message):
     assert [line for line in err.splitlines() if "error:" in line] == [err.strip().splitlines()[-1]]
 
 
+def test_exporting_an_exported_folder_says_to_use_the_model_folder(causal, tmp_path, capsys):
+    from encodec_hf.cli import main
+
+    _, folder = causal
+    assert main(["export", str(folder), "--output", str(tmp_path / "again")]) == 2
+    assert "is an exported folder" in capsys.readouterr().err
+
+
 def test_exporting_or_loading_what_is_not_a_model_fails_clearly(tmp_path, capsys):
     from encodec_hf.cli import main
 

@@ -133,8 +133,12 @@ def _edit_language_model_weights(folder, tmp_path, edit):
         (lambda t: t.pop("transformer.norm_in.weight"), "1 missing keys (transformer.norm_in.weight)"),
         (lambda t: t.update(extra=torch.zeros(3)), "1 unexpected keys (extra)"),
         (lambda t: t["linears.0.bias"].fill_(float("nan")), "NaN or Inf in 1 tensor(s): linears.0.bias"),
+        (
+            lambda t: t.update({"linears.0.bias": torch.zeros(t["linears.0.bias"].numel() + 1)}),
+            "1 mismatched keys (linears.0.bias: (17,) in the folder, (16,) in this model)",
+        ),
     ],
-    ids=["missing", "extra", "nan"],
+    ids=["missing", "extra", "nan", "shape"],
 )
 def test_a_damaged_language_model_folder_is_refused(with_lm, tmp_path, edit, message):
     """As the codec's weights: transformers alone would fill a missing tensor with uninitialised memory, so that

@@ -185,7 +185,7 @@ def test_the_missing_rate_warning_is_true(extractor, caplog):
 
 def test_rate_less_arrays_are_refused_by_tokenize_dataset(chunked, extractor):
     dataset = datasets.Dataset.from_dict({"audio": [np.zeros(300, dtype=np.float32)]})
-    with pytest.raises(ValueError, match="plain array with no rate: pass sampling_rate_column"):
+    with pytest.raises(ValueError, match="plain array with no rate: name the column that holds it"):
         tokenize_dataset(dataset, chunked, extractor, 0.8)
 
 
@@ -467,19 +467,27 @@ def test_a_file_of_huge_samples_reads_back(chunked):
     assert np.isfinite(decoded).all()
 
 
-@pytest.mark.parametrize("damage", ["missing", "extra", "nan"])
+@pytest.mark.parametrize("damage", ["missing", "extra", "nan", "shape"])
 def test_damaged_folders_fail_the_load(tmp_path, damage):
     folder = save_tiny_folder(tmp_path / "model", tiny_model())
     tensors = load_file(folder / "model.safetensors")
     name = sorted(k for k in tensors if k.startswith("decoder."))[0]
+    size = tensors[name].numel()
     if damage == "missing":
         del tensors[name]
     elif damage == "extra":
         tensors["decoder.extra.weight"] = torch.zeros(3)
-    else:
+    elif damage == "nan":
         tensors[name] = torch.full_like(tensors[name], float("nan"))
+    else:  # transformers alone says "look at the above report!" with no report in a one-line error
+        tensors[name] = torch.zeros(size + 1)
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
-    message = {"missing": "1 missing keys", "extra": "1 unexpected keys", "nan": "NaN or Inf"}[damage]
+    message = {
+        "missing": "1 missing keys",
+        "extra": "1 unexpected keys",
+        "nan": "NaN or Inf",
+        "shape": rf"1 mismatched keys \({name}: \({size + 1},\) in the folder",
+    }[damage]
     with pytest.raises(ValueError, match=message):
         EncodecModel.from_pretrained(folder)
 

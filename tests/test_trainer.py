@@ -381,3 +381,41 @@ def test_adversarial_losses_join_at_adversarial_start(tmp_path, monkeypatch):
     train("tiny", clips_dataset(), tmp_path / "sisnr", recipe="with-sisnr", steps=1, save_every=0, **FAST)
     record = read_log(tmp_path / "sisnr")[0]
     assert np.isfinite(record["sisnr"]) and "mel" not in record
+
+
+def test_resume_falls_back_past_a_damaged_checkpoint_and_logs_each_step_once(tmp_path, capsys):
+    """A damaged newest checkpoint (truncated state, a tampered step, a missing key) is passed over for the one
+    before; log.jsonl then holds each step once; the end prints the held-out scores."""
+    data, out = clips_dataset(), tmp_path / "out"
+    settings = dict(save_every=2, keep_checkpoints=3, eval_every=0, **FAST)
+    train("tiny", data, out, steps=4, eval_data=clips_dataset(count=1, seed=3), **settings)
+    assert "held-out scores at step 4" in capsys.readouterr().out
+    state = torch.load(out / "checkpoint-4" / "trainer_state.pt", weights_only=True)
+    for damage in ("truncate", "step", "key"):
+        if damage == "truncate":
+            raw = (out / "checkpoint-4" / "trainer_state.pt").read_bytes()
+            (out / "checkpoint-4" / "trainer_state.pt").write_bytes(raw[: len(raw) // 2])
+        elif damage == "step":
+            torch.save({**state, "step": 10**9}, out / "checkpoint-4" / "trainer_state.pt")
+        else:
+            torch.save({k: v for k, v in state.items() if k != "optimizer"}, out / "checkpoint-4" / "trainer_state.pt")
+        with pytest.warns(UserWarning, match="checkpoint-4 is damaged"):
+            train("tiny", data, out, steps=4, eval_data=clips_dataset(count=1, seed=3), **settings)
+        assert "resuming at step 2" in capsys.readouterr().out
+        steps = [r["step"] for r in read_log(out) if "eval" not in r]
+        assert steps == [1, 2, 3, 4], damage
+        assert [r["step"] for r in read_log(out) if "eval" in r] == [0, 4]
+    for checkpoint in ("checkpoint-2", "checkpoint-4"):
+        (out / checkpoint / "trainer_state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="no checkpoint in .* loads"), pytest.warns(UserWarning):
+        train("tiny", data, out, steps=4, **settings)
+
+
+def test_a_full_disk_at_a_checkpoint_says_so(tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1698112 vs 1698000")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(TrainingError, match=r"cannot write checkpoint-2 .* \(is the disk full\?\)"):
+        train("tiny", clips_dataset(), tmp_path / "out", steps=2, save_every=2, **FAST)
+    assert not list((tmp_path / "out").glob(".checkpoint-*"))

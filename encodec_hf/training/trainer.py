@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -445,17 +446,43 @@ class Trainer:
                 raise TrainingError(
                     f"{self.output_dir} holds a run with other settings ({details}); pass another output folder"
                 )
-        if checkpoints:
-            self._load_checkpoint(checkpoints[-1])
+        resumed = self._load_newest_intact(checkpoints)
         if self.rank == 0:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            self._truncate_log()
             settings_path.write_text(json.dumps(self.settings.to_dict(), indent=2) + "\n")
             (self.output_dir / "recipe.json").write_text(json.dumps(self.recipe, indent=2) + "\n")
-        if not checkpoints:
+        if resumed is None:
             # every rank starts from rank 0's weights (a fresh model is random on each)
             for module in (self.model, self.discriminator):
                 broadcast_from_rank0([*module.parameters(), *module.buffers()])
         _barrier(self.world)
+
+    def _truncate_log(self) -> None:
+        """Drop log records after the step the run resumes from (a killed run logged steps its checkpoint does not
+        hold; they are run again), so that each step is in log.jsonl once."""
+        if not self.log_path.exists():
+            return
+        lines = self.log_path.read_text().splitlines() if self.step_index else []  # a fresh start logs step 0 again
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= self.step_index]
+        self.log_path.write_text("".join(line + "\n" for line in kept))
+
+    def _load_newest_intact(self, checkpoints: list[Path]) -> Path | None:
+        """Load the newest checkpoint that loads whole, falling back past damaged ones (each named in a warning);
+        None when there is none. A TrainingError when checkpoints exist and none of them loads."""
+        for path in reversed(checkpoints):
+            try:
+                self._load_checkpoint(path)
+                return path
+            except Exception as error:  # a truncated, tampered or foreign file: try the one before
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                warnings.warn(f"checkpoint {path} is damaged ({reason}); trying the one before", stacklevel=2)
+        if checkpoints:
+            raise TrainingError(
+                f"no checkpoint in {self.output_dir} loads ({', '.join(p.name for p in checkpoints)} are damaged); "
+                f"pass another output folder to start over"
+            )
+        return None
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
 
@@ -475,9 +502,16 @@ class Trainer:
         if self.rank == 0:
             temporary = self.output_dir / f".checkpoint-{self.step_index}.tmp"
             shutil.rmtree(temporary, ignore_errors=True)
-            self._save_model(temporary / "model")
-            self.discriminator.save_pretrained(temporary / "discriminator")
-            torch.save(self._state(), temporary / STATE_FILE)
+            try:
+                self._save_model(temporary / "model")
+                self.discriminator.save_pretrained(temporary / "discriminator")
+                torch.save(self._state(), temporary / STATE_FILE)
+            except (OSError, RuntimeError) as error:  # a full disk: torch says "unexpected pos ..."
+                shutil.rmtree(temporary, ignore_errors=True)
+                raise TrainingError(
+                    f"cannot write {target.name} in {self.output_dir} (is the disk full?): "
+                    f"{str(error).splitlines()[0]}; the previous checkpoint is intact, rerun to resume from it"
+                ) from error
             shutil.rmtree(target, ignore_errors=True)
             os.replace(temporary, target)
             for old in self._checkpoints()[: -self.settings.keep_checkpoints]:
@@ -491,6 +525,11 @@ class Trainer:
 
     def _load_checkpoint(self, path: Path) -> None:
         state = torch.load(path / STATE_FILE, weights_only=True)
+        missing = {"step", "optimizer", "d_optimizer", "balancer", "torch_rng", "skipped"} - set(state)
+        if missing:
+            raise ValueError(f"{path / STATE_FILE} lacks {', '.join(sorted(missing))}")
+        if state["step"] != int(path.name.split("-", 1)[1]):
+            raise ValueError(f"{path / STATE_FILE} says step {state['step']!r}, its folder {path.name}")
         loaded = EncodecModel.from_pretrained(path / "model")
         self.model.load_state_dict(loaded.state_dict())
         self.discriminator.load_state_dict(
@@ -628,12 +667,15 @@ class Trainer:
                 record["steps_per_second"] = (self.step_index - first) / (time.perf_counter() - started)
                 self._log(record)
                 if bar is not None:
-                    bar.update(1)
                     shown = {k: f"{record[k]:.3g}" for k in ("l1", "mel", "adv", "feat") if k in record}
-                    bar.set_postfix(shown, refresh=False)
+                    bar.set_postfix(shown, refresh=False)  # before update: the step's own losses on its line
+                    bar.update(1)
                 done = self.step_index == settings.steps
                 if self.eval_clips and (done or (settings.eval_every and self.step_index % settings.eval_every == 0)):
-                    self._log({"step": self.step_index, "eval": self.evaluate()})
+                    scores = self.evaluate()
+                    self._log({"step": self.step_index, "eval": scores})
+                    if done and self.rank == 0:
+                        print(summarize_scores(scores, self.step_index))
                 if done or (settings.save_every and self.step_index % settings.save_every == 0):
                     self.save_checkpoint()
         finally:
@@ -649,6 +691,19 @@ class Trainer:
                 print(f"encodec-hf train: skipped {len(self.sampler.skipped)} unusable rows")
         _barrier(self.world)
         return final
+
+
+def summarize_scores(scores: dict, step: int) -> str:
+    """`evaluate_clips`'s scores as one line for the terminal: "encodec-hf train: held-out scores at step 30 (...):
+    1.5 kbps: SI-SNR 1.10 dB, mel distance 5.47; 3 kbps: ..."."""
+    parts = [
+        f"{bandwidth} kbps: SI-SNR {values['si_snr']:.2f} dB, mel distance {values['mel_distance']:.2f}"
+        for bandwidth, values in scores.items()
+    ]
+    return (
+        f"encodec-hf train: held-out scores at step {step} (SI-SNR: higher is better; mel distance: lower): "
+        + "; ".join(parts)
+    )
 
 
 def train(model, data, output_dir, eval_data=None, **settings) -> Path:
