@@ -182,7 +182,8 @@ class _ProgressBar:
         if self.bar is None:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=None, unit="chunk", leave=False)
+            # a share of the work rather than a count: a long 24 kHz clip is one chunk, reported piece by piece
+            self.bar = tqdm(total=None, leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
             _OPEN_BARS.append(self)  # closed by main() however the command ends
         self.bar.total = len(self.stages) * total
         self.bar.n = done + self.stages.index(stage) * total

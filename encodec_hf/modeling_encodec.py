@@ -1041,6 +1041,8 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
 
 MAX_SCALE = 1e6  # the largest per-chunk scale: see encode_chunks
 LONG_DECODE_FRAMES = 4500  # causal clips longer than this (60 s at 24 kHz) decode in pieces: see decode_chunks
+LONG_ENCODE_FRAMES = 4500  # and encode in pieces (exact path): see encode_chunks
+ENCODE_PIECE_FRAMES = 375  # 5 s at 24 kHz
 DECODE_PIECE_FRAMES = 375  # 5 s at 24 kHz: about 0.5 GB of activations (the channels_last layout is not streamed)
 
 INFERENCE_DEFAULTS = {
@@ -1349,17 +1351,40 @@ class EncodecModel(EncodecPreTrainedModel):
     # -- encoding -----------------------------------------------------------------------------------------------
 
     def encode_chunks(
-        self, chunks: torch.Tensor, num_quantizers: int, fast_encoding: bool = False, mask: torch.Tensor | None = None
+        self,
+        chunks: torch.Tensor,
+        num_quantizers: int,
+        fast_encoding: bool = False,
+        mask: torch.Tensor | None = None,
+        on_piece=None,
     ):
         """Encode chunks of equal length, each on its own scale: (N, C, T) audio -> codes (N, num_quantizers,
         ceil(T / hop)) and scales (N, 1), or None for models that do not normalise. A (N, 1, T) `mask` marks the
-        real samples of padded chunks (their scale is taken over those alone)."""
+        real samples of padded chunks (their scale is taken over those alone).
+
+        On the exact path, a causal model's clip of more than LONG_ENCODE_FRAMES frames (60 s at 24 kHz) goes
+        through the encoder in pieces of ENCODE_PIECE_FRAMES frames, each layer carrying its streaming state, so
+        that memory is one piece's however long the clip (whole, 280 s took 4.4 GB); `on_piece(fraction)` is told
+        of each piece done. The pieces compute the same sums in the same order: embeddings equal to the whole
+        clip's, bit for bit (tests/test_streaming.py, the full-size model on 60 s to 2 minutes)."""
         scale = None
         if self.config.normalize:
             scale = chunk_scales(chunks, mask)  # (N, 1, 1)
             chunks = chunks / scale
             scale = scale.view(-1, 1)
-        embeddings = self.encoder(chunks.to(self.dtype), channels_last=fast_encoding)
+        hop = self.config.hop_length
+        long_causal = self.config.use_causal_conv and self.config.chunk_length is None
+        pieced = long_causal and not fast_encoding and not torch.compiler.is_exporting()
+        if pieced and num_frames(chunks.shape[-1], hop) > LONG_ENCODE_FRAMES:
+            states, pieces, step = self.encoder.init_states(), [], ENCODE_PIECE_FRAMES * hop
+            for start in range(0, chunks.shape[-1], step):
+                pieces.append(self.encoder(chunks[..., start : start + step].to(self.dtype), states=states))
+                if on_piece is not None:
+                    on_piece(min(1.0, (start + step) / chunks.shape[-1]))
+            pieces.append(self.encoder(chunks[..., :0].to(self.dtype), states=states, final=True))
+            embeddings = torch.cat(pieces, dim=-1)  # (N, D, F)
+        else:
+            embeddings = self.encoder(chunks.to(self.dtype), channels_last=fast_encoding)
         codes = self.quantizer.encode(embeddings, num_quantizers).transpose(0, 1)
         return codes, scale
 
@@ -1433,7 +1458,9 @@ class EncodecModel(EncodecPreTrainedModel):
                     if mask is not None:
                         mask[row, :, :size] = True
                 # (N, Q, ceil(width / hop)), (N, 1)
-                chunk_codes, chunk_scales = self.encode_chunks(chunks, num_quantizers, fast, mask)
+                chunk_codes, chunk_scales = self.encode_chunks(
+                    chunks, num_quantizers, fast, mask, on_piece=lambda f: report(done + f * len(part), len(jobs))
+                )
                 for row, (index, item, _, size) in enumerate(part):
                     real = num_frames(size, hop)
                     codes[index, item, :, :real] = chunk_codes[row, :, :real]

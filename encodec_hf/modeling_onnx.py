@@ -107,7 +107,7 @@ class _ExportedEncodecModel(EncodecModel):
             raise ValueError("pad_chunks is not offered by exported models: their encoder scales whole chunks")
         return False
 
-    def encode_chunks(self, chunks, num_quantizers, fast_encoding=False, mask=None):
+    def encode_chunks(self, chunks, num_quantizers, fast_encoding=False, mask=None, on_piece=None):
         available = self.export_config["num_quantizers"]
         if num_quantizers > available:
             raise ValueError(

@@ -5,7 +5,7 @@ import torch
 
 from encodec_hf import EncodecConfig, EncodecModel
 from encodec_hf.streaming import STARTUP_DELAY_FRAMES
-from encodec_hf.testing import tiny_config, tiny_model
+from encodec_hf.testing import requires_original, tiny_config, tiny_model
 
 
 def split_push(stream, tensor, sizes_seed, max_piece, *extra):
@@ -249,6 +249,74 @@ def test_long_causal_clips_decode_in_pieces_within_1e5(monkeypatch):
             pieces = model.decode(enc.audio_codes, enc.audio_scales, mask).audio_values
             assert pieces.shape == whole.shape
             assert ((pieces - whole).norm() / whole.norm()) < 1e-5, piece
+
+
+def test_long_causal_clips_encode_in_pieces_to_the_same_codes(monkeypatch):
+    """Past LONG_ENCODE_FRAMES the exact path encodes a causal clip in pieces (bounded memory): the same codes as
+    encoding it whole, for piece boundaries anywhere, and the progress moves piece by piece."""
+    import encodec_hf.modeling_encodec as modeling
+
+    model = tiny_model()
+    x = torch.randn(2, 1, 4003, generator=torch.Generator().manual_seed(4)) * 0.3  # 1,001 frames
+    mask = torch.ones(2, 4003)
+    mask[1, 3000:] = 0
+    with torch.inference_mode():
+        whole = model.encode(x, mask, bandwidth=0.8).audio_codes
+        monkeypatch.setattr(modeling, "LONG_ENCODE_FRAMES", 100)
+        for piece in (7, 250):
+            monkeypatch.setattr(modeling, "ENCODE_PIECE_FRAMES", piece)
+            reports = []
+            pieces = model.encode(x, mask, bandwidth=0.8, progress=lambda *a: reports.append(a[1:])).audio_codes
+            assert torch.equal(pieces, whole), piece
+            assert len(reports) >= (4003 + 3000) // (4 * piece) and reports[-1] == (2, 2)  # a report a piece
+
+
+@requires_original()
+@pytest.mark.slow
+def test_long_24khz_clips_encode_in_pieces_to_the_originals_codes(converted):
+    """The full-size 24 kHz model on 70 s of noise: pieces of 5 s give EnCodec 0.1.1's codes."""
+    original, folder = converted["encodec_24khz"]
+    model = EncodecModel.from_pretrained(folder).eval()
+    audio = torch.randn(1, 1, 70 * 24_000, generator=torch.Generator().manual_seed(5)) * 0.2
+    original.set_target_bandwidth(6.0)
+    with torch.no_grad():
+        theirs = original.encode(audio)[0][0]  # (1, Q, F)
+        ours = model.encode(audio, bandwidth=6.0).audio_codes[0]
+    assert torch.equal(ours, theirs)
+
+
+@pytest.mark.slow
+def test_memory_of_a_long_encode_is_bounded(tmp_path):
+    """The 24 kHz architecture: four minutes encoded in pieces raise the peak memory less than 1.5 x one minute
+    encoded whole (VmHWM of separate processes, as below)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "model"
+    EncodecModel(EncodecConfig.from_preset("encodec_24khz")).save_pretrained(folder)
+    script = f"""
+import sys, torch
+from encodec_hf import EncodecModel
+def peak_mb():
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
+model = EncodecModel.from_pretrained({str(folder)!r}).eval()
+audio = torch.randn(1, 1, int(sys.argv[1]) * 24000, generator=torch.Generator().manual_seed(0)) * 0.2
+base = peak_mb()
+with torch.inference_mode():
+    codes = model.encode(audio, bandwidth=1.5).audio_codes
+print(peak_mb() - base, codes.shape[-1])
+"""
+
+    def grown_mb(seconds):
+        out = subprocess.run([sys.executable, "-c", script, str(seconds)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        grown, frames = out.stdout.split()
+        assert int(frames) == seconds * 75
+        return float(grown)
+
+    one_minute, four_minutes = grown_mb(60), grown_mb(240)
+    assert one_minute > 100, one_minute
+    assert four_minutes < 1.5 * one_minute, (one_minute, four_minutes)
 
 
 @pytest.mark.slow
