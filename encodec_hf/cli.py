@@ -163,6 +163,7 @@ def export_command(args) -> int:
         dtype=args.dtype,
         bandwidth=args.bandwidth,
         streaming=args.streaming,
+        progress=lambda line: print(f"encodec-hf export: {line}", file=sys.stderr, flush=True),
     )
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
     print(f"wrote {folder} ({files}) and {args.output}/config.json, preprocessor_config.json")
@@ -183,7 +184,9 @@ class _ProgressBar:
             from tqdm.auto import tqdm
 
             # a share of the work rather than a count: a long 24 kHz clip is one chunk, reported piece by piece
-            self.bar = tqdm(total=None, leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+            self.bar = tqdm(
+                total=None, leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}"
+            )
             _OPEN_BARS.append(self)  # closed by main() however the command ends
         self.bar.total = len(self.stages) * total
         self.bar.n = done + self.stages.index(stage) * total
@@ -818,6 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--streaming", action="store_true", help="also the step models of frame streams (causal models: 24 kHz)"
     )
+    threads_option(ex)
     ex.add_argument("-f", "--force", action="store_true", help="write into a non-empty --output")
     ex.set_defaults(func=export_command)
 

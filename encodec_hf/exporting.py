@@ -351,13 +351,15 @@ def export(
     dtype: str = "float32",
     bandwidth: float | None = None,
     streaming: bool = False,
+    progress=None,
 ) -> Path:
     """Export `model` (an `EncodecModel`, or a folder or Hub id it loads from) to `output_dir`; returns the folder
     that holds the graphs (`output_dir/onnx` or `output_dir/openvino`).
 
     `bandwidth` fixes the encoder's codebooks (None: all, which serves every bandwidth); `dtype="float16"` stores
     float16 weights with float32 inputs and outputs (ONNX only); `streaming=True` (causal models) adds the step
-    models of frame streams (`_stream_graphs`)."""
+    models of frame streams (`_stream_graphs`). `progress(line)` is told of each graph as its export starts
+    (the command line prints these: a full-size model takes minutes)."""
     from .modeling_encodec import EncodecModel
 
     if format not in FORMATS:
@@ -390,9 +392,13 @@ def export(
     channels = config.audio_channels
     length = config.chunk_length or config.sampling_rate // 2
     audio = 0.1 * torch.randn(2, channels, length + 17, generator=torch.Generator().manual_seed(0))
-    codes = torch.randint(0, config.codebook_size, (1, 2, num_quantizers, 7), generator=torch.Generator())
+    # the decoder takes any codebook count up to the model's: an example of 2 (a dimension of 1 would be frozen)
+    example_quantizers = min(2, config.num_quantizers)
+    codes = torch.randint(0, config.codebook_size, (1, 2, example_quantizers, 7), generator=torch.Generator())
     batch, samples = torch.export.Dim("batch"), torch.export.Dim("samples", min=1)
-    chunks, quantizers = torch.export.Dim("chunks"), torch.export.Dim("codebooks", max=config.num_quantizers)
+    chunks = torch.export.Dim("chunks")
+    # a one-codebook model's decoder takes exactly one (torch.export keeps no dimension whose only size is 1)
+    quantizers = torch.export.Dim("codebooks", max=config.num_quantizers) if config.num_quantizers > 1 else None
     frames = torch.export.Dim("frames", min=1)
     encoder_outputs = ("audio_codes",) + (("audio_scales",) if config.normalize else ())
 
@@ -408,7 +414,7 @@ def export(
             DECODER_NAME,
             DecoderGraph(folded),
             (codes,),
-            {"audio_codes": {0: chunks, 1: batch, 2: quantizers, 3: frames}},
+            {"audio_codes": {0: chunks, 1: batch, 3: frames, **({2: quantizers} if quantizers else {})}},
             (("audio_codes",), ("audio_values",)),
         ),
     ]
@@ -420,7 +426,9 @@ def export(
     files = {}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        for name, graph, examples, dynamic_shapes, names in graphs:
+        for index, (name, graph, examples, dynamic_shapes, names) in enumerate(graphs):
+            if progress is not None:
+                progress(f"exporting {name} ({index + 1} of {len(graphs)}, {format})")
             source = scratch / f"{name}.onnx"
             _export_graph(graph, examples, dynamic_shapes, names, source, opset)
             if format == "onnx":

@@ -471,3 +471,23 @@ def test_full_size_48khz_model_at_the_issue_lengths_and_every_bandwidth(tmp_path
             reference = model.decode(expected, top.audio_scales, mask, fast_decoding=False).audio_values
             decoded = runner.decode(expected, top.audio_scales, mask).audio_values
             assert (decoded - reference).abs().max() < 1e-4 * reference.abs().max(), bandwidth
+
+
+def test_a_one_codebook_model_exports_and_the_command_reports_progress(tmp_path, capsys):
+    """A model with a single codebook failed in torch.export (a codebook dimension of size 1); the command prints
+    each graph as it starts and takes --threads."""
+    from encodec_hf.cli import main
+
+    model = tiny_model(target_bandwidths=[0.4])
+    assert model.config.num_quantizers == 1
+    source = save_tiny_folder(tmp_path / "model", model)
+    assert main(["export", str(source), "--output", str(tmp_path / "out"), "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "exporting encodec_encode (1 of 2, onnx)" in err and "exporting encodec_decode (2 of 2, onnx)" in err
+    runner = OnnxEncodecModel.from_pretrained(tmp_path / "out")
+    x = torch.randn(1, 1, 999, generator=torch.Generator().manual_seed(1)) * 0.3
+    with torch.no_grad():
+        ours, theirs = model.encode(x, bandwidth=0.4), runner.encode(x, bandwidth=0.4)
+        assert (ours.audio_codes != theirs.audio_codes).float().mean() <= 1e-3
+        decoded = runner.decode(theirs.audio_codes, theirs.audio_scales).audio_values
+    assert decoded.shape[-1] >= 999
