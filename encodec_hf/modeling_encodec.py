@@ -1459,7 +1459,11 @@ class EncodecModel(EncodecPreTrainedModel):
                         mask[row, :, :size] = True
                 # (N, Q, ceil(width / hop)), (N, 1)
                 chunk_codes, chunk_scales = self.encode_chunks(
-                    chunks, num_quantizers, fast, mask, on_piece=lambda f: report(done + f * len(part), len(jobs))
+                    chunks,
+                    num_quantizers,
+                    fast,
+                    mask,
+                    on_piece=lambda f, done=done, count=len(part): report(done + f * count, len(jobs)),
                 )
                 for row, (index, item, _, size) in enumerate(part):
                     real = num_frames(size, hop)
