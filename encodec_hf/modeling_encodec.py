@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -1111,6 +1112,11 @@ def _progress_reporter(progress, stage: str):
     )
 
 
+def _report_share(report, done: int, count: int, total: int, share: float) -> None:
+    """Tell `report` of `share` (0 to 1) of a group of `count` chunks done, after `done` of `total`."""
+    report(done + share * count, total)
+
+
 def _deprecated_option(name: str) -> property:
     def getter(self):
         return self._inference_defaults[name]
@@ -1458,13 +1464,8 @@ class EncodecModel(EncodecPreTrainedModel):
                     if mask is not None:
                         mask[row, :, :size] = True
                 # (N, Q, ceil(width / hop)), (N, 1)
-                chunk_codes, chunk_scales = self.encode_chunks(
-                    chunks,
-                    num_quantizers,
-                    fast,
-                    mask,
-                    on_piece=lambda f, done=done, count=len(part): report(done + f * count, len(jobs)),
-                )
+                on_piece = functools.partial(_report_share, report, done, len(part), len(jobs))
+                chunk_codes, chunk_scales = self.encode_chunks(chunks, num_quantizers, fast, mask, on_piece=on_piece)
                 for row, (index, item, _, size) in enumerate(part):
                     real = num_frames(size, hop)
                     codes[index, item, :, :real] = chunk_codes[row, :, :real]
