@@ -33,12 +33,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input")
     parser.add_argument("output")
-    parser.add_argument("--model", default=None, help="a causal model (24 kHz); default: random weights")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a model folder or Hub id: 24 kHz streams frame by frame, 48 kHz chunk by chunk (default: a 24 kHz "
+        "model with random weights)",
+    )
     parser.add_argument("--bandwidth", type=float, default=None, help="kbps (default: 6 when the model offers it)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's, all cores; on a busy machine 1 can be faster: docs/streaming.md)",
+    )
     parser.add_argument("--frames-per-push", type=int, default=1, help="frames per push (latency against overhead)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     if args.model:
         model = EncodecModel.from_pretrained(args.model).eval()
@@ -74,7 +85,7 @@ def main() -> None:
     per_frame = [1000 * t for t in times]
     print(
         f"{len(times)} pushes of {frame_ms:.1f} ms ({args.frames_per_push} frame(s)), {bandwidth:g} kbps, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
     )
     if model.config.chunk_length is not None:
         why = "a chunk stream waits for each chunk's last sample"
