@@ -481,7 +481,11 @@ def test_a_one_codebook_model_exports_and_the_command_reports_progress(tmp_path,
     model = tiny_model(target_bandwidths=[0.4])
     assert model.config.num_quantizers == 1
     source = save_tiny_folder(tmp_path / "model", model)
-    assert main(["export", str(source), "--output", str(tmp_path / "out"), "--threads", "1"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["export", str(source), "--output", str(tmp_path / "out"), "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # main() set it for this process
     err = capsys.readouterr().err
     assert "exporting encodec_encode (1 of 2, onnx)" in err and "exporting encodec_decode (2 of 2, onnx)" in err
     runner = OnnxEncodecModel.from_pretrained(tmp_path / "out")
