@@ -1,7 +1,7 @@
 """Export the encoder and decoder to ONNX (and OpenVINO), weight norm folded, with dynamic batch and time axes.
 
 The graphs are the model's own layers traced by torch's ONNX exporter (`torch.onnx.export(dynamo=True)`); three
-layers write their export form themselves (modeling_encodec.py): `_pad1d` pads without branches on the symbolic
+layers write their export form themselves (layers.py): `_pad1d` pads without branches on the symbolic
 length, the LSTM becomes ONNX `LSTM` nodes (the exporter would unroll it for the example's length), and the
 quantizer's decoding gathers from the stacked codebooks so that one decoder serves every bandwidth.
 

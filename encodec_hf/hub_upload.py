@@ -27,14 +27,17 @@ from .convert_encodec import convert_state_dict, load_original_state_dict
 from .modeling_encodec import EncodecModel
 from .processing import EncodecFeatureExtractor
 
-# The model's and processor's modules and every module they import (streaming.py for stream_encoder /
-# stream_decoder, language_model.py for the entropy-coding model, chunking.py for the arithmetic they share,
-# loading.py for the strict weight checks,
-# audio_io.py for the processor's undecoded audio files):
+# The model's and processor's modules and every module they import (layers.py and quantization.py, what the
+# model is built of; distributed.py, which the codebooks use; streaming.py for stream_encoder / stream_decoder;
+# language_model.py for the entropy-coding model; chunking.py for the arithmetic they share; loading.py for the
+# strict weight checks; audio_io.py for the processor's undecoded audio files):
 # transformers copies what the auto_map names and their relative imports, so all of them ship.
 REMOTE_CODE = (
     "configuration_encodec.py",
     "modeling_encodec.py",
+    "layers.py",
+    "quantization.py",
+    "distributed.py",
     "processing.py",
     "streaming.py",
     "language_model.py",

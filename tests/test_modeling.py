@@ -6,14 +6,8 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from encodec_hf import EncodecFeatureExtractor, EncodecModel
-from encodec_hf.modeling_encodec import (
-    EncodecConv1d,
-    EncodecLSTMLayers,
-    conv_extra_padding,
-    linear_overlap_add,
-    num_frames,
-    overlap_add_weights,
-)
+from encodec_hf.chunking import conv_extra_padding, linear_overlap_add, num_frames, overlap_add_weights
+from encodec_hf.layers import EncodecConv1d, EncodecLSTMLayers
 from encodec_hf.testing import tiny_config, tiny_model
 
 LENGTHS = [1, 2, 3, 5, 17, 359, 360, 361, 399, 400, 401, 721, 1000]  # tiny chunked model: chunk 400, stride 360

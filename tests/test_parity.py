@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
-from encodec_hf.modeling_encodec import num_frames
+from encodec_hf.chunking import num_frames
 from encodec_hf.testing import import_original_encodec
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]  # full-size models throughout
@@ -165,7 +165,7 @@ def test_overlap_add_is_the_originals():
         pytest.skip("EnCodec 0.1.1 is not installed")
     from encodec.utils import _linear_overlap_add
 
-    from encodec_hf.modeling_encodec import linear_overlap_add
+    from encodec_hf.chunking import linear_overlap_add
 
     generator = torch.Generator().manual_seed(0)
     for lengths in ([48_000], [48_000, 48_000, 4_960], [48_000, 640]):

@@ -359,7 +359,7 @@ print(peak_mb() - base, audio.shape[-1])
 def test_stepwise_lstm_matches_torch_lstm():
     """The matrix-product steps a stream's short pushes use give torch.lstm's outputs and state within float
     rounding, from a fresh or a carried state."""
-    from encodec_hf.modeling_encodec import EncodecLSTMLayers
+    from encodec_hf.layers import EncodecLSTMLayers
 
     torch.manual_seed(0)
     layers = EncodecLSTMLayers(16, 16, 2)

@@ -105,7 +105,7 @@ def test_quantizer_in_eval_mode_is_encode_then_decode_and_changes_nothing():
 
 
 def test_kmeans_worked_example():
-    from encodec_hf.modeling_encodec import kmeans
+    from encodec_hf.quantization import kmeans
 
     torch.manual_seed(0)
     means, sizes = kmeans(torch.tensor([[0.0], [0.1], [10.0], [10.2]]), 2, 10)

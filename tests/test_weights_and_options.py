@@ -105,7 +105,7 @@ def test_data_writes_are_seen_by_the_next_call(warm):
 
 def test_a_call_folds_each_layer_once(warm, monkeypatch):
     """The fresh fold costs one evaluation of each layer's weight per encode call, not one per clip or chunk."""
-    from encodec_hf.modeling_encodec import _FoldedWeight
+    from encodec_hf.layers import _FoldedWeight
 
     model, _ = warm
     encoder_layers = sum(hasattr(module, "folded_weight") for module in model.encoder.modules())

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..modeling_encodec import EncodecModel, average_across_ranks, broadcast_from_rank0
+from ..distributed import average_across_ranks, broadcast_from_rank0
+from ..modeling_encodec import EncodecModel
 from ..processing import EncodecFeatureExtractor, convert_channels, resample
 from ..tokenization import load_audio_dataset, read_audio_value, resolve_rate_column
 from .balancer import Balancer
