@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .configuration_encodec import PRESETS, EncodecConfig
-from .language_model import EncodecLanguageModel
+from .language_model import LANGUAGE_MODEL_FOLDER, EncodecLanguageModel
 from .modeling_encodec import EncodecModel
 from .processing import EncodecFeatureExtractor
 
@@ -129,7 +129,7 @@ def convert_language_model(checkpoint: str | Path, config: EncodecConfig, output
                 f"language model needs {tuple(expected[key].shape)} (is --model right?)"
             )
     model.load_state_dict(state, strict=True)
-    model.eval().save(output)
+    model.eval().save_pretrained(Path(output) / LANGUAGE_MODEL_FOLDER)
     return model
 
 

@@ -12,8 +12,7 @@ original's decode on either side.
 
 The model is a transformers `PreTrainedModel` with its own config (`EncodecLanguageModelConfig`), saved in a codec
 folder's `language_model/` subfolder; `EncodecModel.from_pretrained` loads it from there (local folders, the Hub
-and the offline cache alike) through `load_language_model`. Folders written before that layout, with
-`language_model.safetensors` and `language_model_config.json` beside the codec, still load.
+and the offline cache alike) through `load_language_model`.
 
 Version-1 files use a deterministic mode instead (`DeterministicRunner`, `deterministic_cdf`): float64
 probabilities, floored coarsely, so that batching, teacher forcing, threads or another machine no longer change
@@ -22,7 +21,6 @@ the bytes; see the comment above `PRECISION`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -34,9 +32,6 @@ from .configuration_encodec import EncodecLanguageModelConfig
 from .loading import check_loaded, own_storage
 
 LANGUAGE_MODEL_FOLDER = "language_model"  # the subfolder of a codec folder that holds the language model
-# The layout before the subfolder: two files beside the codec's. Still read; no longer written.
-WEIGHTS_NAME = "language_model.safetensors"
-CONFIG_NAME = "language_model_config.json"
 
 
 def sin_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
@@ -106,31 +101,19 @@ class StreamingTransformer(nn.Module):
 
 
 class EncodecLanguageModel(PreTrainedModel):
-    """Distributions of each frame's codes given the frames before it.
-
-    Built from an `EncodecLanguageModelConfig`, or, as before, from its fields:
-    `EncodecLanguageModel(num_codebooks, codebook_size, past_context, dim=200, ...)`.
-    """
+    """Distributions of each frame's codes given the frames before it, built from an `EncodecLanguageModelConfig`
+    (`for_model` gives the original's architecture for a codec's config)."""
 
     config_class = EncodecLanguageModelConfig
     base_model_prefix = "language_model"
     main_input_name = "indices"
 
-    def __init__(self, config: EncodecLanguageModelConfig | int | None = None, *args, **kwargs):
+    def __init__(self, config: EncodecLanguageModelConfig):
         if not isinstance(config, EncodecLanguageModelConfig):
-            fields = (
-                "num_codebooks",
-                "codebook_size",
-                "past_context",
-                "dim",
-                "num_layers",
-                "num_heads",
-                "hidden_scale",
+            raise ValueError(
+                f"EncodecLanguageModel takes an EncodecLanguageModelConfig, got {type(config).__name__}; "
+                f"EncodecLanguageModel.for_model(codec_config) builds the original's architecture"
             )
-            values = dict(zip(fields, (config, *args) if config is not None else args, strict=False))
-            config = EncodecLanguageModelConfig(**values, **kwargs)
-        elif args or kwargs:
-            raise ValueError("pass either an EncodecLanguageModelConfig or the config's fields, not both")
         super().__init__(config)
         dim = config.dim
         self.transformer = StreamingTransformer(
@@ -170,35 +153,12 @@ class EncodecLanguageModel(PreTrainedModel):
         logits = torch.stack([self.linears[k](out) for k in range(indices.shape[1])], dim=1).permute(0, 3, 1, 2)
         return torch.softmax(logits, dim=1), states, offset
 
-    def save(self, folder: str | Path) -> None:
-        """Save into a codec folder: its `language_model/` subfolder (`save_pretrained`)."""
-        self.save_pretrained(Path(folder) / LANGUAGE_MODEL_FOLDER)
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "EncodecLanguageModel":
-        """The language model of a local codec folder, in either layout (ValueError if it has none)."""
-        model = load_language_model(folder)
-        if model is None:
-            raise ValueError(
-                f"{str(folder)!r} holds no language model (no {LANGUAGE_MODEL_FOLDER}/ subfolder, no {WEIGHTS_NAME})"
-            )
-        return model
-
-
-def _legacy(config_file: str | Path, weights_file: str | Path) -> EncodecLanguageModel:
-    from safetensors.torch import load_file
-
-    model = EncodecLanguageModel(EncodecLanguageModelConfig(**json.loads(Path(config_file).read_text())))
-    model.load_state_dict(load_file(str(weights_file)), strict=True)
-    return model.eval()
-
 
 def load_language_model(name_or_path: str | Path, **hub_kwargs) -> EncodecLanguageModel | None:
     """The entropy-coding language model of a codec folder or Hub repo, or None when it has none.
 
-    Looks for the `language_model/` subfolder, then for the older two-file layout, in a local folder or through
-    the Hub's cache (so `HF_HUB_OFFLINE=1` works once the repo is cached). `hub_kwargs` (revision, cache_dir,
-    token, ...) go to the Hub.
+    Looks for the `language_model/` subfolder, in a local folder or through the Hub's cache (so `HF_HUB_OFFLINE=1`
+    works once the repo is cached). `hub_kwargs` (revision, cache_dir, token, ...) go to the Hub.
     """
     from transformers.utils import cached_file
 
@@ -206,8 +166,6 @@ def load_language_model(name_or_path: str | Path, **hub_kwargs) -> EncodecLangua
     if path.is_dir():
         if (path / LANGUAGE_MODEL_FOLDER / "config.json").is_file():
             return EncodecLanguageModel.from_pretrained(path / LANGUAGE_MODEL_FOLDER).eval()
-        if (path / WEIGHTS_NAME).is_file() and (path / CONFIG_NAME).is_file():
-            return _legacy(path / CONFIG_NAME, path / WEIGHTS_NAME)
         return None
     quiet = dict(
         _raise_exceptions_for_missing_entries=False,
@@ -218,9 +176,7 @@ def load_language_model(name_or_path: str | Path, **hub_kwargs) -> EncodecLangua
         return EncodecLanguageModel.from_pretrained(
             str(name_or_path), subfolder=LANGUAGE_MODEL_FOLDER, **hub_kwargs
         ).eval()
-    config = cached_file(str(name_or_path), CONFIG_NAME, **quiet, **hub_kwargs)
-    weights = cached_file(str(name_or_path), WEIGHTS_NAME, **quiet, **hub_kwargs) if config else None
-    return _legacy(config, weights) if weights else None
+    return None
 
 
 class DeterministicRunner:

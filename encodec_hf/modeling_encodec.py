@@ -22,7 +22,6 @@ import contextlib
 import copy
 import functools
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,22 +228,6 @@ def _report_share(report, done: int, count: int, total: int, share: float) -> No
     report(done + share * count, total)
 
 
-def _deprecated_option(name: str) -> property:
-    def getter(self):
-        return self._inference_defaults[name]
-
-    def setter(self, value):
-        warnings.warn(
-            f"setting model.{name} is deprecated and will be removed in the next release: pass {name}= to "
-            f"encode/decode, or call model.set_inference_defaults({name}=...)",
-            FutureWarning,
-            stacklevel=2,
-        )
-        self.set_inference_defaults(**{name: value})
-
-    return property(getter, setter, doc=f"Deprecated: the model-wide default of the `{name}` argument.")
-
-
 class EncodecModel(EncodecPreTrainedModel):
     """The EnCodec neural audio codec.
 
@@ -321,25 +304,6 @@ class EncodecModel(EncodecPreTrainedModel):
         """Whether `encode` with these options pads chunks of different lengths into one batch: `pad_chunks` (None:
         the model's default) takes effect with fast encoding on causal models only."""
         return bool(self.inference_option("pad_chunks", pad_chunks) and fast_encoding and self.config.use_causal_conv)
-
-    fast_encoding = _deprecated_option("fast_encoding")
-    fast_decoding = _deprecated_option("fast_decoding")
-    chunk_batch_size = _deprecated_option("chunk_batch_size")
-
-    @property
-    def progress_callback(self):
-        """Deprecated: pass `progress=` to `encode` / `decode`."""
-        return getattr(self, "_progress_callback", None)
-
-    @progress_callback.setter
-    def progress_callback(self, value):
-        warnings.warn(
-            "setting model.progress_callback is deprecated and will be removed in the next release: pass "
-            "progress= to encode/decode",
-            FutureWarning,
-            stacklevel=2,
-        )
-        self._progress_callback = value
 
     def refresh_weights(self) -> None:
         """Forget every folded weight-norm weight, so that the next call folds the parameters as they are now.
@@ -539,7 +503,7 @@ class EncodecModel(EncodecPreTrainedModel):
         fast = self.inference_option("fast_encoding", fast_encoding)
         step = self.inference_option("chunk_batch_size", chunk_batch_size) if fast else 1
         pad = self.pads_chunks(fast, pad_chunks)
-        report = _progress_reporter(progress if progress is not None else self.progress_callback, "encode")
+        report = _progress_reporter(progress, "encode")
         bandwidth = self.config.target_bandwidths[0] if bandwidth is None else self.config.check_bandwidth(bandwidth)
         self._check_audio(input_values)
         batch, _, length = input_values.shape
@@ -695,7 +659,7 @@ class EncodecModel(EncodecPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         fast = self.inference_option("fast_decoding", fast_decoding)
         step = self.inference_option("chunk_batch_size", chunk_batch_size) if fast else 1
-        report = _progress_reporter(progress if progress is not None else self.progress_callback, "decode")
+        report = _progress_reporter(progress, "decode")
         scales = self.check_codes(audio_codes, audio_scales)
         total_chunks, batch, _, frames = audio_codes.shape
         hop, stride = self.config.hop_length, self.config.chunk_stride

@@ -328,7 +328,9 @@ def tiny_with_lm(tmp_path_factory):
 
     folder = save_tiny_folder(tmp_path_factory.mktemp("tiny-lm") / "model")
     torch.manual_seed(1)
-    EncodecLanguageModel.for_model(EncodecModel.from_pretrained(folder).config).eval().save(folder)
+    EncodecLanguageModel.for_model(EncodecModel.from_pretrained(folder).config).eval().save_pretrained(
+        folder / "language_model"
+    )
     model = EncodecModel.from_pretrained(folder).eval()
     audio = np.random.default_rng(0).standard_normal((2, 500)).astype(np.float32) * 0.2  # 2 chunks, 225 frames
     return model, compress(model, audio, 400, bandwidth=0.8, use_lm=True), compress(model, audio, 400, bandwidth=0.8)
@@ -502,10 +504,10 @@ def test_deterministic_runner_is_the_language_model_in_float64():
     """Teacher-forced blocks of any size, one frame at a time, batched or alone: the same probabilities up to
     float64 rounding, and the original's streaming computation (our module, float32) up to float32 rounding; a
     short past context makes the attention window slide."""
-    from encodec_hf.language_model import DeterministicRunner, EncodecLanguageModel
+    from encodec_hf.language_model import DeterministicRunner, EncodecLanguageModel, EncodecLanguageModelConfig
 
     torch.manual_seed(0)
-    lm = EncodecLanguageModel(4, 64, past_context=7).eval()
+    lm = EncodecLanguageModel(EncodecLanguageModelConfig(num_codebooks=4, codebook_size=64, past_context=7)).eval()
     previous = torch.randint(0, 65, (3, 3, 40))  # (B, K, T): 3 of the 4 codebooks, as a file at a lower bandwidth
     with torch.inference_mode():
         whole = DeterministicRunner(lm, 3, max_block=40)(previous)  # (B, T, K, card)
@@ -652,7 +654,7 @@ def test_cli_deterministic_files(tmp_path, deterministic, capsys):
 
     model, audio, coded, plain = deterministic
     folder = save_tiny_folder(tmp_path / "model", model)
-    model.language_model.save(folder)
+    model.language_model.save_pretrained(folder / "language_model")
     sf.write(tmp_path / "in.wav", audio.T, 400, subtype="FLOAT")
     assert (
         main(

@@ -1,6 +1,6 @@
 """The entropy-coding language model as a Hugging Face sub-model: saved in `language_model/`, loaded by
-`EncodecModel.from_pretrained` from a folder, from the Hub's cache offline, and by the remote code; older folders
-still load; it follows the model through `.to()`; the codec's state dict keeps exactly the official keys."""
+`EncodecModel.from_pretrained` from a folder, from the Hub's cache offline, and by the remote code, as strictly as
+the codec's weights; it follows the model through `.to()`; the codec's state dict keeps exactly the official keys."""
 
 import json
 import shutil
@@ -32,24 +32,6 @@ def test_saved_in_a_subfolder_with_its_config(with_lm):
     assert config["model_type"] == "encodec_hf_language_model" and config["num_codebooks"] == 2
     loaded = EncodecModel.from_pretrained(folder)
     assert set(loaded.state_dict()) == set(tiny_model(chunked=True).state_dict())  # official keys only
-    for key, value in model.language_model.state_dict().items():
-        assert torch.equal(loaded.language_model.state_dict()[key], value), key
-
-
-def test_legacy_two_file_layout_still_loads(with_lm, tmp_path):
-    model, folder = with_lm
-    old = tmp_path / "old"
-    shutil.copytree(folder, old)
-    shutil.move(old / "language_model" / "model.safetensors", old / "language_model.safetensors")
-    fields = {
-        k: v
-        for k, v in json.loads((old / "language_model" / "config.json").read_text()).items()
-        if k in ("num_codebooks", "codebook_size", "past_context", "dim", "num_layers", "num_heads", "hidden_scale")
-    }
-    (old / "language_model_config.json").write_text(json.dumps(fields))
-    shutil.rmtree(old / "language_model")
-    loaded = EncodecModel.from_pretrained(old)
-    assert loaded.language_model is not None
     for key, value in model.language_model.state_dict().items():
         assert torch.equal(loaded.language_model.state_dict()[key], value), key
 
@@ -109,10 +91,16 @@ def test_assigned_language_model_stays_out_of_the_state_dict(with_lm):
 
 
 def test_bad_construction(tmp_path):
+    from encodec_hf import EncodecLanguageModelConfig
+    from encodec_hf.language_model import load_language_model
+
     with pytest.raises(ValueError, match="num_heads"):
-        EncodecLanguageModel(4, 16, 7, dim=10, num_heads=3)
-    with pytest.raises(ValueError, match="holds no language model"):
-        EncodecLanguageModel.load(save_tiny_folder(tmp_path / "no-lm"))
+        EncodecLanguageModel(
+            EncodecLanguageModelConfig(num_codebooks=4, codebook_size=16, past_context=7, dim=10, num_heads=3)
+        )
+    with pytest.raises(ValueError, match="takes an EncodecLanguageModelConfig, got int"):
+        EncodecLanguageModel(4)
+    assert load_language_model(save_tiny_folder(tmp_path / "no-lm")) is None
 
 
 def _edit_language_model_weights(folder, tmp_path, edit):

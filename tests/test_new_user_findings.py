@@ -507,11 +507,12 @@ LYING_FILE_SCRIPT = r"""
 import io, sys, numpy as np
 from encodec_hf import decompress
 from encodec_hf.ecdc.container import EcdcHeader, model_name
-from encodec_hf.language_model import EncodecLanguageModel
+from encodec_hf.language_model import EncodecLanguageModel, EncodecLanguageModelConfig
 from encodec_hf.testing import tiny_model
 
 model = tiny_model(target_bandwidths=[0.4, 0.8, 12.8])  # 32 codebooks
-model.language_model = EncodecLanguageModel(32, 16, 7, dim=10, num_heads=2).eval()
+config = EncodecLanguageModelConfig(num_codebooks=32, codebook_size=16, past_context=7, dim=10, num_heads=2)
+model.language_model = EncodecLanguageModel(config).eval()
 length = 24 * 3600 * model.config.sampling_rate  # a day: 8.64 million frames, 276 million codes claimed
 stream = io.BytesIO()
 EcdcHeader(0, model_name(model), length, 32, True, False).write(stream)

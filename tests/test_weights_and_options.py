@@ -174,7 +174,7 @@ def test_options_are_checked():
         model.encode(x, progress=3)
 
 
-def test_model_wide_defaults_and_deprecated_attributes():
+def test_model_wide_defaults():
     model = tiny_model(chunked=True)
     assert model.inference_defaults == {
         "fast_encoding": False,
@@ -184,16 +184,13 @@ def test_model_wide_defaults_and_deprecated_attributes():
     }
     model.set_inference_defaults(fast_decoding=False, chunk_batch_size=2)
     assert model.inference_defaults["fast_decoding"] is False and model.inference_defaults["chunk_batch_size"] == 2
-    with pytest.warns(FutureWarning, match="pass fast_encoding= to encode"):
-        model.fast_encoding = True
-    assert model.fast_encoding is True and model.inference_defaults["fast_encoding"] is True
+    model.set_inference_defaults(fast_encoding=True)
+    assert model.inference_defaults["fast_encoding"] is True
     x = torch.randn(1, 2, 1000) * 0.3
     with torch.no_grad():
         by_default = model.encode(x, bandwidth=0.8).audio_codes
         by_argument = tiny_model(chunked=True).encode(x, bandwidth=0.8, fast_encoding=True).audio_codes
     assert torch.equal(by_default, by_argument)
-    with pytest.warns(FutureWarning, match="progress_callback is deprecated"):
-        model.progress_callback = lambda *args: None
 
 
 def test_progress_as_callable_and_as_tqdm_like():

@@ -21,15 +21,11 @@ from .losses import (
     l1_loss,
 )
 
-# audiocraft's name, for users coming from it
-MultiScaleSTFTDiscriminator = EncodecMultiScaleSTFTDiscriminator
-
 __all__ = [
     "Balancer",
     "EncodecDiscriminatorConfig",
     "EncodecDiscriminatorOutput",
     "EncodecMultiScaleSTFTDiscriminator",
-    "MultiScaleSTFTDiscriminator",
     "MEL_LOSS_PRESETS",
     "SISNR",
     "FeatureMatchingLoss",
