@@ -3,16 +3,12 @@
     from encodec_hf import EncodecModel, EncodecFeatureExtractor, compress, decompress
 
 The public names resolve on first use: the first one loads the package (torch, transformers), so that `import
-encodec_hf` itself, and the command line's `--help`, stay fast. Once transformers' Auto classes are imported too
-(before or after this package), they give this package's classes for EnCodec folders (`register_auto_classes`).
+encodec_hf` itself, and the command line's `--help`, stay fast. Importing it changes nothing in transformers:
+`register_auto_classes()` is the one call that makes transformers' Auto classes give this package's classes.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import sys
-import warnings
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -81,69 +77,33 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ below r
 
 def register_auto_classes() -> None:
     """Make transformers' `AutoConfig`, `AutoModel`, `AutoFeatureExtractor` and `AutoProcessor` give this package's
-    classes for EnCodec folders (model_type "encodec": this package's and the Hub's). Done by itself once both this
-    package and transformers' Auto classes are imported, in either order; calling it again does nothing more."""
-    import_module(".modeling_encodec", __name__)  # its import registers everything (see _register_auto_model)
+    classes for EnCodec folders (model_type "encodec": this package's and the Hub's), in this process, from now on.
 
+    The consequence, for the whole process: every "encodec" folder loaded through an Auto class goes through this
+    package, the Hub's too, and so does anything that builds its codec with `AutoModel.from_config` on an
+    `EncodecConfig` loaded through `AutoConfig` (MusicGen's audio encoder, loaded from a folder). transformers'
+    own classes used by name, and its own config class (`AutoModel.from_config(transformers.EncodecConfig())`),
+    still give transformers' model. Without this call, `trust_remote_code=True` on a folder that `encodec-hf
+    upload` built gives this package's classes for that folder alone (docs/hub.md). Calling it again does nothing
+    more.
+    """
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
 
-def _initializing(name: str) -> bool:
-    """Whether module `name` is being imported right now (importlib marks its spec while it runs)."""
-    module = sys.modules.get(name)
-    return module is not None and bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+    from .configuration_encodec import EncodecConfig
+    from .modeling_encodec import EncodecModel
+    from .processing import EncodecFeatureExtractor
 
-
-class _RegisterWhenAutoLoads(importlib.abc.MetaPathFinder):
-    """Registers the Auto classes right after one of transformers' Auto modules is imported, so that `import
-    encodec_hf` stays light (no torch, no transformers) and still changes what the Auto classes give.
-
-    transformers imports its Auto package from inside `transformers.modeling_utils` too (this package's own
-    modules import that); registering then would import this package's model module against a half-imported
-    `modeling_utils`. So each later Auto module (`AutoModel`'s, the feature extractor's, the processor's) tries
-    again, and the first try outside such an import registers and removes this finder."""
-
-    targets = (
-        "transformers.models.auto",
-        "transformers.models.auto.modeling_auto",
-        "transformers.models.auto.feature_extraction_auto",
-        "transformers.models.auto.processing_auto",
-    )
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname not in self.targets:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            if self not in sys.meta_path or _initializing("transformers.modeling_utils"):
-                return  # registered already, or too early: a later Auto module tries again
-            if _initializing("encodec_hf.modeling_encodec"):
-                sys.meta_path.remove(self)  # that module registers everything as its import ends
-                return
-            try:
-                register_auto_classes()
-            except Exception as error:  # never break transformers' import: say what did not happen
-                warnings.warn(f"encodec_hf could not register its Auto classes: {error}", stacklevel=2)
-            if self in sys.meta_path:
-                sys.meta_path.remove(self)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-if "transformers.models.auto.modeling_auto" in sys.modules:
-    register_auto_classes()
-elif not any(isinstance(finder, _RegisterWhenAutoLoads) for finder in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterWhenAutoLoads())
+    # by config class: this package's preprocessor_config.json leaves out `feature_extractor_type` (a name both
+    # packages' classes share; transformers' would be found first)
+    AutoConfig.register("encodec", EncodecConfig, exist_ok=True)
+    AutoModel.register(EncodecConfig, EncodecModel, exist_ok=True)
+    AutoFeatureExtractor.register(EncodecConfig, EncodecFeatureExtractor, exist_ok=True)
+    AutoProcessor.register(EncodecConfig, EncodecFeatureExtractor, exist_ok=True)
 
 
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'encodec_hf' has no attribute {name!r}")
-    # Everything at once, as an eager import would: the model and processor modules register the Auto classes.
     for export, module in _EXPORTS.items():
         globals()[export] = getattr(import_module(f".{module}", __name__), export)
     return globals()[name]

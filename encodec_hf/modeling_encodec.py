@@ -866,31 +866,6 @@ def _no_grad_unless_training(model: nn.Module):
     return contextlib.nullcontext() if model.training and torch.is_grad_enabled() else torch.no_grad()
 
 
-def _register_auto_model() -> None:
-    """Make the Auto classes give this package's classes for EnCodec folders, once this module is imported (and,
-    through the hook in `encodec_hf/__init__.py`, as soon as transformers' Auto classes load after `import
-    encodec_hf`).
-
-    The folders keep model_type "encodec" (the Hub's layout), so transformers alone still loads them with its own
-    classes. Here `AutoConfig` maps "encodec" to this package's `EncodecConfig` (`exist_ok=True`: transformers'
-    built-in entry stays, the registered one is looked up first), and the model and feature-extractor mappings,
-    keyed by config class, map it to this package's classes. transformers' own config class still builds
-    transformers' model (`AutoModel.from_config(transformers.EncodecConfig())`). The feature extractor is found by
-    config class because this package's preprocessor_config.json leaves out `feature_extractor_type` (a name both
-    packages' classes share; transformers' would be found first).
-    """
-    from transformers import AutoConfig, AutoModel
-
-    from .processing import EncodecFeatureExtractor  # its import registers the feature extractor and processor
-
-    AutoModel.register(EncodecConfig, EncodecModel, exist_ok=True)
-    AutoConfig.register("encodec", EncodecConfig, exist_ok=True)
-    del EncodecFeatureExtractor
-
-
-if __name__.startswith("encodec_hf."):  # the installed package, not a folder's remote-code copy run by transformers
-    _register_auto_model()
-
 __all__ = [
     "EncodecModel",
     "EncodecPreTrainedModel",

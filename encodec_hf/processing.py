@@ -303,18 +303,4 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
         return BatchFeature({"input_values": input_values, "padding_mask": padding_mask}, tensor_type=return_tensors)
 
 
-def _register_auto_processor() -> None:
-    """`AutoFeatureExtractor` and `AutoProcessor` give this package's extractor for this package's config (see
-    `modeling_encodec._register_auto_model` for why by config class); done when this module is imported."""
-    from transformers import AutoFeatureExtractor, AutoProcessor
-
-    from .configuration_encodec import EncodecConfig
-
-    AutoFeatureExtractor.register(EncodecConfig, EncodecFeatureExtractor, exist_ok=True)
-    AutoProcessor.register(EncodecConfig, EncodecFeatureExtractor, exist_ok=True)
-
-
-if __name__.startswith("encodec_hf."):  # the installed package, not a folder's remote-code copy
-    _register_auto_processor()
-
 __all__ = ["EncodecFeatureExtractor", "plan_chunks", "convert_channels", "resample", "check_sampling_rate"]

@@ -121,10 +121,13 @@ def test_decode_tokens_takes_rows_and_batches_in_every_format(chunked, extractor
 
 def test_auto_classes_on_a_converted_folder_give_this_packages_classes_and_numbers(tmp_path):
     """All four loads gave transformers' classes, whose 48 kHz numbers differ from the original's and whose
-    processor refused other rates. In this process (encodec_hf imported) they give this package's; the subprocess
-    cases (either import order, trust_remote_code, upload folders) are in test_hub_upload.py."""
+    processor refused other rates. After `register_auto_classes()` they give this package's; the subprocess cases
+    (either import order, trust_remote_code, upload folders) are in test_hub_upload.py."""
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
 
+    from encodec_hf import register_auto_classes
+
+    register_auto_classes()  # for this process: the documented opt-in
     folder = save_tiny_folder(tmp_path / "converted", tiny_model(chunked=True))
     model = AutoModel.from_pretrained(folder).eval()
     assert isinstance(model, EncodecModel) and isinstance(AutoConfig.from_pretrained(folder), EncodecConfig)
