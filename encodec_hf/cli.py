@@ -588,6 +588,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="CPU threads for torch (default: torch's choice; on a shared machine 1 can be faster than 2)",
         )
 
+    def rate_column_option(command):
+        command.add_argument(
+            "--sampling-rate-column",
+            default=None,
+            help="column holding each row's rate, when the audio column holds plain arrays (a column named "
+            "sampling_rate is used when present)",
+        )
+
     def file_command(name, help, input_help, output_help, func, bandwidth=True, model_help=None):
         """A command from one file to another through a model: the arguments they all share."""
         command = commands.add_parser(name, help=help)
@@ -679,12 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--output", required=True, help="folder to write (datasets.load_from_disk reads it)")
     tok.add_argument("-b", "--bandwidth", type=float, default=None, help="kbps (default 6 when offered)")
     tok.add_argument("--audio-column", default="audio", help="column holding the audio (files, bytes or arrays)")
-    tok.add_argument(
-        "--sampling-rate-column",
-        default=None,
-        help="column holding each row's rate, when the audio column holds plain arrays (a column named "
-        "sampling_rate is used when present)",
-    )
+    rate_column_option(tok)
     tok.add_argument("--id-column", default=None, help="column that names rows in error reports")
     tok.add_argument("--batch-size", type=int, default=16, help="rows encoded per call (--fast: chunks per call)")
     tok.add_argument("--split", default=None, help="split of a DatasetDict or Hub dataset (default train)")
@@ -757,12 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast (for GPUs)")
     tr.add_argument("--audio-column", default="audio", help="column holding the audio")
-    tr.add_argument(
-        "--sampling-rate-column",
-        default=None,
-        help="column holding each row's rate, for plain-array audio (a column named sampling_rate is used when "
-        "present)",
-    )
+    rate_column_option(tr)
     tr.add_argument("--split", default=None, help="split of a DatasetDict or Hub dataset (default train)")
     tr.set_defaults(func=train_command)
 

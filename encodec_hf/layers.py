@@ -605,7 +605,22 @@ def _checkpointed(layers: nn.ModuleList, hidden_states: torch.Tensor) -> torch.T
     return hidden_states
 
 
-class EncodecEncoder(nn.Module):
+class _LayerStack(nn.Module):
+    """What the encoder and decoder share: `self.layers` run in order, offline, streaming or checkpointed."""
+
+    def init_states(self) -> list:
+        """Streaming states for `forward(..., states=)`: one per layer, for one stream."""
+        return init_layer_states(self.layers)
+
+    def forward(
+        self, hidden_states: torch.Tensor, channels_last: bool = False, states: list | None = None, final: bool = False
+    ) -> torch.Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled() and states is None:
+            return _checkpointed(self.layers, hidden_states)
+        return run_layers(self.layers, hidden_states, channels_last, states, final)
+
+
+class EncodecEncoder(_LayerStack):
     """SEANet encoder: (B, channels, T) audio to (B, hidden_size, ceil(T / hop_length)) latent frames."""
 
     def __init__(self, config: EncodecConfig):
@@ -627,19 +642,8 @@ class EncodecEncoder(nn.Module):
         ]
         self.layers = nn.ModuleList(layers)
 
-    def init_states(self) -> list:
-        """Streaming states for `forward(..., states=)`: one per layer, for one stream."""
-        return init_layer_states(self.layers)
 
-    def forward(
-        self, hidden_states: torch.Tensor, channels_last: bool = False, states: list | None = None, final: bool = False
-    ) -> torch.Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled() and states is None:
-            return _checkpointed(self.layers, hidden_states)
-        return run_layers(self.layers, hidden_states, channels_last, states, final)
-
-
-class EncodecDecoder(nn.Module):
+class EncodecDecoder(_LayerStack):
     """SEANet decoder: (B, hidden_size, F) latent frames to (B, channels, F * hop_length) audio."""
 
     def __init__(self, config: EncodecConfig):
@@ -657,14 +661,3 @@ class EncodecDecoder(nn.Module):
             scaling //= 2
         layers += [nn.ELU(), EncodecConv1d(config, config.num_filters, config.audio_channels, config.last_kernel_size)]
         self.layers = nn.ModuleList(layers)
-
-    def init_states(self) -> list:
-        """Streaming states for `forward(..., states=)`: one per layer, for one stream."""
-        return init_layer_states(self.layers)
-
-    def forward(
-        self, hidden_states: torch.Tensor, channels_last: bool = False, states: list | None = None, final: bool = False
-    ) -> torch.Tensor:
-        if self.gradient_checkpointing and torch.is_grad_enabled() and states is None:
-            return _checkpointed(self.layers, hidden_states)
-        return run_layers(self.layers, hidden_states, channels_last, states, final)

@@ -286,72 +286,63 @@ def test_long_24khz_clips_encode_in_pieces_to_the_originals_codes(converted):
     assert torch.equal(ours, theirs)
 
 
-@pytest.mark.slow
-def test_memory_of_a_long_encode_is_bounded(tmp_path):
-    """The 24 kHz architecture: four minutes encoded in pieces raise the peak memory less than 1.5 x one minute
-    encoded whole (VmHWM of separate processes, as below)."""
-    import subprocess
-    import sys
-
-    folder = tmp_path / "model"
-    EncodecModel(EncodecConfig.from_preset("encodec_24khz")).save_pretrained(folder)
-    script = f"""
+MEMORY_PROBE = """
 import sys, torch
 from encodec_hf import EncodecModel
 def peak_mb():
     return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
-model = EncodecModel.from_pretrained({str(folder)!r}).eval()
-audio = torch.randn(1, 1, int(sys.argv[1]) * 24000, generator=torch.Generator().manual_seed(0)) * 0.2
+model = EncodecModel.from_pretrained(sys.argv[1]).eval()
+size = int(sys.argv[2])
 base = peak_mb()
 with torch.inference_mode():
-    codes = model.encode(audio, bandwidth=1.5).audio_codes
-print(peak_mb() - base, codes.shape[-1])
+    WORK
+print(peak_mb() - base, length)
 """
+ENCODE_SECONDS = """audio = torch.randn(1, 1, size * 24000, generator=torch.Generator().manual_seed(0)) * 0.2
+    length = model.encode(audio, bandwidth=1.5).audio_codes.shape[-1]"""
+DECODE_FRAMES = """codes = torch.randint(0, 1024, (1, 1, 2, size), generator=torch.Generator().manual_seed(0))
+    length = model.decode(codes, [None]).audio_values.shape[-1]"""
 
-    def grown_mb(seconds):
-        out = subprocess.run([sys.executable, "-c", script, str(seconds)], capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr[-2000:]
-        grown, frames = out.stdout.split()
-        assert int(frames) == seconds * 75
-        return float(grown)
 
-    one_minute, four_minutes = grown_mb(60), grown_mb(240)
-    assert one_minute > 100, one_minute
+def peak_growth_mb(folder, work: str, size: int) -> tuple[float, int]:
+    """How much a fresh process's peak resident memory (VmHWM, its own: getrusage's ru_maxrss would carry the
+    peak of the pytest process that started it across exec) grows while it runs `work` on `size`, and the length
+    of what it made."""
+    import subprocess
+    import sys
+
+    code = MEMORY_PROBE.replace("WORK", work)
+    out = subprocess.run([sys.executable, "-c", code, str(folder), str(size)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    grown, length = out.stdout.split()
+    return float(grown), int(length)
+
+
+@pytest.fixture
+def full_size_24khz_folder(tmp_path):
+    folder = tmp_path / "model"
+    EncodecModel(EncodecConfig.from_preset("encodec_24khz")).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_memory_of_a_long_encode_is_bounded(full_size_24khz_folder):
+    """The 24 kHz architecture: four minutes encoded in pieces raise the peak memory less than 1.5 x one minute
+    encoded whole."""
+    one_minute, frames = peak_growth_mb(full_size_24khz_folder, ENCODE_SECONDS, 60)
+    four_minutes, more_frames = peak_growth_mb(full_size_24khz_folder, ENCODE_SECONDS, 240)
+    assert (frames, more_frames) == (60 * 75, 240 * 75)
+    assert one_minute > 100, one_minute  # the measurement sees the encode at all
     assert four_minutes < 1.5 * one_minute, (one_minute, four_minutes)
 
 
 @pytest.mark.slow
-def test_memory_of_a_long_decode_is_bounded(tmp_path):
+def test_memory_of_a_long_decode_is_bounded(full_size_24khz_folder):
     """The 24 kHz architecture (random weights): five minutes, decoded in pieces, raise the peak memory less than
-    one minute decoded whole (separate processes; peak resident memory is VmHWM, the new process's own: getrusage's
-    ru_maxrss would carry the peak of the pytest process that started it across exec)."""
-    import subprocess
-    import sys
-
-    folder = tmp_path / "model"
-    EncodecModel(EncodecConfig.from_preset("encodec_24khz")).save_pretrained(folder)
-    script = f"""
-import sys, torch
-from encodec_hf import EncodecModel
-def peak_mb():
-    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
-model = EncodecModel.from_pretrained({str(folder)!r}).eval()
-frames = int(sys.argv[1])
-codes = torch.randint(0, 1024, (1, 1, 2, frames), generator=torch.Generator().manual_seed(0))
-base = peak_mb()
-with torch.inference_mode():
-    audio = model.decode(codes, [None]).audio_values
-print(peak_mb() - base, audio.shape[-1])
-"""
-
-    def grown_mb(frames):
-        out = subprocess.run([sys.executable, "-c", script, str(frames)], capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr[-2000:]
-        grown, samples = out.stdout.split()
-        assert int(samples) == frames * 320
-        return float(grown)
-
-    one_minute, five_minutes = grown_mb(4500), grown_mb(22_500)
+    1.5 x one minute decoded whole."""
+    one_minute, samples = peak_growth_mb(full_size_24khz_folder, DECODE_FRAMES, 4500)
+    five_minutes, more_samples = peak_growth_mb(full_size_24khz_folder, DECODE_FRAMES, 22_500)
+    assert (samples, more_samples) == (4500 * 320, 22_500 * 320)
     assert one_minute > 100, one_minute  # the measurement sees the decode at all
     assert five_minutes < 1.5 * one_minute, (one_minute, five_minutes)
 
