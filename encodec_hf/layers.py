@@ -123,8 +123,8 @@ class _FoldedWeight:
     and while torch.compile traces, the weight is computed live at every call. Otherwise the fold is keyed on each
     parameter's storage, version counter, dtype and device, so an in-place edit, `load_state_dict`, an optimizer
     step or `.to(...)` all make it recompute. A write through `.data` bypasses the version counter, so each call
-    of `encode` / `decode` also folds afresh, once per layer (`fresh_folds`: 2.2 ms for the 24 kHz model against
-    35 ms to encode 1 s, on the 2-core Xeon): whatever route changed the parameters, the next call sees them.
+    of `encode` / `decode` also folds afresh, once per layer (`fresh_folds`; small next to a call, measured in
+    docs/performance.md): whatever route changed the parameters, the next call sees them.
     Streams fold per version only (a fold per push would cost a third of a frame's time): after a `.data` write
     in the middle of a stream, call `model.refresh_weights()`. The cache is this layer's own, never shared between
     models, and replaced as one tuple, so threads reading it concurrently see either the old fold or the new
@@ -417,9 +417,9 @@ class EncodecLSTMLayers(nn.Module):
 
     def _steps(self, sequence: torch.Tensor, state: tuple, weights: list):
         """torch.lstm's equations one time step at a time, as matrix-vector products: for the frame or two of a
-        stream's push. On CPU, torch.lstm costs about 3 ms a call for the 24 kHz model's 2 x 512 LSTM whatever the
-        length (it lays its weights out anew at each call), these products 0.4 ms a frame (measured on the 2-core
-        Xeon). The same sums in another order: outputs within about 1e-7 of torch.lstm's."""
+        stream's push. On CPU, torch.lstm lays its weights out anew at each call, a cost that a push of a frame or
+        two does not repay (docs/streaming.md measures both). The same sums in another order: outputs within about
+        1e-7 of torch.lstm's."""
         hidden, cell = list(state[0].unbind(0)), list(state[1].unbind(0))  # per layer: (B, H)
         outputs = []
         for x in sequence:  # (B, input_size)

@@ -3,9 +3,9 @@
 transformers warns and fills a tensor that a folder lacks with whatever memory it had (or random values), and loads
 NaN and Inf as they are; this package refuses such folders (`check_loaded`). It also gives every floating-point
 tensor storage of its own (`own_storage`): transformers hands out views into its load buffers, whose addresses are
-not aligned as torch's allocator aligns them, and on some CPUs (AMD EPYC, Zen 4) oneDNN and MKL then round a
-matrix product differently. The language model's probabilities must be bit for bit the original's for its .ecdc
-files to match, so that rounding difference changed the files (docs/ecdc.md).
+not aligned as torch's allocator aligns them, and on some CPUs oneDNN and MKL then round a matrix product
+differently. The language model's probabilities must be bit for bit the original's for its .ecdc files to match, so
+that rounding difference changed the files (docs/ecdc.md names the CPU).
 """
 
 from __future__ import annotations

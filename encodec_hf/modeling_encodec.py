@@ -155,14 +155,14 @@ MAX_SCALE = 1e6  # the largest per-chunk scale: see encode_chunks
 LONG_DECODE_FRAMES = 4500  # causal clips longer than this (60 s at 24 kHz) decode in pieces: see decode_chunks
 LONG_ENCODE_FRAMES = 4500  # and encode in pieces (exact path): see encode_chunks
 ENCODE_PIECE_FRAMES = 375  # 5 s at 24 kHz
-DECODE_PIECE_FRAMES = 375  # 5 s at 24 kHz: about 0.5 GB of activations (the channels_last layout is not streamed)
+DECODE_PIECE_FRAMES = 375  # 5 s at 24 kHz (the channels_last layout is not streamed)
 
 INFERENCE_DEFAULTS = {
     # exact (B, C, T) layout, each chunk alone: codes identical to EnCodec 0.1.1's
     "fast_encoding": False,
     # channels_last layout, chunks in batches: audio within a few 1e-6 of the exact path, faster on CPU
     "fast_decoding": True,
-    # chunks per batch in the fast paths: fastest on a 2-core CPU (55 ms a chunk, 57 alone, 85 with 8 a batch)
+    # chunks per batch in the fast paths: the fastest measured on CPU (docs/performance.md)
     "chunk_batch_size": 4,
     # fast encoding of causal models: chunks of different lengths padded into one batch (the GPU path)
     "pad_chunks": False,
@@ -446,7 +446,7 @@ class EncodecModel(EncodecPreTrainedModel):
 
         On the exact path, a causal model's clip of more than LONG_ENCODE_FRAMES frames (60 s at 24 kHz) goes
         through the encoder in pieces of ENCODE_PIECE_FRAMES frames, each layer carrying its streaming state, so
-        that memory is one piece's however long the clip (whole, 280 s took 4.4 GB); `on_piece(fraction)` is told
+        that memory is one piece's however long the clip (docs/performance.md); `on_piece(fraction)` is told
         of each piece done. The pieces compute the same sums in the same order: embeddings equal to the whole
         clip's, bit for bit (tests/test_streaming.py, the full-size model on 60 s to 2 minutes)."""
         scale = None
@@ -609,7 +609,7 @@ class EncodecModel(EncodecPreTrainedModel):
 
         A causal model's clip of more than LONG_DECODE_FRAMES frames (60 s at 24 kHz) goes through the decoder in
         pieces of DECODE_PIECE_FRAMES, each layer carrying its streaming state across them, so that memory stays
-        that of one piece however long the clip (whole, ten minutes at 24 kHz took 6.7 GB). The pieces compute the
+        that of one piece however long the clip (docs/performance.md). The pieces compute the
         same sums over shorter windows: audio within 1e-5 of decoding the clip whole (tests/test_streaming.py).
         """
         frames = codes.shape[-1]
