@@ -526,10 +526,10 @@ def train_command(args) -> int:
     )
     data = load_input_dataset(args.data, args.split, args.audio_column)
     eval_data = load_input_dataset(args.eval_data, None, args.audio_column) if args.eval_data else None
-    if not _looks_like_a_preset_or_config(args.model):
-        load_model(args.model)  # a missing folder or Hub id fails here, in one line
+    # a folder or Hub id is loaded once, here, so that a missing one fails in one line; presets are built by train
+    model = args.model if _looks_like_a_preset_or_config(args.model) else load_model(args.model)[0]
     try:
-        final = train(args.model, data, args.output, eval_data=eval_data, **settings)
+        final = train(model, data, args.output, eval_data=eval_data, **settings)
     except TrainingError as error:
         raise CommandError(str(error)) from error
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one line, not one per process

@@ -693,10 +693,19 @@ def _check_fingerprint(parts_dir: Path, fingerprint: dict) -> None:
         )
 
 
-def _save(dataset, path: Path) -> None:
+def _save(dataset, path: Path, quiet: bool = False) -> None:
     """`save_to_disk`; a dataset with no rows as one (empty) shard: saved with datasets' default of none, it
-    does not load again."""
-    dataset.save_to_disk(str(path), **({"num_shards": 1} if len(dataset) == 0 else {}))
+    does not load again. `quiet`: without datasets' progress bar (a part: the output's save shows one)."""
+    from datasets.utils import logging as datasets_logging
+
+    shown = datasets_logging.is_progress_bar_enabled()
+    if quiet and shown:
+        datasets_logging.disable_progress_bar()
+    try:
+        dataset.save_to_disk(str(path), **({"num_shards": 1} if len(dataset) == 0 else {}))
+    finally:
+        if quiet and shown:
+            datasets_logging.enable_progress_bar()
 
 
 def tokenize_to_disk(
@@ -748,7 +757,7 @@ def tokenize_to_disk(
         )
         temporary = parts_dir / f".{name}.tmp-{os.getpid()}"  # one per process: two runs may share parts_dir
         shutil.rmtree(temporary, ignore_errors=True)
-        _save(part, temporary)
+        _save(part, temporary, quiet=True)
         try:
             temporary.rename(parts_dir / name)  # atomic: a part is there whole or not at all
         except OSError:
