@@ -407,12 +407,15 @@ def tokenize(args) -> int:
         raise CommandError(f"--device {args.device}: {str(error).splitlines()[0]}") from error
     bandwidth = _default_bandwidth(model, args.bandwidth)
     fast = dict(fast_encoding=True, pad_chunks=True, chunk_batch_size=args.batch_size) if args.fast else {}
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun: rank 0's bar, over its shard
+    bar = _audio_bar(-(-len(dataset) // world)) if int(os.environ.get("RANK", "0")) == 0 else None
     output = tokenize_to_disk(
         dataset,
         model,
         extractor,
         args.output,
         bandwidth,
+        progress=bar,
         rows_per_part=args.rows_per_part,
         audio_column=args.audio_column,
         sampling_rate_column=args.sampling_rate_column,
@@ -423,6 +426,7 @@ def tokenize(args) -> int:
         restart=args.restart,
         **fast,
     )
+    _close_bars()
     if output is not None:  # rank 0
         import datasets
 
@@ -433,6 +437,23 @@ def tokenize(args) -> int:
             + (f"; skipped {len(skipped)}: " + "; ".join(skipped[:5]) if skipped else "")
         )
     return 0
+
+
+def _audio_bar(rows: int):
+    """tokenize's `progress(rows, seconds)` as a tqdm bar over rows that shows the hours of audio done."""
+    from tqdm.auto import tqdm
+
+    state = {"seconds": 0.0}
+
+    def progress(done: int, seconds: float) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=rows, desc="tokenize", unit="row")
+            _OPEN_BARS.append(state["bar"])
+        state["seconds"] += seconds
+        state["bar"].set_postfix_str(f"{state['seconds'] / 3600:.3f} h of audio", refresh=False)
+        state["bar"].update(done)
+
+    return progress
 
 
 def _evaluation_bar():

@@ -727,7 +727,8 @@ def tokenize_to_disk(
     raises a ValueError naming the difference, and `restart=True` discards the parts instead. Under `torchrun`
     (RANK, WORLD_SIZE set) each rank takes its contiguous shard (`split_dataset_by_node`) and rank 0 joins all
     parts in row order into OUTPUT, which is then the dataset one process writes. Returns OUTPUT on rank 0, None
-    on the others.
+    on the others. `progress(rows, seconds)` is told after each part this process writes: its rows and the
+    seconds of audio they held.
     """
     import datasets
     from datasets.distributed import split_dataset_by_node
@@ -764,8 +765,9 @@ def tokenize_to_disk(
             if not (parts_dir / name / "state.json").exists():
                 raise
             shutil.rmtree(temporary)  # a concurrent run with the same fingerprint wrote the same rows first
-        if progress is not None:
-            progress(offset + stop)
+        if progress is not None:  # rows this rank has done, and the seconds of audio (at the model's rate) in them
+            seconds = sum(n for n in part["audio_length"] if n > 0) / model.config.sampling_rate
+            progress(stop - start, seconds)
     _barrier(world)
     if rank != 0:
         return None

@@ -480,6 +480,7 @@ def test_plain_arrays_with_a_rate_column_from_the_command_line(tmp_path, capsys)
         extra = [] if column == "sampling_rate" else ["--sampling-rate-column", column]
         args = ["tokenize", str(tmp_path / column), "--model", str(folder), "-b", "0.4"]
         assert main([*args, "--output", str(tmp_path / f"out-{column}"), *extra]) == 0, capsys.readouterr().err
+        assert "h of audio" in capsys.readouterr().err  # the bar counts audio, not rows alone
         written = datasets.load_from_disk(str(tmp_path / f"out-{column}"))
         assert written["audio_length"] == [400, 300, 400]  # each clip at the model's 400 Hz
         sampler = SegmentSampler(data, 400, 1, 100, 0, "audio", None if column == "sampling_rate" else column)
