@@ -115,6 +115,7 @@ def clips():
     return [(synthetic_music(i, seconds=5.0 + i, rate=1_000, channels=1)[0], 1_000) for i in range(3)]
 
 
+@pytest.mark.slow
 def test_evaluate_rows_summary_and_files(clips, tmp_path):
     model = tiny_model()
     model.language_model = EncodecLanguageModel.for_model(model.config).eval()

@@ -402,6 +402,7 @@ print(json.dumps({"codec": type(model.audio_encoder).__module__, "weights": dige
 """
 
 
+@pytest.mark.slow
 def test_importing_the_package_changes_nothing_transformers_builds(tmp_path):
     """transformers' MusicGen, built from a config with a seed, has the same codec class, weights and decoded audio
     with and without `import encodec_hf` (the import used to make its codec this package's, with other weights)."""
@@ -441,13 +442,14 @@ print(json.dumps(kinds))
 
 
 @pytest.mark.parametrize(
-    "kind, trust",
-    [("convert", False), ("convert", True), ("upload", True)],  # an upload folder names remote code: trust it
-)
-@pytest.mark.parametrize(
-    "order",
-    # the third imports transformers' modeling_utils (and its Auto package) from inside this package's import
-    ["import encodec_hf", "import transformers", "import encodec_hf.language_model"],
+    "kind, trust, order",
+    [
+        ("convert", False, "import encodec_hf"),
+        ("convert", True, "import transformers"),
+        ("upload", True, "import encodec_hf"),  # an upload folder names remote code: trust it
+        # imports transformers' modeling_utils (and its Auto package) from inside this package's import
+        ("upload", True, "import encodec_hf.language_model"),
+    ],
 )
 def test_auto_classes_give_this_packages_classes_for_its_folders(kind, order, trust, built, tmp_path):
     """After `encodec_hf.register_auto_classes()` (the package imported before or after transformers), every Auto

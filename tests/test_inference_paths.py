@@ -97,6 +97,7 @@ def test_reduced_precision_end_to_end(converted, name, dtype):
     assert all(torch.isfinite(s).all() for s in low_enc.audio_scales if s is not None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunked", [False, True])
 def test_torch_compile_runs_encoder_and_decoder_without_graph_breaks(chunked):
     """`fullgraph=True` makes any graph break an error: the hot path (convolutions, LSTM, norms, padding, folded

@@ -197,6 +197,7 @@ def test_several_streams_run_at_once_on_one_model():
         torch.testing.assert_close(streamed, reference[k], rtol=1e-5, atol=1e-6 * float(reference[k].abs().max()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunked", [False, True])
 def test_stream_example_runs_on_every_kind_of_model(tmp_path, chunked):
     import subprocess
@@ -327,13 +328,13 @@ def full_size_24khz_folder(tmp_path):
 
 @pytest.mark.slow
 def test_memory_of_a_long_encode_is_bounded(full_size_24khz_folder):
-    """The 24 kHz architecture: four minutes encoded in pieces raise the peak memory less than 1.5 x one minute
-    encoded whole."""
+    """The 24 kHz architecture: three minutes encoded in pieces raise the peak memory less than one minute encoded
+    whole (whole, three minutes would take about three times as much)."""
     one_minute, frames = peak_growth_mb(full_size_24khz_folder, ENCODE_SECONDS, 60)
-    four_minutes, more_frames = peak_growth_mb(full_size_24khz_folder, ENCODE_SECONDS, 240)
-    assert (frames, more_frames) == (60 * 75, 240 * 75)
+    three_minutes, more_frames = peak_growth_mb(full_size_24khz_folder, ENCODE_SECONDS, 180)
+    assert (frames, more_frames) == (60 * 75, 180 * 75)
     assert one_minute > 100, one_minute  # the measurement sees the encode at all
-    assert four_minutes < 1.5 * one_minute, (one_minute, four_minutes)
+    assert three_minutes < one_minute, (one_minute, three_minutes)
 
 
 @pytest.mark.slow
