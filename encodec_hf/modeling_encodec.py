@@ -335,6 +335,17 @@ class EncodecModel(EncodecPreTrainedModel):
         not have, or hold NaN or Inf fails with a ValueError naming them (transformers would warn and fill the gap
         with random or non-finite values); the language model is loaded too when the folder has one."""
         want_info = kwargs.pop("output_loading_info", False)
+        folder = Path(str(pretrained_model_name_or_path))
+        if (
+            folder.is_dir()
+            and "config" not in kwargs
+            and not (folder / kwargs.get("subfolder", "") / "config.json").is_file()
+        ):
+            # transformers would build a default config (the 24 kHz model's) and load whatever weights fit it
+            raise ValueError(
+                f"{str(pretrained_model_name_or_path)!r} has no config.json: not a model folder (a training "
+                f"checkpoint's model is its model/ subfolder)"
+            )
         kwargs.setdefault("ignore_mismatched_sizes", True)  # so that check_loaded names them (transformers: no names)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         check_loaded(model, info, pretrained_model_name_or_path)

@@ -495,6 +495,15 @@ def test_damaged_folders_fail_the_load(tmp_path, damage):
         EncodecModel.from_pretrained(folder)
 
 
+def test_a_folder_without_config_json_is_refused(tmp_path):
+    """transformers builds a default config (the 24 kHz model's) for a folder without config.json and loads
+    whatever weights fit it."""
+    folder = save_tiny_folder(tmp_path / "model", tiny_model())
+    (folder / "config.json").unlink()
+    with pytest.raises(ValueError, match="has no config.json: not a model folder"):
+        EncodecModel.from_pretrained(folder)
+
+
 def test_convert_refuses_non_finite_weights():
     from encodec_hf.testing import original_layout
 
