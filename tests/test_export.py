@@ -159,6 +159,7 @@ def test_fast_encoding_batches_chunks_on_the_runner(chunked):
         runner.encode(audio, bandwidth=0.8, fast_encoding=True, pad_chunks=True)
 
 
+@pytest.mark.slow  # the command-line export with step models, the heaviest fixture here
 def test_a_bandwidth_fixed_at_export_serves_lower_ones_and_refuses_higher(from_the_cli):
     model, _, folder = from_the_cli
     runner = OnnxEncodecModel.from_pretrained(folder)
@@ -209,6 +210,7 @@ def test_float16_decodes_within_30_db_of_float32(causal, tmp_path):
     assert (codes != encoded.audio_codes).float().mean() < 0.2  # float16 rounding moves some codes, not most
 
 
+@pytest.mark.slow  # the command-line export with step models, the heaviest fixture here
 def test_streaming_step_models_equal_offline(from_the_cli, tmp_path):
     """A stream through the exported step models (start, then one frame a step, the state passed in and out) gives
     the offline codes and audio: the protocol docs/export.md describes."""
@@ -302,6 +304,7 @@ def test_the_runner_refuses_what_the_graphs_do_not_offer(causal):
 # -- the command line and bad input ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the command-line export with step models, the heaviest fixture here
 def test_cli_exports_and_the_other_commands_take_the_exported_folder(from_the_cli, tmp_path):
     from encodec_hf.cli import main
 
