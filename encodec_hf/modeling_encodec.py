@@ -459,7 +459,7 @@ class EncodecModel(EncodecPreTrainedModel):
         through the encoder in pieces of ENCODE_PIECE_FRAMES frames, each layer carrying its streaming state, so
         that memory is one piece's however long the clip (docs/performance.md); `on_piece(fraction)` is told
         of each piece done. The pieces compute the same sums in the same order: embeddings equal to the whole
-        clip's, bit for bit (tests/test_streaming.py, the full-size model on 60 s to 2 minutes)."""
+        clip's, bit for bit (tests/test_streaming.py: the full-size model against EnCodec 0.1.1 on 62 s)."""
         scale = None
         if self.config.normalize:
             scale = chunk_scales(chunks, mask)  # (N, 1, 1)
