@@ -343,7 +343,7 @@ class EncodecModel(EncodecPreTrainedModel):
         ):
             # transformers would build a default config (the 24 kHz model's) and load whatever weights fit it
             raise ValueError(
-                f"{str(pretrained_model_name_or_path)!r} has no config.json: not a model folder (a training "
+                f"{str(pretrained_model_name_or_path)!r} is not an EnCodec model folder (no config.json; a training "
                 f"checkpoint's model is its model/ subfolder)"
             )
         kwargs.setdefault("ignore_mismatched_sizes", True)  # so that check_loaded names them (transformers: no names)
