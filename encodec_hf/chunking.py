@@ -1,15 +1,20 @@
-"""The arithmetic that bites: chunk plans, convolution padding, frame counts, overlap-add, batching of chunks.
+"""The chunk scheduler and the arithmetic that bites: chunk plans and their inverse, a stream's next chunk,
+convolution padding, frame counts, overlap-add, batching of chunks.
 
-Small pure functions (and one small accumulator), each with a worked example, shared by the feature extractor,
-the model, the streams and the .ecdc files, so that none of them holds a second copy. Vocabulary: a *chunk* is a
+Small pure functions (and one small accumulator), each with a worked example, and the two schedulers built on them
+(`encode_audio`, `decode_audio`) that cut a batch into chunks, run a codec's two per-chunk steps on batches of them
+and put the results together. They are shared by the feature extractor, the model, the exported-model runners, the
+streams, tokenization and the .ecdc files, so that none of them holds a second copy. Vocabulary: a *chunk* is a
 piece of audio the model encodes alone (1 s for the 48 kHz model; the whole clip for causal models); a *frame* is
 one step of codes (`hop_length` samples, 320 at 24 kHz).
 
-This module imports nothing from the package, so every other module can import it.
+This module imports nothing from the package (a codec is anything with a `config` and the two steps), so every
+other module can import it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Iterable, Iterator
 
 import torch
@@ -46,6 +51,37 @@ def plan_chunks(length: int, chunk_length: int | None, chunk_stride: int | None)
     if chunk_length is None or chunk_stride is None:
         return [(0, length)]
     return [(start, min(chunk_length, length - start)) for start in range(0, length, chunk_stride)]
+
+
+def stream_cut(held: int, chunk_length: int, chunk_stride: int, final: bool) -> tuple[int, int | None] | None:
+    """A chunk stream's next chunk, from the `held` samples it has from that chunk's start on: None while it must
+    wait for more; else `(take, keep_from)`: encode the first `take` samples, then keep the samples from `keep_from`
+    on (None: nothing more to encode). The chunks are `plan_chunks`' for whatever length the stream ends at.
+
+    Worked example, chunk 48,000, stride 47,520: 50,000 held -> (48,000, 47,520), 2,480 then kept; at the end
+    (`final`) 2,480 held -> (2,480, None); 30,000 held and not final -> None.
+    """
+    if not (held >= chunk_length or (final and held > 0)):
+        return None
+    take = min(held, chunk_length)
+    return take, (None if final and held <= chunk_stride else chunk_stride)
+
+
+def decode_plan(
+    total_chunks: int, frames: int, chunk_stride: int | None, hop_length: int, last_frame_pad_length: int = 0
+) -> tuple[list[int], int]:
+    """The inverse of `plan_chunks` when only the codes are known: the frames of each chunk and the samples the
+    codes imply, `(total_chunks - 1) * stride + (frames - last_frame_pad_length) * hop`; chunks before the last are
+    cut to the frames that reach it.
+
+    Worked example, the 48 kHz model (stride 47,520, hop 320) with 3 chunks of 150 frames, 134 of padding in the
+    last: 2 x 47,520 + 16 x 320 = 100,160 samples, chunk frames [150, 150, 16].
+    """
+    if not 0 <= last_frame_pad_length < frames:
+        raise ValueError(f"last_frame_pad_length must be in [0, {frames}), got {last_frame_pad_length}")
+    stride = chunk_stride or 0
+    length = (total_chunks - 1) * stride + (frames - last_frame_pad_length) * hop_length
+    return [min(frames, num_frames(length - index * stride, hop_length)) for index in range(total_chunks)], length
 
 
 def num_frames(length: int, hop_length: int) -> int:
@@ -224,7 +260,119 @@ def cap_batches(groups: Iterable[tuple[Hashable, list]], cap) -> Iterator[tuple[
             yield key, members[first : first + size]
 
 
+# -- the schedulers ---------------------------------------------------------------------------------------------
+
+
+def encode_audio(codec, input_values: torch.Tensor, lengths: list[int], num_quantizers: int, options, report):
+    """Encode a batch (B, C, T) whose item i holds `lengths[i]` real samples: cut each item into its chunks
+    (`plan_chunks`), run `codec.encode_chunks` on batches of them and place the results. Returns codes (K, B, Q, F),
+    scales (K, B, 1) or None (models that do not normalise; 1 where a chunk does not exist) and the last frame pad
+    length (frames of padding at the end of the longest item's last chunk). `options` is an `InferenceOptions`;
+    `report(done, total)` is told of each batch of chunks done.
+
+    Each chunk is cut at its real length, so an item never sees another item's padding. Exact encoding runs each
+    chunk alone (`options.encode_batch` is 1): EnCodec's convolutions round differently in a batch (the original
+    itself changes a few codes between a clip alone and the same clip in a batch), and a batch item must get
+    exactly the codes it gets alone. Fast encoding batches chunks of equal length, or with `pad_chunks` (causal
+    models) chunks of similar length, zero-padded to the longest of their batch.
+    """
+    config = codec.config
+    hop, batch, channels = config.hop_length, input_values.shape[0], input_values.shape[1]
+    plans = [plan_chunks(n, config.chunk_length, config.chunk_stride) for n in lengths]
+    total_chunks = max(len(plan) for plan in plans)
+    frames = max(num_frames(size, hop) for plan in plans for _, size in plan)
+    codes = input_values.new_zeros((total_chunks, batch, num_quantizers, frames), dtype=torch.long)
+    scales = input_values.new_ones((total_chunks, batch, 1)) if config.normalize else None
+    jobs = [
+        (size, (index, item, start, size))
+        for item, plan in enumerate(plans)
+        for index, (start, size) in enumerate(plan)
+    ]
+    pad = options.pad_chunks
+    groups = bucket_jobs(jobs, options.encode_batch) if pad else batch_jobs(jobs, options.encode_batch)
+    done = 0
+    for width, part in cap_batches(groups, lambda width: chunks_per_call(width, config.num_filters)):
+        chunks = input_values.new_zeros((len(part), channels, width))  # (N, C, width)
+        mask = torch.zeros((len(part), 1, width), dtype=torch.bool, device=input_values.device) if pad else None
+        for row, (_, item, start, size) in enumerate(part):
+            chunks[row, :, :size] = input_values[item, :, start : start + size]
+            if mask is not None:
+                mask[row, :, :size] = True
+
+        on_piece = functools.partial(_report_share, report, done, len(part), len(jobs))
+        # (N, Q, ceil(width / hop)), (N, 1)
+        chunk_codes, chunk_scales = codec.encode_chunks(chunks, num_quantizers, options.fast_encoding, mask, on_piece)
+        for row, (index, item, _, size) in enumerate(part):
+            real = num_frames(size, hop)
+            codes[index, item, :, :real] = chunk_codes[row, :, :real]
+            if chunk_scales is not None:
+                scales[index, item] = chunk_scales[row]
+        done += len(part)
+        report(done, len(jobs))
+    longest = plans[lengths.index(max(lengths))]
+    last_frame_pad_length = frames - num_frames(longest[-1][1], hop) if len(longest) == total_chunks else 0
+    return codes, scales, last_frame_pad_length
+
+
+def _report_share(report, done: int, count: int, total: int, share: float) -> None:
+    """Tell `report` of `share` (0 to 1) of a batch of `count` chunks done, after `done` of `total`."""
+    report(done + share * count, total)
+
+
+def decode_plans(config, audio_codes: torch.Tensor, lengths: list[int] | None, last_frame_pad_length: int = 0):
+    """Each item's decode plan (the frames of each of its chunks) and final length in samples: from the items' real
+    `lengths` (a padding mask's) when known, checked against the codes' shape, else `decode_plan` of the codes."""
+    total_chunks, batch, _, frames = audio_codes.shape
+    hop = config.hop_length
+    if lengths is None:
+        plan, length = decode_plan(total_chunks, frames, config.chunk_stride, hop, int(last_frame_pad_length or 0))
+        return [plan] * batch, [length] * batch
+    plans = []
+    for item, length in enumerate(lengths):
+        plan = [num_frames(size, hop) for _, size in plan_chunks(length, config.chunk_length, config.chunk_stride)]
+        if len(plan) > total_chunks or max(plan) > frames:
+            raise ValueError(
+                f"padding_mask gives item {item} {length} samples, which need {len(plan)} chunk(s) of up to "
+                f"{max(plan)} frames; audio_codes has {total_chunks} of {frames}. Pass the padding_mask that encode "
+                f"was given."
+            )
+        plans.append(plan)
+    return plans, lengths
+
+
+def decode_audio(codec, audio_codes: torch.Tensor, scales: list, plans: list, lengths: list[int], options, report):
+    """Decode codes (K, B, Q, F) by `plans` (from `decode_plans`): chunks with the same number of frames go through
+    `codec.decode_chunks` together, each is multiplied by its scale ((B, 1, 1) or None per chunk), and each item's
+    chunks are joined by `linear_overlap_add`. Returns (B, C, max(lengths)) audio, 0 past an item's end."""
+    config = codec.config
+    jobs = [(chunk_frames, (index, item)) for item, plan in enumerate(plans) for index, chunk_frames in enumerate(plan)]
+    groups = cap_batches(
+        batch_jobs(jobs, options.decode_batch),
+        lambda frames: chunks_per_call(frames * config.hop_length, config.num_filters),
+    )
+    decoded, done = {}, 0
+    for chunk_frames, part in groups:
+        codes = torch.stack([audio_codes[index, item, :, :chunk_frames] for index, item in part])
+        audio = codec.decode_chunks(codes, options.fast_decoding)  # (N, C, chunk_frames * hop)
+        for row, (index, item) in enumerate(part):
+            scale = scales[index]
+            decoded[index, item] = audio[row] if scale is None else audio[row] * scale[item].float()
+        done += len(part)
+        report(done, len(jobs))
+    audio_values = decoded[0, 0].new_zeros((len(plans), config.audio_channels, max(lengths)))
+    for item, plan in enumerate(plans):
+        chunks = [decoded[index, item] for index in range(len(plan))]
+        audio = linear_overlap_add(chunks, config.chunk_stride) if config.chunk_length is not None else chunks[0]
+        audio_values[item, :, : lengths[item]] = audio[:, : lengths[item]]
+    return audio_values
+
+
 __all__ = [
+    "encode_audio",
+    "decode_plans",
+    "decode_audio",
+    "stream_cut",
+    "decode_plan",
     "chunk_sizes",
     "plan_chunks",
     "num_frames",

@@ -9,38 +9,17 @@ leave a stale copy behind.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from importlib import resources
 
-from huggingface_hub.errors import StrictDataclassError
 from transformers import PretrainedConfig
-from transformers.generation.configuration_utils import GenerationConfig
 
 from .chunking import chunk_sizes
 
 PRESETS = ("encodec_24khz", "encodec_32khz", "encodec_48khz")  # the official models
 TRAINING_PRESETS = ("tiny",)  # configs/training/: models to train from scratch (tiny: a laptop CPU's size)
-
-# Keys that `PretrainedConfig` itself understands or writes into config.json. Anything else that is not a field
-# of `EncodecConfig` is a typo or a setting of another model, and is refused rather than silently stored.
-_BASE_KEYS = frozenset(
-    {
-        "torch_dtype",
-        "num_labels",
-        "name_or_path",
-        "_name_or_path",
-        "_commit_hash",
-        "output_attentions",
-        "attn_implementation",
-        "experts_implementation",
-        "per_layer_config",
-        "model_type",
-        "auto_map",
-        "custom_pipelines",
-        "_attn_implementation_autoset",
-    }
-)
 
 _UPPER_BOUNDS = {  # field: the largest value accepted (the official models' values in the comments)
     "sampling_rate": 384_000,  # 24,000 to 48,000
@@ -64,7 +43,8 @@ class EncodecConfig(PretrainedConfig):
     r"""Configuration of an EnCodec model (SEANet encoder and decoder, residual vector quantizer).
 
     Field names and defaults follow transformers' `EncodecConfig` (defaults: the 24 kHz model), so official
-    `config.json` files load unchanged. Invalid or unknown settings raise `ValueError`.
+    `config.json` files load unchanged. Invalid settings and misspelt field names raise `ValueError`; other keys are
+    kept, as transformers keeps them.
 
     Args:
         target_bandwidths (`list[float]`): bandwidths in kbps the model can encode at; the last one sets the
@@ -98,7 +78,6 @@ class EncodecConfig(PretrainedConfig):
         kmeans_iters (`int`): k-means iterations that initialise an uninitialised codebook on its first batch (50).
         threshold_ema_dead_code (`int`): entries whose averaged cluster size falls below this are replaced by
             random vectors of the batch (2; 0 turns replacement off).
-        commitment_weight (`float`): weight of each codebook's commitment loss (1.0).
         codebook_replacement (`str`): `"original"` replaces dead entries as EnCodec 0.1.1 does, which the
             moving-average update of the same step overwrites (a no-op but for its random draw); `"reset"` also
             resets their averaged size and sum, so that the replacement holds (vector-quantize-pytorch's fix; the
@@ -134,17 +113,16 @@ class EncodecConfig(PretrainedConfig):
     codebook_epsilon: float = 1e-5
     kmeans_iters: int = 50
     threshold_ema_dead_code: int = 2
-    commitment_weight: float = 1.0
     codebook_replacement: str = "original"
 
     def __post_init__(self, **kwargs):
-        generation_keys = GenerationConfig._get_default_generation_params().keys()
-        unknown = sorted(k for k in kwargs if k not in _BASE_KEYS and k not in generation_keys)
-        if unknown:
-            raise ValueError(
-                f"EncodecConfig got unknown settings {unknown}; expected the fields of an EnCodec config.json "
-                f"({', '.join(sorted(EncodecConfig.__annotations__))})."
-            )
+        # Settings that are not fields are kept as transformers keeps them (config.json files carry keys of its own);
+        # one that is nearly a field's name is a typo, refused rather than silently ignored.
+        fields = sorted(EncodecConfig.__annotations__)
+        for key in kwargs:
+            near = difflib.get_close_matches(key, fields, n=1, cutoff=0.85)
+            if near and near[0] != key:
+                raise ValueError(f"EncodecConfig got the unknown setting {key!r}; did you mean {near[0]!r}?")
         if kwargs.get("model_type", self.model_type) != self.model_type:
             raise ValueError(f"model_type must be {self.model_type!r}, got {kwargs['model_type']!r}")
         kwargs.pop("model_type", None)
@@ -168,7 +146,6 @@ class EncodecConfig(PretrainedConfig):
             "trim_right_ratio",
             "codebook_decay",
             "codebook_epsilon",
-            "commitment_weight",
         ):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not math.isfinite(value)):
@@ -201,6 +178,9 @@ class EncodecConfig(PretrainedConfig):
             "codebook_dim",
         ):
             positive_int(name)
+        for name in ("use_causal_conv", "normalize", "use_conv_shortcut"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("num_residual_layers", "num_lstm_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -213,11 +193,8 @@ class EncodecConfig(PretrainedConfig):
             raise ValueError(f"codebook_replacement must be 'original' or 'reset', got {self.codebook_replacement!r}")
         if not 0.0 <= self.codebook_decay < 1.0:
             raise ValueError(f"codebook_decay must be in [0, 1), got {self.codebook_decay!r}")
-        if self.codebook_epsilon <= 0 or self.commitment_weight < 0:
-            raise ValueError(
-                f"codebook_epsilon must be positive and commitment_weight non-negative, got "
-                f"{self.codebook_epsilon!r} and {self.commitment_weight!r}"
-            )
+        if self.codebook_epsilon <= 0:
+            raise ValueError(f"codebook_epsilon must be positive, got {self.codebook_epsilon!r}")
         if self.audio_channels not in (1, 2):
             raise ValueError(f"audio_channels must be 1 (mono) or 2 (stereo), got {self.audio_channels!r}")
         if self.norm_type not in _NORM_TYPES:
@@ -406,19 +383,5 @@ class EncodecLanguageModelConfig(PretrainedConfig):
             past_context=int(3.5 * config.frame_rate),
         )
 
-
-# `PretrainedConfig` is a strict dataclass whose type checks raise huggingface_hub's StrictDataclassError; a
-# user passing `sampling_rate="24k"` gets a ValueError like every other invalid setting instead.
-_strict_init = EncodecConfig.__init__
-
-
-def _init_with_value_errors(self, *args, **kwargs):
-    try:
-        _strict_init(self, *args, **kwargs)
-    except StrictDataclassError as error:
-        raise ValueError(f"invalid EncodecConfig setting: {error}") from error
-
-
-EncodecConfig.__init__ = _init_with_value_errors
 
 __all__ = ["EncodecConfig", "EncodecLanguageModelConfig", "PRESETS", "TRAINING_PRESETS"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -206,7 +207,6 @@ def evaluate(
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    from .modeling_encodec import EncodecModel
     from .modeling_onnx import load_model
     from .processing import EncodecFeatureExtractor
     from .tokenization import read_audio_value
@@ -214,7 +214,7 @@ def evaluate(
     result = EvaluationResult()
     chosen = _chosen_metrics(metrics, result.notes)
     models = model if isinstance(model, (list, tuple)) else [model]
-    models = [m if isinstance(m, EncodecModel) else load_model(m) for m in models]
+    models = [load_model(m) if isinstance(m, (str, os.PathLike)) else m for m in models]
     clips = _clips(audio_or_dataset, sampling_rate, audio_column, max_clips)
     if not clips:
         raise ValueError("evaluate found no clips")

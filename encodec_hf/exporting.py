@@ -1,9 +1,11 @@
 """Export the encoder and decoder to ONNX (and OpenVINO), weight norm folded, with dynamic batch and time axes.
 
-The graphs are the model's own layers traced by torch's ONNX exporter (`torch.onnx.export(dynamo=True)`); three
-layers write their export form themselves (layers.py): `_pad1d` pads without branches on the symbolic
-length, the LSTM becomes ONNX `LSTM` nodes (the exporter would unroll it for the example's length), and the
-quantizer's decoding gathers from the stacked codebooks so that one decoder serves every bandwidth.
+The graphs are the model's own layers traced by torch's ONNX exporter (`torch.onnx.export(dynamo=True)`), in a
+copy of the model (`folded_copy`) where three kinds of layer are swapped for export stand-ins defined here (the
+layers themselves know offline, streaming and training only): convolutions pad without branches on the symbolic
+length (`ExportedConv1d`), the LSTM becomes ONNX `LSTM` nodes (`ExportedLSTMLayers`; the exporter would unroll it
+for the example's length), and the quantizer's decoding gathers from the stacked codebooks so that one decoder
+serves every bandwidth (`ExportedResidualVectorQuantizer`).
 
 Files (`export(model, DIR)`), beside the model's `config.json` and `preprocessor_config.json` (and its language
 model, if any, so that .ecdc files with it can be written from the exported models):
@@ -48,6 +50,8 @@ import torch
 from torch import nn
 
 from .configuration_encodec import EncodecConfig
+from .layers import EncodecConv1d, EncodecLSTMLayers
+from .quantization import EncodecResidualVectorQuantizer
 
 FORMATS = ("onnx", "openvino")
 DTYPES = ("float32", "float16")
@@ -76,8 +80,115 @@ def require_runtime(format: str) -> None:
         raise ImportError(f"export needs torch 2.8 or later (for torch.onnx.ops); this is torch {torch.__version__}")
 
 
+# -- export stand-ins: the forms an exported graph needs, swapped into the exporter's own copy of the model -------
+
+
+def _pad1d_exported(x: torch.Tensor, left: int, right, mode: str, end: int | None = None) -> torch.Tensor:
+    """`layers._pad1d` for a (B, C, T) graph whose T (and so `right`) is symbolic: the same values without a branch
+    on the length, so that the exported graph takes any length. Each padded end is a gather: position j (in x's
+    coordinates) reads x_ext[|j|], mirrored at x_ext's end, where x_ext is x followed by the zeros `_pad1d` appends
+    to inputs too short to reflect (as many as the true `left` and `right` ask for). ONNX Runtime's reflect Pad, which
+    refuses pads close to the length, is not used.
+
+    `end` (a plain int >= right) pads the end by that many samples instead of `right`: the ones past `right` are
+    filler that a caller's convolution never reads (ExportedConv1d pads by stride - 1 >= its symbolic extra). Then no
+    tensor is sized by a symbolic amount: torch's exporter specialises the length for an arange of `right` (even for
+    a check that right >= 0), and a slice of it makes tracing slow (a minute for the 24 kHz model, 20 s without).
+
+    Example: x = [a, b] padded 3 left, 0 right: x_ext = [a, b, 0, 0] (2 zeros make it longer than 3), positions
+    -3..-1 read x_ext[3, 2, 1] = [0, 0, b]: [0, 0, b, a, b], what `_pad1d` gives."""
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+    end = right if end is None else end
+    if statically_known_true(left == 0) and statically_known_true(end == 0):
+        return x
+    if mode != "reflect":
+        return nn.functional.pad(x, (left, end), mode)
+    length = x.shape[-1]
+    extended = length + torch.sym_max(0, torch.sym_max(left, right) - length + 1)  # x_ext's length
+
+    def read(source: torch.Tensor) -> torch.Tensor:  # x_ext at `source`: x, or 0 past its end
+        picked = x.index_select(-1, source.clamp(min=0, max=length - 1))
+        return torch.where(source < length, picked, torch.zeros((), dtype=x.dtype, device=x.device))
+
+    head = read(torch.arange(left, 0, -1, device=x.device))  # positions -left .. -1
+    if statically_known_true(end == 0):
+        return torch.cat([head, x], dim=-1)
+    position = length + torch.arange(end, device=x.device)  # positions T .. T + end - 1
+    return torch.cat([head, x, read(torch.where(position < extended, position, 2 * (extended - 1) - position))], -1)
+
+
+class ExportedConv1d(EncodecConv1d):
+    """`EncodecConv1d` whose padding has no branch on the symbolic length. Offline, the end is padded by a fixed
+    stride - 1 >= extra samples: as many windows (the last one starts at the same place) over the same values, and
+    no tensor sized by the symbolic `extra`."""
+
+    def _pad(self, hidden_states: torch.Tensor, left: int, right, spare=0) -> torch.Tensor:
+        return _pad1d_exported(hidden_states, left, right, self.pad_mode, right + spare)
+
+
+class ExportedLSTMLayers(EncodecLSTMLayers):
+    """`EncodecLSTMLayers` as ONNX `LSTM` nodes, one a layer."""
+
+    def forward(self, sequence: torch.Tensor, state: tuple | None = None, stepwise: bool = False):
+        # (T, B, input_size) -> (T, B, hidden_size), and the final (h, c), each (num_layers, B, hidden_size)
+        if state is None:
+            zeros = sequence.new_zeros(self.num_layers, sequence.shape[1], self.hidden_size)
+            state = (zeros, zeros)
+        return self._onnx_lstm(sequence, state, self.flat_weights())
+
+    def _onnx_lstm(self, sequence: torch.Tensor, state: tuple, weights: list):
+        """torch.lstm as ONNX `LSTM` nodes, one a layer, while exporting: torch's exporter would unroll the
+        recurrence for the example's length (and freeze it). ONNX orders the gates i, o, f, c where torch orders
+        i, f, g, o; both biases go in one (1, 8H) input. ONNX Runtime's kernel sums in another order than torch's:
+        outputs within about 1e-6."""
+        hidden_size, hidden, cell = self.hidden_size, [], []
+        steps, batch = sequence.shape[0], sequence.shape[1]
+        dtype = sequence.dtype  # float16 exports run their LSTM in float32: ONNX Runtime has no float16 LSTM on CPU
+        sequence, weights = sequence.float(), [weight.float() for weight in weights]
+        state = (state[0].float(), state[1].float())
+        for layer in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = weights[4 * layer : 4 * layer + 4]
+
+            def reorder(tensor):
+                i, f, g, o = tensor.chunk(4, dim=0)
+                return torch.cat([i, o, f, g], dim=0).unsqueeze(0)
+
+            bias = torch.cat([reorder(b_ih), reorder(b_hh)], dim=1)  # (1, 8H)
+            h0, c0 = state[0][layer : layer + 1], state[1][layer : layer + 1]  # (1, B, H)
+            inputs = (sequence, reorder(w_ih), reorder(w_hh), bias, None, h0, c0)
+            attrs = {"hidden_size": hidden_size}
+            shapes = [(steps, 1, batch, hidden_size), (1, batch, hidden_size), (1, batch, hidden_size)]
+            out, h_n, c_n = torch.onnx.ops.symbolic_multi_out(
+                "::LSTM", inputs, attrs, dtypes=[sequence.dtype] * 3, shapes=shapes, version=14
+            )
+            sequence = out.squeeze(1)  # Y (T, 1, B, H) -> (T, B, H)
+            hidden.append(h_n[0])
+            cell.append(c_n[0])
+        return sequence.to(dtype), (torch.stack(hidden).to(dtype), torch.stack(cell).to(dtype))
+
+
+class ExportedResidualVectorQuantizer(EncodecResidualVectorQuantizer):
+    """The number of codebooks is symbolic in an exported decoder (one file serves every bandwidth): decoding is the
+    same sum, as one gather from the stacked codebooks and a reduction (rounding within about 1e-7)."""
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        # (num_quantizers, B, F) -> (B, D, F)
+        table = torch.stack([layer.codebook.embed for layer in self.layers])  # (Q_max, K, D)
+        picks = torch.arange(codes.shape[0], device=codes.device)[:, None, None]  # (Q, 1, 1)
+        return table[picks, codes].sum(0).permute(0, 2, 1)  # (Q, B, F, D) -> (B, D, F)
+
+
+EXPORT_STAND_INS = {
+    EncodecConv1d: ExportedConv1d,
+    EncodecLSTMLayers: ExportedLSTMLayers,
+    EncodecResidualVectorQuantizer: ExportedResidualVectorQuantizer,
+}
+
+
 class EncoderGraph(nn.Module):
-    """What the exported encoder computes: `EncodecModel.encode_chunks` on a batch of chunks, exact layout.
+    """What the exported encoder computes: `EncodecModel.encode_chunks` on a batch of chunks, exact layout, whole
+    (never in pieces: the graph takes any length).
     (B, C, T) float32 audio -> codes (B, Q, ceil(T / hop)) int64 [, scales (B, 1)]."""
 
     def __init__(self, model, num_quantizers: int):
@@ -85,7 +196,7 @@ class EncoderGraph(nn.Module):
         self.model, self.num_quantizers = model, num_quantizers
 
     def forward(self, input_values: torch.Tensor):
-        codes, scales = self.model.encode_chunks(input_values, self.num_quantizers)
+        codes, scales = self.model.encode_chunks(input_values, self.num_quantizers, in_pieces=False)
         return codes if scales is None else (codes, scales)
 
 
@@ -99,7 +210,8 @@ class DecoderGraph(nn.Module):
 
     def forward(self, audio_codes: torch.Tensor):
         chunks, batch, quantizers, frames = audio_codes.shape
-        return self.model.decode_chunks(audio_codes.reshape(chunks * batch, quantizers, frames), fast_decoding=False)
+        codes = audio_codes.reshape(chunks * batch, quantizers, frames)
+        return self.model.decode_chunks(codes, fast_decoding=False, in_pieces=False)
 
 
 # -- frame streams: step models with explicit state --------------------------------------------------------------
@@ -264,7 +376,8 @@ def _stream_graphs(model, num_quantizers: int) -> tuple[list, dict]:
 
 
 def folded_copy(model):
-    """A float32 copy of `model` in eval mode with weight norm folded into plain weights (what converters read)."""
+    """A float32 copy of `model` in eval mode with weight norm folded into plain weights (what converters read) and
+    the export stand-ins in place of the layers they stand for."""
     # A new model rather than a deep copy: a copy shares the parametrized classes that torch makes per module, and
     # removing the parametrization from the copy would remove it from `model` too.
     folded = type(model)(copy.deepcopy(model.config)).float().eval()
@@ -272,6 +385,10 @@ def folded_copy(model):
     for module in folded.modules():
         if hasattr(module, "parametrizations") and "weight" in module.parametrizations:
             torch.nn.utils.parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    for module in folded.modules():
+        stand_in = EXPORT_STAND_INS.get(type(module))
+        if stand_in is not None:
+            module.__class__ = stand_in  # the same attributes and weights; only the forms differ
     return folded
 
 

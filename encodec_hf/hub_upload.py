@@ -36,6 +36,7 @@ REMOTE_CODE = (
     "configuration_encodec.py",
     "modeling_encodec.py",
     "layers.py",
+    "inputs.py",
     "quantization.py",
     "distributed.py",
     "processing.py",

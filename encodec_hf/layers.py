@@ -23,7 +23,8 @@ from .configuration_encodec import EncodecConfig
 #
 # One layer, many uses: each layer's `forward` serves offline inference, streaming (pass the layer's state, made by
 # `init_state`, and `final=True` with the stream's last piece), training (under autograd the weight-norm weight
-# is computed live, so gradients reach the official parameters) and export.
+# is computed live, so gradients reach the official parameters). The exporter swaps in stand-ins of its own
+# (exporting.py) for the forms an exported graph needs.
 #
 # Every layer runs in two layouts. (B, C, T) tensors take the original's operations (conv1d), which give
 # EnCodec 0.1.1's numbers bit for bit. (B, C, 1, T) channels_last tensors take conv2d over time-major memory,
@@ -34,12 +35,8 @@ from .configuration_encodec import EncodecConfig
 
 def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
     """F.pad that also reflect-pads inputs shorter than the padding, as the original does: zeros are
-    appended first so that the reflection exists, then removed again.
-
-    While exporting (ONNX), lengths are symbolic: the same padding is written without branches on them (zeros
-    appended whatever the length, possibly none), so that no length is frozen into the graph."""
-    if torch.compiler.is_exporting():
-        return _pad1d_exported(x, left, right, mode)
+    appended first so that the reflection exists, then removed again (the exporter's stand-in, in exporting.py,
+    writes the same padding without branches on symbolic lengths)."""
     if left == right == 0:
         return x
     # (B, C, T), or (B, C, 1, T), for which torch's reflect padding wants the (unit) height padded too
@@ -53,41 +50,6 @@ def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
         x = nn.functional.pad(x, (0, extra, *unit))
     padded = nn.functional.pad(x, (left, right, *unit), "reflect")
     return padded[..., : padded.shape[-1] - extra]
-
-
-def _pad1d_exported(x: torch.Tensor, left: int, right, mode: str, end: int | None = None) -> torch.Tensor:
-    """`_pad1d` for a (B, C, T) graph whose T (and so `right`) is symbolic: the same values without a branch on the
-    length, so that the exported graph takes any length. Each padded end is a gather: position j (in x's
-    coordinates) reads x_ext[|j|], mirrored at x_ext's end, where x_ext is x followed by the zeros `_pad1d` appends
-    to inputs too short to reflect (as many as the true `left` and `right` ask for). ONNX Runtime's reflect Pad, which
-    refuses pads close to the length, is not used.
-
-    `end` (a plain int >= right) pads the end by that many samples instead of `right`: the ones past `right` are
-    filler that a caller's convolution never reads (EncodecConv1d pads by stride - 1 >= its symbolic extra). Then no
-    tensor is sized by a symbolic amount: torch's exporter specialises the length for an arange of `right` (even for
-    a check that right >= 0), and a slice of it makes tracing slow (a minute for the 24 kHz model, 20 s without).
-
-    Example: x = [a, b] padded 3 left, 0 right: x_ext = [a, b, 0, 0] (2 zeros make it longer than 3), positions
-    -3..-1 read x_ext[3, 2, 1] = [0, 0, b]: [0, 0, b, a, b], what `_pad1d` gives."""
-    from torch.fx.experimental.symbolic_shapes import statically_known_true
-
-    end = right if end is None else end
-    if statically_known_true(left == 0) and statically_known_true(end == 0):
-        return x
-    if mode != "reflect":
-        return nn.functional.pad(x, (left, end), mode)
-    length = x.shape[-1]
-    extended = length + torch.sym_max(0, torch.sym_max(left, right) - length + 1)  # x_ext's length
-
-    def read(source: torch.Tensor) -> torch.Tensor:  # x_ext at `source`: x, or 0 past its end
-        picked = x.index_select(-1, source.clamp(min=0, max=length - 1))
-        return torch.where(source < length, picked, torch.zeros((), dtype=x.dtype, device=x.device))
-
-    head = read(torch.arange(left, 0, -1, device=x.device))  # positions -left .. -1
-    if statically_known_true(end == 0):
-        return torch.cat([head, x], dim=-1)
-    position = length + torch.arange(end, device=x.device)  # positions T .. T + end - 1
-    return torch.cat([head, x, read(torch.where(position < extended, position, 2 * (extended - 1) - position))], -1)
 
 
 def _to_channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -247,12 +209,12 @@ class EncodecConv1d(nn.Module):
         else:
             right = self.padding_total // 2
             left, right = self.padding_total - right, right + extra
-        if torch.compiler.is_exporting():
-            # Exported graphs pad the end by a fixed stride - 1 >= extra instead: as many windows (the last one starts
-            # at the same place) over the same values, and no tensor sized by the symbolic `extra` (_pad1d_exported).
-            end = right - extra + self.stride - 1
-            return self._convolve(_pad1d_exported(hidden_states, left, right, self.pad_mode, end))
-        return self._convolve(_pad1d(hidden_states, left, right, self.pad_mode))
+        return self._convolve(self._pad(hidden_states, left, right, spare=self.stride - 1 - extra))
+
+    def _pad(self, hidden_states: torch.Tensor, left: int, right: int, spare: int = 0) -> torch.Tensor:
+        # `spare`: samples that may be padded past `right` because no window reads them (used by the exporter's
+        # stand-in, which pads by a fixed amount); this form pads exactly `right`
+        return _pad1d(hidden_states, left, right, self.pad_mode)
 
     # Streaming: the same sums as offline over the windows that are complete. The start is reflect-padded as
     # offline does, which needs padding + 1 inputs; at the end, the extra samples offline pads with are added.
@@ -270,7 +232,7 @@ class EncodecConv1d(nn.Module):
                 # never more than `padding` inputs: compute them as offline does
                 return self.forward(held) if held.shape[-1] else _empty(x, self.conv.out_channels)
             state.held, state.started = [], True
-            state.buffer = _pad1d(held, self.padding_total, 0, self.pad_mode)
+            state.buffer = self._pad(held, self.padding_total, 0)
         else:
             state.buffer = torch.cat([state.buffer, x], dim=-1)
         if final:
@@ -403,17 +365,16 @@ class EncodecLSTMLayers(nn.Module):
         if state is None:
             zeros = sequence.new_zeros(self.num_layers, sequence.shape[1], self.hidden_size)
             state = (zeros, zeros)
-        weights = [
-            getattr(self, f"{kind}_l{layer}")
-            for layer in range(self.num_layers)
-            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        ]
+        weights = self.flat_weights()
         if stepwise:
             return self._steps(sequence, state, weights)
-        if torch.onnx.is_in_onnx_export():
-            return self._onnx_lstm(sequence, state, weights)
         out, hidden, cell = torch.lstm(sequence, state, weights, True, self.num_layers, 0.0, False, False, False)
         return out, (hidden, cell)
+
+    def flat_weights(self) -> list:
+        """The parameters in torch.lstm's order: per layer weight_ih, weight_hh, bias_ih, bias_hh."""
+        kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return [getattr(self, f"{kind}_l{layer}") for layer in range(self.num_layers) for kind in kinds]
 
     def _steps(self, sequence: torch.Tensor, state: tuple, weights: list):
         """torch.lstm's equations one time step at a time, as matrix-vector products: for the frame or two of a
@@ -432,36 +393,6 @@ class EncodecLSTMLayers(nn.Module):
                 x = hidden[layer]
             outputs.append(x)
         return torch.stack(outputs), (torch.stack(hidden), torch.stack(cell))
-
-    def _onnx_lstm(self, sequence: torch.Tensor, state: tuple, weights: list):
-        """torch.lstm as ONNX `LSTM` nodes, one a layer, while exporting: torch's exporter would unroll the
-        recurrence for the example's length (and freeze it). ONNX orders the gates i, o, f, c where torch orders
-        i, f, g, o; both biases go in one (1, 8H) input. ONNX Runtime's kernel sums in another order than torch's:
-        outputs within about 1e-6."""
-        hidden_size, hidden, cell = self.hidden_size, [], []
-        steps, batch = sequence.shape[0], sequence.shape[1]
-        dtype = sequence.dtype  # float16 exports run their LSTM in float32: ONNX Runtime has no float16 LSTM on CPU
-        sequence, weights = sequence.float(), [weight.float() for weight in weights]
-        state = (state[0].float(), state[1].float())
-        for layer in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh = weights[4 * layer : 4 * layer + 4]
-
-            def reorder(tensor):
-                i, f, g, o = tensor.chunk(4, dim=0)
-                return torch.cat([i, o, f, g], dim=0).unsqueeze(0)
-
-            bias = torch.cat([reorder(b_ih), reorder(b_hh)], dim=1)  # (1, 8H)
-            h0, c0 = state[0][layer : layer + 1], state[1][layer : layer + 1]  # (1, B, H)
-            inputs = (sequence, reorder(w_ih), reorder(w_hh), bias, None, h0, c0)
-            attrs = {"hidden_size": hidden_size}
-            shapes = [(steps, 1, batch, hidden_size), (1, batch, hidden_size), (1, batch, hidden_size)]
-            out, h_n, c_n = torch.onnx.ops.symbolic_multi_out(
-                "::LSTM", inputs, attrs, dtypes=[sequence.dtype] * 3, shapes=shapes, version=14
-            )
-            sequence = out.squeeze(1)  # Y (T, 1, B, H) -> (T, B, H)
-            hidden.append(h_n[0])
-            cell.append(c_n[0])
-        return sequence.to(dtype), (torch.stack(hidden).to(dtype), torch.stack(cell).to(dtype))
 
 
 STEPWISE_LSTM_FRAMES = 4  # a streaming push of at most this many frames steps the LSTM by matrix products

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,16 +30,18 @@ from transformers import initialization as init
 from transformers.modeling_utils import PreTrainedAudioTokenizerBase
 from transformers.utils import ModelOutput, logging
 
-from .chunking import (
-    batch_jobs,
-    bucket_jobs,
-    cap_batches,
-    chunks_per_call,
-    linear_overlap_add,
-    num_frames,
-    plan_chunks,
-)
+from .chunking import decode_audio, decode_plans, encode_audio, num_frames
 from .configuration_encodec import EncodecConfig
+from .inputs import (
+    INFERENCE_DEFAULTS,
+    InferenceOptions,
+    check_audio,
+    check_codes,
+    check_option,
+    progress_reporter,
+    real_lengths,
+    resolve_options,
+)
 from .language_model import LANGUAGE_MODEL_FOLDER, EncodecLanguageModel, load_language_model
 from .layers import (
     EncodecConv1d,
@@ -64,8 +65,8 @@ class EncodecOutput(ModelOutput):
         audio_codes (`torch.LongTensor` of shape `(num_chunks, batch_size, num_quantizers, frames)`):
             discrete codes from `encode`.
         audio_values (`torch.FloatTensor` of shape `(batch_size, channels, samples)`): decoded audio.
-        commitment_loss (`torch.FloatTensor`, a scalar): in train mode only, the quantizer's commitment loss (the
-            mean over the codebooks used); None in eval mode.
+        commitment_loss (`torch.FloatTensor`, a scalar): from `training_forward` only, the quantizer's commitment
+            loss (the mean over the codebooks used); None from `forward`.
     """
 
     audio_codes: torch.LongTensor | None = None
@@ -98,12 +99,6 @@ class EncodecDecoderOutput(ModelOutput):
     """
 
     audio_values: torch.FloatTensor | None = None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------------------------
 
 
 class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
@@ -147,26 +142,11 @@ class EncodecPreTrainedModel(PreTrainedAudioTokenizerBase):
             init.copy_(module.embed_avg, module.embed)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Options that change the numbers or the memory. Each is a keyword argument of `encode`, `decode` and `forward`;
-# None there means the model's default, which `set_inference_defaults` changes (validated, never silently).
-
 MAX_SCALE = 1e6  # the largest per-chunk scale: see encode_chunks
 LONG_DECODE_FRAMES = 4500  # causal clips longer than this (60 s at 24 kHz) decode in pieces: see decode_chunks
 LONG_ENCODE_FRAMES = 4500  # and encode in pieces (exact path): see encode_chunks
 ENCODE_PIECE_FRAMES = 375  # 5 s at 24 kHz
 DECODE_PIECE_FRAMES = 375  # 5 s at 24 kHz (the channels_last layout is not streamed)
-
-INFERENCE_DEFAULTS = {
-    # exact (B, C, T) layout, each chunk alone: codes identical to EnCodec 0.1.1's
-    "fast_encoding": False,
-    # channels_last layout, chunks in batches: audio within a few 1e-6 of the exact path, faster on CPU
-    "fast_decoding": True,
-    # chunks per batch in the fast paths: the fastest measured on CPU (docs/performance.md)
-    "chunk_batch_size": 4,
-    # fast encoding of causal models: chunks of different lengths padded into one batch (the GPU path)
-    "pad_chunks": False,
-}
 
 
 def chunk_scales(chunks: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -188,44 +168,6 @@ def chunk_scales(chunks: torch.Tensor, mask: torch.Tensor | None = None) -> torc
     limit = min(MAX_SCALE, torch.finfo(power.dtype).max)  # float16 tops out at 65,504
     volume = torch.nan_to_num(power.sqrt(), posinf=limit).clamp(max=limit)
     return 1e-8 + volume
-
-
-def _check_option(name: str, value):
-    if name not in INFERENCE_DEFAULTS:
-        raise ValueError(f"unknown inference option {name!r}; the options are {', '.join(INFERENCE_DEFAULTS)}")
-    if name == "chunk_batch_size":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"chunk_batch_size must be an integer of at least 1, got {value!r}")
-    elif not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _progress_reporter(progress, stage: str):
-    """`progress` as a function of (done, total): a callable `progress(stage, done, total)`, or a tqdm-like object
-    (anything with `update(n)` and a settable `total`), or None."""
-    if progress is None:
-        return lambda done, total: None
-    if hasattr(progress, "update"):
-        state = {"done": 0}
-
-        def report(done: int, total: int) -> None:
-            progress.total = total
-            progress.update(done - state["done"])
-            state["done"] = done
-
-        return report
-    if callable(progress):
-        return lambda done, total: progress(stage, done, total)
-    raise ValueError(
-        f"progress must be a callable (stage, done, total) or a tqdm-like object with update(), got "
-        f"{type(progress).__name__}"
-    )
-
-
-def _report_share(report, done: int, count: int, total: int, share: float) -> None:
-    """Tell `report` of `share` (0 to 1) of a group of `count` chunks done, after `done` of `total`."""
-    report(done + share * count, total)
 
 
 class EncodecModel(EncodecPreTrainedModel):
@@ -285,9 +227,10 @@ class EncodecModel(EncodecPreTrainedModel):
 
     def set_inference_defaults(self, **options) -> None:
         """Change the model-wide defaults of the inference options (`fast_encoding`, `fast_decoding`,
-        `chunk_batch_size`); an unknown name or a wrong value raises a ValueError. An argument given to `encode` or
-        `decode` always wins, so threads sharing a model should pass their options rather than change these."""
-        checked = {name: _check_option(name, value) for name, value in options.items()}
+        `chunk_batch_size`, `pad_chunks`); an unknown name or a wrong value raises a ValueError. An argument given to
+        `encode` or `decode` always wins, so threads sharing a model should pass their options rather than change
+        these."""
+        checked = {name: check_option(name, value) for name, value in options.items()}
         self._inference_defaults = {**self._inference_defaults, **checked}  # one assignment: readers see old or new
 
     @property
@@ -295,15 +238,9 @@ class EncodecModel(EncodecPreTrainedModel):
         """A copy of the model-wide defaults of the inference options."""
         return dict(self._inference_defaults)
 
-    def inference_option(self, name: str, value=None):
-        """The value of inference option `name` for one call: `value` when given (checked), else the model's
-        default."""
-        return self._inference_defaults[name] if value is None else _check_option(name, value)
-
-    def pads_chunks(self, fast_encoding: bool, pad_chunks: bool | None = None) -> bool:
-        """Whether `encode` with these options pads chunks of different lengths into one batch: `pad_chunks` (None:
-        the model's default) takes effect with fast encoding on causal models only."""
-        return bool(self.inference_option("pad_chunks", pad_chunks) and fast_encoding and self.config.use_causal_conv)
+    def inference_options(self, **given) -> InferenceOptions:
+        """One call's options: each given value (None: not given) checked, the model's defaults for the rest."""
+        return resolve_options(self._inference_defaults, self.config.use_causal_conv, **given)
 
     def refresh_weights(self) -> None:
         """Forget every folded weight-norm weight, so that the next call folds the parameters as they are now.
@@ -386,61 +323,6 @@ class EncodecModel(EncodecPreTrainedModel):
         (the samples encode saw) the stream ends exactly there, else on a whole frame."""
         return StreamDecoder(self, batch_size=batch_size, audio_length=audio_length, fast_decoding=fast_decoding)
 
-    # -- input checks -------------------------------------------------------------------------------------------
-
-    def _check_audio(self, input_values: torch.Tensor) -> None:
-        if not isinstance(input_values, torch.Tensor):
-            raise ValueError(
-                f"input_values must be a torch.Tensor shaped (batch, channels, samples), got "
-                f"{type(input_values).__name__}; the feature extractor makes one"
-            )
-        if input_values.dim() != 3:
-            raise ValueError(
-                f"input_values must be shaped (batch, channels, samples), got shape {tuple(input_values.shape)}"
-            )
-        batch, channels, length = input_values.shape
-        if channels != self.config.audio_channels:
-            raise ValueError(
-                f"this model takes {self.config.audio_channels}-channel audio, got {channels} "
-                f"channels; EncodecFeatureExtractor converts mono <-> stereo"
-            )
-        if batch == 0 or length == 0:
-            raise ValueError(
-                f"input_values is empty (shape {tuple(input_values.shape)}); expected at least "
-                f"one clip of at least one sample"
-            )
-        if not input_values.is_floating_point():
-            raise ValueError(f"input_values must be floating point audio in [-1, 1], got {input_values.dtype}")
-        if not torch.isfinite(input_values).all():
-            raise ValueError("input_values holds NaN or Inf samples; expected finite audio")
-
-    @staticmethod
-    def _real_lengths(padding_mask: torch.Tensor | None, batch: int, length: int) -> list[int]:
-        """Real samples of each item: the prefix that `padding_mask` (B, T) or (B, C, T) marks."""
-        if padding_mask is None:
-            return [length] * batch
-        mask = torch.as_tensor(padding_mask)
-        if mask.dim() == 3:
-            mask = mask.bool().any(dim=1)
-        if mask.dim() != 2 or mask.shape[0] != batch or mask.shape[-1] < 1:
-            raise ValueError(
-                f"padding_mask must be shaped (batch, samples) or (batch, channels, samples) with "
-                f"batch {batch}, got shape {tuple(padding_mask.shape)}"
-            )
-        mask = mask.bool()
-        lengths = mask.sum(dim=-1)
-        prefix = torch.arange(mask.shape[-1], device=mask.device)[None, :] < lengths[:, None]
-        if not torch.equal(prefix, mask):
-            raise ValueError(
-                "padding_mask must mark a prefix of real samples in each row (right padding); found zeros before ones"
-            )
-        lengths = lengths.tolist()
-        if min(lengths) == 0:
-            raise ValueError(
-                f"padding_mask marks no real sample in item {lengths.index(0)}; every item needs at least one"
-            )
-        return lengths
-
     # -- encoding -----------------------------------------------------------------------------------------------
 
     def encode_chunks(
@@ -450,6 +332,7 @@ class EncodecModel(EncodecPreTrainedModel):
         fast_encoding: bool = False,
         mask: torch.Tensor | None = None,
         on_piece=None,
+        in_pieces: bool = True,
     ):
         """Encode chunks of equal length, each on its own scale: (N, C, T) audio -> codes (N, num_quantizers,
         ceil(T / hop)) and scales (N, 1), or None for models that do not normalise. A (N, 1, T) `mask` marks the
@@ -459,7 +342,8 @@ class EncodecModel(EncodecPreTrainedModel):
         through the encoder in pieces of ENCODE_PIECE_FRAMES frames, each layer carrying its streaming state, so
         that memory is one piece's however long the clip (docs/performance.md); `on_piece(fraction)` is told
         of each piece done. The pieces compute the same sums in the same order: embeddings equal to the whole
-        clip's, bit for bit (tests/test_streaming.py: the full-size model against EnCodec 0.1.1 on 62 s)."""
+        clip's, bit for bit (tests/test_streaming.py: the full-size model against EnCodec 0.1.1 on 62 s).
+        `in_pieces=False` runs every clip whole (the exporter's graphs, which take any length)."""
         scale = None
         if self.config.normalize:
             scale = chunk_scales(chunks, mask)  # (N, 1, 1)
@@ -467,7 +351,7 @@ class EncodecModel(EncodecPreTrainedModel):
             scale = scale.view(-1, 1)
         hop = self.config.hop_length
         long_causal = self.config.use_causal_conv and self.config.chunk_length is None
-        pieced = long_causal and not fast_encoding and not torch.compiler.is_exporting()
+        pieced = long_causal and not fast_encoding and in_pieces
         if pieced and num_frames(chunks.shape[-1], hop) > LONG_ENCODE_FRAMES:
             states, pieces, step = self.encoder.init_states(), [], ENCODE_PIECE_FRAMES * hop
             for start in range(0, chunks.shape[-1], step):
@@ -511,121 +395,37 @@ class EncodecModel(EncodecPreTrainedModel):
             Without chunking, num_chunks is 1 and frames is ceil(samples / hop_length).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        fast = self.inference_option("fast_encoding", fast_encoding)
-        step = self.inference_option("chunk_batch_size", chunk_batch_size) if fast else 1
-        pad = self.pads_chunks(fast, pad_chunks)
-        report = _progress_reporter(progress, "encode")
+        options = self.inference_options(
+            fast_encoding=fast_encoding, chunk_batch_size=chunk_batch_size, pad_chunks=pad_chunks
+        )
+        report = progress_reporter(progress, "encode")
         bandwidth = self.config.target_bandwidths[0] if bandwidth is None else self.config.check_bandwidth(bandwidth)
-        self._check_audio(input_values)
-        batch, _, length = input_values.shape
-        lengths = self._real_lengths(padding_mask, batch, length)
+        check_audio(self.config, input_values)
+        lengths = real_lengths(padding_mask, input_values.shape[0], input_values.shape[-1])
         num_quantizers = self.config.num_quantizers_for_bandwidth(bandwidth)
-        hop = self.config.hop_length
-
-        plans = [plan_chunks(n, self.config.chunk_length, self.config.chunk_stride) for n in lengths]
-        total_chunks = max(len(plan) for plan in plans)
-        frames = max(num_frames(size, hop) for plan in plans for _, size in plan)
-        codes = input_values.new_zeros((total_chunks, batch, num_quantizers, frames), dtype=torch.long)
-        scales = input_values.new_ones((total_chunks, batch, 1)) if self.config.normalize else None
-
-        # Each chunk is cut at its real length, so an item never sees another item's padding. Exact encoding
-        # runs each chunk alone: EnCodec's convolutions round differently in a batch (the original itself
-        # changes a few codes between a clip alone and the same clip in a batch), and a batch item must get
-        # exactly the codes it gets alone. Fast encoding batches chunks of equal length, or with `pad_chunks`
-        # (causal models) chunks of similar length, zero-padded to the longest of their batch.
-        jobs = [
-            (size, (index, item, start, size))
-            for item, plan in enumerate(plans)
-            for index, (start, size) in enumerate(plan)
-        ]
-        done = 0
         with _no_grad_unless_training(self), fresh_folds():
-            groups = bucket_jobs(jobs, step) if pad else batch_jobs(jobs, step)
-            for width, part in cap_batches(groups, lambda width: chunks_per_call(width, self.config.num_filters)):
-                chunks = input_values.new_zeros((len(part), input_values.shape[1], width))  # (N, C, width)
-                mask = None
-                if pad:
-                    mask = torch.zeros((len(part), 1, width), dtype=torch.bool, device=input_values.device)
-                for row, (_, item, start, size) in enumerate(part):
-                    chunks[row, :, :size] = input_values[item, :, start : start + size]
-                    if mask is not None:
-                        mask[row, :, :size] = True
-                # (N, Q, ceil(width / hop)), (N, 1)
-                on_piece = functools.partial(_report_share, report, done, len(part), len(jobs))
-                chunk_codes, chunk_scales = self.encode_chunks(chunks, num_quantizers, fast, mask, on_piece=on_piece)
-                for row, (index, item, _, size) in enumerate(part):
-                    real = num_frames(size, hop)
-                    codes[index, item, :, :real] = chunk_codes[row, :, :real]
-                    if chunk_scales is not None:
-                        scales[index, item] = chunk_scales[row]
-                done += len(part)
-                report(done, len(jobs))
-
-        longest = plans[lengths.index(max(lengths))]
-        last_frame_pad_length = frames - num_frames(longest[-1][1], hop) if len(longest) == total_chunks else 0
-        audio_scales = list(scales) if scales is not None else [None] * total_chunks
+            codes, scales, last_frame_pad_length = encode_audio(
+                self, input_values, lengths, num_quantizers, options, report
+            )
+        audio_scales = list(scales) if scales is not None else [None] * codes.shape[0]
         if not return_dict:
             return codes, audio_scales, last_frame_pad_length
         return EncodecEncoderOutput(codes, audio_scales, last_frame_pad_length)
 
     # -- decoding -----------------------------------------------------------------------------------------------
 
-    def check_codes(self, audio_codes, audio_scales) -> list:
-        """Check codes and scales as `decode` takes them; returns the scales as (batch, 1, 1) tensors or Nones."""
-        if not isinstance(audio_codes, torch.Tensor) or audio_codes.dim() != 4:
-            shape = tuple(audio_codes.shape) if isinstance(audio_codes, torch.Tensor) else type(audio_codes).__name__
-            raise ValueError(
-                f"audio_codes must be a tensor shaped (num_chunks, batch, num_quantizers, frames), got {shape}"
-            )
-        if audio_codes.is_floating_point() or audio_codes.is_complex():
-            raise ValueError(f"audio_codes must hold integers, got {audio_codes.dtype}")
-        total_chunks, batch, quantizers, frames = audio_codes.shape
-        if min(audio_codes.shape) == 0:
-            raise ValueError(f"audio_codes is empty (shape {tuple(audio_codes.shape)})")
-        if quantizers > self.config.num_quantizers:
-            raise ValueError(f"audio_codes has {quantizers} codebooks; this model has {self.config.num_quantizers}")
-        low, high = int(audio_codes.min()), int(audio_codes.max())
-        if low < 0 or high >= self.config.codebook_size:
-            raise ValueError(
-                f"audio_codes must lie in [0, {self.config.codebook_size}), found values from {low} to {high}"
-            )
-        if audio_scales is None:
-            audio_scales = [None] * total_chunks
-        if len(audio_scales) != total_chunks:
-            raise ValueError(
-                f"audio_scales has {len(audio_scales)} entries for {total_chunks} chunks of codes; "
-                f"expected one per chunk"
-            )
-        checked = []
-        for index, scale in enumerate(audio_scales):
-            if scale is None:
-                if self.config.normalize:
-                    raise ValueError(
-                        f"audio_scales[{index}] is None, but this model normalises its chunks and "
-                        f"needs the scale that encode returned"
-                    )
-                checked.append(None)
-                continue
-            scale = torch.as_tensor(scale, device=audio_codes.device)
-            if scale.numel() != batch:
-                raise ValueError(
-                    f"audio_scales[{index}] has {scale.numel()} values for a batch of {batch}; "
-                    f"expected shape ({batch}, 1)"
-                )
-            checked.append(scale.reshape(batch, 1, 1))
-        return checked
-
-    def decode_chunks(self, codes: torch.Tensor, fast_decoding: bool = True) -> torch.Tensor:
+    def decode_chunks(self, codes: torch.Tensor, fast_decoding: bool = True, in_pieces: bool = True) -> torch.Tensor:
         """(N, Q, F) codes of chunks of equal length -> (N, channels, F * hop) float32 audio, before any scale.
 
         A causal model's clip of more than LONG_DECODE_FRAMES frames (60 s at 24 kHz) goes through the decoder in
         pieces of DECODE_PIECE_FRAMES, each layer carrying its streaming state across them, so that memory stays
         that of one piece however long the clip (docs/performance.md). The pieces compute the
         same sums over shorter windows: audio within 1e-5 of decoding the clip whole (tests/test_streaming.py).
+        `in_pieces=False` decodes every clip whole (the exporter's graphs, which take any length).
         """
         frames = codes.shape[-1]
         long_causal = self.config.use_causal_conv and self.config.chunk_length is None and frames > LONG_DECODE_FRAMES
-        if long_causal and not torch.compiler.is_exporting():  # an exported decoder takes any length whole
+        if long_causal and in_pieces:
             states = self.decoder.init_states()
             pieces = []
             for start in range(0, frames, DECODE_PIECE_FRAMES):
@@ -668,12 +468,10 @@ class EncodecModel(EncodecPreTrainedModel):
             `EncodecDecoderOutput` with `audio_values` (batch_size, channels, samples).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        fast = self.inference_option("fast_decoding", fast_decoding)
-        step = self.inference_option("chunk_batch_size", chunk_batch_size) if fast else 1
-        report = _progress_reporter(progress, "decode")
-        scales = self.check_codes(audio_codes, audio_scales)
-        total_chunks, batch, _, frames = audio_codes.shape
-        hop, stride = self.config.hop_length, self.config.chunk_stride
+        options = self.inference_options(fast_decoding=fast_decoding, chunk_batch_size=chunk_batch_size)
+        report = progress_reporter(progress, "decode")
+        scales = check_codes(self.config, audio_codes, audio_scales)
+        total_chunks, batch = audio_codes.shape[:2]
         chunked = self.config.chunk_length is not None
         if not chunked and total_chunks != 1:
             raise ValueError(
@@ -686,59 +484,10 @@ class EncodecModel(EncodecPreTrainedModel):
                 "unless encode's last_frame_pad_length is passed. Pass the padding_mask that encode was given (or "
                 "use forward) for exactly the encoded length."
             )
-
-        # Each item's decode plan: the frames of each of its chunks, and its final length in samples.
-        if padding_mask is not None:
-            mask_length = padding_mask.shape[-1]
-            lengths = self._real_lengths(padding_mask, batch, mask_length)
-            plans = []
-            for item, length in enumerate(lengths):
-                plan = [num_frames(size, hop) for _, size in plan_chunks(length, self.config.chunk_length, stride)]
-                if len(plan) > total_chunks or max(plan) > frames:
-                    raise ValueError(
-                        f"padding_mask gives item {item} {length} samples, which need {len(plan)} "
-                        f"chunk(s) of up to {max(plan)} frames; audio_codes has {total_chunks} of "
-                        f"{frames}. Pass the padding_mask that encode was given."
-                    )
-                plans.append(plan)
-        else:
-            pad = int(last_frame_pad_length or 0)
-            if not 0 <= pad < frames:
-                raise ValueError(f"last_frame_pad_length must be in [0, {frames}), got {last_frame_pad_length}")
-            # The length the codes imply; chunks before the last are cut to the frames that reach it.
-            length = (total_chunks - 1) * (stride or 0) + (frames - pad) * hop
-            plan = [min(frames, num_frames(length - index * (stride or 0), hop)) for index in range(total_chunks)]
-            plans, lengths = [plan] * batch, [length] * batch
-
-        # Decode chunks with the same number of frames together; then join each item's chunks.
-        jobs = [
-            (chunk_frames, (index, item)) for item, plan in enumerate(plans) for index, chunk_frames in enumerate(plan)
-        ]
-        decoded = {}
-        done = 0
+        lengths = None if padding_mask is None else real_lengths(padding_mask, batch, padding_mask.shape[-1])
+        plans, lengths = decode_plans(self.config, audio_codes, lengths, last_frame_pad_length)
         with _no_grad_unless_training(self), fresh_folds():
-            groups = cap_batches(
-                batch_jobs(jobs, step), lambda frames: chunks_per_call(frames * hop, self.config.num_filters)
-            )
-            for chunk_frames, part in groups:
-                codes = torch.stack([audio_codes[index, item, :, :chunk_frames] for index, item in part])
-                audio = self.decode_chunks(codes, fast)  # (N, C, chunk_frames * hop)
-                for row, (index, item) in enumerate(part):
-                    chunk = audio[row]
-                    if scales[index] is not None:
-                        chunk = chunk * scales[index][item].float()
-                    decoded[index, item] = chunk
-                done += len(part)
-                report(done, len(jobs))
-
-        out_length = max(lengths)
-        first_chunk = decoded[0, 0]
-        audio_values = first_chunk.new_zeros((batch, self.config.audio_channels, out_length))
-        for item, plan in enumerate(plans):
-            chunks = [decoded[index, item] for index in range(len(plan))]
-            audio = linear_overlap_add(chunks, stride) if chunked else chunks[0]
-            audio_values[item, :, : lengths[item]] = audio[:, : lengths[item]]
-
+            audio_values = decode_audio(self, audio_codes, scales, plans, lengths, options, report)
         if not return_dict:
             return (audio_values,)
         return EncodecDecoderOutput(audio_values)
@@ -758,23 +507,15 @@ class EncodecModel(EncodecPreTrainedModel):
         chunk_batch_size: int | None = None,
         pad_chunks: bool | None = None,
         progress=None,
-        update_codebooks: bool = True,
     ) -> EncodecOutput | tuple:
         """Encode then decode (or decode the given `audio_codes` and `audio_scales`); options as for `encode` and
-        `decode`.
-
-        In train mode (`model.train()`, no codes given) this is the training forward instead: see
-        `_training_forward` (`update_codebooks=False` keeps the codebooks fixed); the inference options are not
-        used there.
+        `decode`. The same in train and eval mode (training's differentiable round trip is `training_forward`).
 
         Returns:
             `EncodecOutput` with `audio_codes` and `audio_values` (batch_size, channels, samples); with a
-            `padding_mask`, `audio_values` has exactly the longest real length. In train mode, also
-            `commitment_loss`.
+            `padding_mask`, `audio_values` has exactly the longest real length.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if self.training and audio_codes is None and audio_scales is None:
-            return self._training_forward(input_values, padding_mask, bandwidth, return_dict, update_codebooks)
         if (audio_codes is None) != (audio_scales is None):
             given = "audio_codes" if audio_codes is not None else "audio_scales"
             raise ValueError(
@@ -816,12 +557,18 @@ class EncodecModel(EncodecPreTrainedModel):
         bandwidths = self.config.target_bandwidths
         return bandwidths[int(torch.randint(len(bandwidths), (1,), generator=generator))]
 
-    def _training_forward(
-        self, input_values, padding_mask, bandwidth, return_dict, update_codebooks=True
-    ) -> EncodecOutput | tuple:
-        """The differentiable round trip of training: each item is one segment (at most one chunk for chunked
-        models), normalised by its own scale when the model normalises, encoded, quantized by codebooks that
-        update themselves (straight-through gradients), decoded and scaled back.
+    def training_forward(
+        self,
+        input_values: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        bandwidth: float | None = None,
+        update_codebooks: bool = True,
+    ) -> EncodecOutput:
+        """The differentiable round trip of training (what the trainer calls): each item is one segment (at most one
+        chunk for chunked models), normalised by its own scale when the model normalises, encoded, quantized
+        (straight-through gradients), decoded and scaled back. In train mode the codebooks update themselves
+        (`update_codebooks=False` keeps them fixed); `commitment_loss` is the quantizer's, unweighted (the mean
+        over the codebooks used of each residual's squared distance to its code: a recipe weighs it).
 
         `bandwidth` None draws one per call from `config.target_bandwidths` with torch's global generator (pass
         one, e.g. from `draw_bandwidth(generator)`, to control it). A `padding_mask` (1 on real samples) makes each
@@ -829,7 +576,7 @@ class EncodecModel(EncodecPreTrainedModel):
         the padding, both in the input and the output). Codes are those the exact path gives for the same
         segment alone (before this batch's codebook update).
         """
-        self._check_audio(input_values)
+        check_audio(self.config, input_values)
         batch, _, length = input_values.shape
         chunk = self.config.chunk_length
         if chunk is not None and length > chunk:
@@ -841,7 +588,7 @@ class EncodecModel(EncodecPreTrainedModel):
         num_quantizers = self.config.num_quantizers_for_bandwidth(bandwidth)
         mask = None  # (B, 1, T): 1 on real samples
         if padding_mask is not None:
-            lengths = self._real_lengths(padding_mask, batch, length)
+            lengths = real_lengths(padding_mask, batch, length)
             positions = torch.arange(length, device=input_values.device)
             mask = (positions[None, :] < torch.tensor(lengths, device=input_values.device)[:, None]).unsqueeze(1)
         audio, scale = input_values, None
@@ -854,8 +601,6 @@ class EncodecModel(EncodecPreTrainedModel):
         if scale is not None:
             audio_values = audio_values * scale
         audio_codes = codes.transpose(0, 1).unsqueeze(0)  # (1, B, Q, F): one chunk
-        if not return_dict:
-            return audio_codes, audio_values, commitment_loss
         return EncodecOutput(audio_codes=audio_codes, audio_values=audio_values, commitment_loss=commitment_loss)
 
 

@@ -1,11 +1,11 @@
-"""Runners for exported models (export.py): `OnnxEncodecModel` (ONNX Runtime) and `OpenVINOEncodecModel`.
+"""Runners for exported models (exporting.py): `OnnxEncodecModel` (ONNX Runtime) and `OpenVINOEncodecModel`.
 
-Each is an `EncodecModel` whose two per-chunk steps, `encode_chunks` and `decode_chunks`, run the exported graphs;
-everything around them is `EncodecModel`'s own code: the 48 kHz chunk plan, padding masks, scales, overlap-add,
-option checks. So `encode` / `decode` / `forward` take and return what `EncodecModel`'s do, and `compress`,
-`tokenize_dataset` and `evaluate` run on them. The torch modules are built on the meta device (no memory, no
-weights): what runs is the runtime's graph. Not offered: streaming (`stream_encoder` / `stream_decoder`), padded
-batches (`pad_chunks`), training, `save_pretrained` (export again instead).
+Each runs its two per-chunk steps, `encode_chunks` and `decode_chunks`, on the exported graphs; its `encode`,
+`decode` and `forward` are `EncodecModel`'s own entry points (the same functions), so the chunk scheduler
+(chunking.py), the input checks and the options are the model's: they take and return what `EncodecModel`'s do, and
+`compress`, `tokenize_dataset` and `evaluate` run on them. A runner is not a torch module: it holds no torch
+weights, only the runtime's graphs, and offers what those graphs compute (no streaming, training or
+`save_pretrained`: export the `EncodecModel` again for those).
 
     model = OnnxEncodecModel.from_pretrained("exported")   # the folder `encodec-hf export` wrote
     codes = model.encode(input_values, bandwidth=6.0).audio_codes
@@ -21,6 +21,7 @@ import torch
 
 from .configuration_encodec import EncodecConfig
 from .exporting import DECODER_NAME, ENCODER_NAME, EXPORT_CONFIG, require_runtime
+from .inputs import INFERENCE_DEFAULTS
 from .modeling_encodec import EncodecModel
 
 
@@ -67,20 +68,53 @@ def read_export_config(graphs: Path) -> dict:
     return export_config
 
 
-class _ExportedEncodecModel(EncodecModel):
-    """The shared part of the runners: the exported folder's settings and the two per-chunk steps."""
+class _ExportedEncodecModel:
+    """The shared part of the runners: the exported folder's settings, the two per-chunk steps and `EncodecModel`'s
+    entry points around them."""
 
     format = None  # "onnx" or "openvino"
+    training = False  # inference only, as `EncodecModel.eval()`
+    dtype = torch.float32  # of the tensors going in and out
+    device = torch.device("cpu")  # where tensors go in and out; the runtime runs the graph where it was told
 
-    def __init__(self, config: EncodecConfig, export_config: dict):
-        with torch.device("meta"):
-            super().__init__(config)
-        self.export_config = export_config
-        self.eval()
+    def __init__(self, config: EncodecConfig, export_config: dict, graphs: Path):
+        self.config, self.export_config, self.graphs = config, export_config, graphs
+        self._inference_defaults = dict(INFERENCE_DEFAULTS)
+        self.language_model = None
 
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")  # where tensors go in and out; the runtime runs the graph where it was told
+    # `EncodecModel`'s entry points and options, on this runner's per-chunk steps
+    encode = EncodecModel.encode
+    decode = EncodecModel.decode
+    forward = __call__ = EncodecModel.forward
+    set_inference_defaults = EncodecModel.set_inference_defaults
+    inference_defaults = EncodecModel.inference_defaults
+    inference_options = EncodecModel.inference_options
+
+    def eval(self):
+        return self
+
+    def to(self, device):
+        """Tensors go in and out on the CPU; the graphs run where the runtime was told (`from_pretrained`'s
+        `providers` or `device`)."""
+        if torch.device(device).type != "cpu":
+            raise ValueError(
+                f"{type(self).__name__} takes and returns CPU tensors, got device {device!r}; choose where the graph "
+                f"runs with from_pretrained's providers (ONNX Runtime) or device (OpenVINO)"
+            )
+        return self
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the graph files, the runner's weights (tokenization's fingerprint)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for key in ("encoder", "decoder"):
+            path = self.graphs / self.export_config[key]
+            digest.update(path.name.encode())
+            with open(path, "rb") as source:
+                for block in iter(lambda: source.read(1 << 20), b""):
+                    digest.update(block)
+        return digest.hexdigest()
 
     @classmethod
     def _open(cls, folder: str | Path) -> tuple[EncodecConfig, dict, Path]:
@@ -96,23 +130,21 @@ class _ExportedEncodecModel(EncodecModel):
     def _attach_language_model(self, folder: Path) -> None:
         from .language_model import load_language_model
 
-        language_model = load_language_model(folder)
-        if language_model is not None:
-            self.language_model = language_model
+        self.language_model = load_language_model(folder)
 
     # -- the per-chunk steps ----------------------------------------------------------------------------------------
 
-    def pads_chunks(self, fast_encoding: bool, pad_chunks: bool | None = None) -> bool:
-        if self.inference_option("pad_chunks", pad_chunks) and fast_encoding:
-            raise ValueError("pad_chunks is not offered by exported models: their encoder scales whole chunks")
-        return False
-
     def encode_chunks(self, chunks, num_quantizers, fast_encoding=False, mask=None, on_piece=None):
+        # (N, C, T) -> codes (N, Q, F), scales (N, 1) or None; as EncodecModel.encode_chunks on the exact path
         available = self.export_config["num_quantizers"]
         if num_quantizers > available:
             raise ValueError(
                 f"this export encodes {available} codebooks (bandwidth {self.export_config['bandwidth']} kbps); "
                 f"{num_quantizers} were asked for: export again without --bandwidth, or with a higher one"
+            )
+        if mask is not None and self.config.normalize:
+            raise ValueError(
+                "pad_chunks needs the scale of each chunk's real samples, which this export's graph cannot take"
             )
         outputs = self._run(ENCODER_NAME, chunks.detach().float().cpu().numpy())
         codes = torch.from_numpy(outputs[0][:, :num_quantizers].astype(np.int64))  # (N, Q, F)
@@ -125,23 +157,7 @@ class _ExportedEncodecModel(EncodecModel):
         return torch.from_numpy(audio)
 
     def _run(self, name: str, array: np.ndarray) -> list:
-        raise NotImplementedError
-
-    # -- what the graphs do not offer ---------------------------------------------------------------------------------
-
-    def stream_encoder(self, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} does not stream: use EncodecModel.stream_encoder")
-
-    def stream_decoder(self, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} does not stream: use EncodecModel.stream_decoder")
-
-    def save_pretrained(self, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} holds no torch weights: export the EncodecModel again")
-
-    def train(self, mode: bool = True):
-        if mode:
-            raise NotImplementedError(f"{type(self).__name__} runs inference only")
-        return super().train(False)
+        raise NotImplementedError  # each runtime's runner
 
 
 class OnnxEncodecModel(_ExportedEncodecModel):
@@ -163,7 +179,7 @@ class OnnxEncodecModel(_ExportedEncodecModel):
             session_options = onnxruntime.SessionOptions()
             if num_threads is not None:
                 session_options.intra_op_num_threads = num_threads
-        model = cls(config, export_config)
+        model = cls(config, export_config, graphs)
         model.sessions = {
             name: onnxruntime.InferenceSession(
                 str(graphs / export_config[key]), session_options, providers=providers or ["CPUExecutionProvider"]
@@ -197,7 +213,7 @@ class OpenVINOEncodecModel(_ExportedEncodecModel):
         properties = {"INFERENCE_PRECISION_HINT": precision}
         if num_threads is not None:
             properties["INFERENCE_NUM_THREADS"] = num_threads
-        model = cls(config, export_config)
+        model = cls(config, export_config, graphs)
         model.compiled = {
             name: core.compile_model(str(graphs / export_config[key]), device, properties)
             for name, key in ((ENCODER_NAME, "encoder"), (DECODER_NAME, "decoder"))

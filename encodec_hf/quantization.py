@@ -143,7 +143,6 @@ class EncodecVectorQuantization(nn.Module):
     def __init__(self, config: EncodecConfig):
         super().__init__()
         self.codebook = EncodecEuclideanCodebook(config)
-        self.commitment_weight = config.commitment_weight
 
     def encode(self, hidden_states: torch.Tensor) -> torch.Tensor:
         batch, dim, frames = hidden_states.shape
@@ -159,16 +158,15 @@ class EncodecVectorQuantization(nn.Module):
         """(B, D, F) -> quantized (B, D, F), codes (B, F), commitment loss (a scalar; 0 in eval mode).
 
         In train mode the quantized vectors pass gradients straight through to `hidden_states`, and the
-        commitment loss is the mean squared distance of `hidden_states` to them (times `commitment_weight`);
-        the codebook learns unless `update_codebook` is False."""
+        commitment loss is the mean squared distance of `hidden_states` to them (unweighted: the training recipe
+        weighs it); the codebook learns unless `update_codebook` is False."""
         batch, dim, frames = hidden_states.shape
         flat = hidden_states.permute(0, 2, 1).reshape(-1, dim)  # (B * F, D)
         quantized, codes = self.codebook(flat, update_codebook)
         loss = hidden_states.new_zeros(())
         if self.training:
             quantized = flat + (quantized - flat).detach()  # the original's expression, rounding included
-            if self.commitment_weight > 0:
-                loss = nn.functional.mse_loss(quantized.detach(), flat) * self.commitment_weight
+            loss = nn.functional.mse_loss(quantized.detach(), flat)
         quantized = quantized.view(batch, frames, dim).permute(0, 2, 1)
         return quantized, codes.view(batch, frames), loss
 
@@ -192,12 +190,6 @@ class EncodecResidualVectorQuantizer(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         # (num_quantizers, B, F) -> (B, D, F)
-        if torch.compiler.is_exporting():
-            # The number of codebooks is symbolic in an exported decoder (one file serves every bandwidth): the
-            # same sum, as one gather from the stacked codebooks and a reduction (rounding within about 1e-7).
-            table = torch.stack([layer.codebook.embed for layer in self.layers])  # (Q_max, K, D)
-            picks = torch.arange(codes.shape[0], device=codes.device)[:, None, None]  # (Q, 1, 1)
-            return table[picks, codes].sum(0).permute(0, 2, 1)  # (Q, B, F, D) -> (B, D, F)
         quantized = torch.tensor(0.0, device=codes.device)
         for layer, indices in zip(self.layers, codes, strict=False):  # codes may use fewer codebooks
             quantized = quantized + layer.decode(indices)

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import torch
 
-from .chunking import OverlapAdd
+from .chunking import OverlapAdd, stream_cut
+from .inputs import check_audio, check_code_values
 
 # The start-up delay D of frame streams of the 24 kHz model, in frames (6 x 13.3 ms = 80 ms), for the encoder
 # and the decoder alike: the first and last convolutions (kernel 7) reflect-pad 6 inputs at the start, so their
@@ -66,27 +67,11 @@ class StreamEncoder(_Stream):
         config = model.config
         self.bandwidth = config.target_bandwidths[0] if bandwidth is None else config.check_bandwidth(bandwidth)
         self.num_quantizers = config.num_quantizers_for_bandwidth(self.bandwidth)
-        self.fast_encoding = model.inference_option("fast_encoding", fast_encoding)
+        self.fast_encoding = model.inference_options(fast_encoding=fast_encoding).fast_encoding
         if self.chunked:
             self.held = None  # samples from the next chunk's start on
         else:
             self.states = model.encoder.init_states()
-
-    def _check(self, audio: torch.Tensor) -> None:
-        if not isinstance(audio, torch.Tensor) or audio.dim() != 3:
-            raise ValueError(
-                f"push takes audio shaped (batch, channels, samples), got "
-                f"{tuple(audio.shape) if isinstance(audio, torch.Tensor) else type(audio).__name__}"
-            )
-        if audio.shape[0] != self.batch_size or audio.shape[1] != self.model.config.audio_channels:
-            raise ValueError(
-                f"this stream takes ({self.batch_size}, {self.model.config.audio_channels}, samples) "
-                f"audio, got {tuple(audio.shape)}"
-            )
-        if not audio.is_floating_point():
-            raise ValueError(f"push takes floating point audio in [-1, 1], got {audio.dtype}")
-        if not torch.isfinite(audio).all():
-            raise ValueError("audio holds NaN or Inf samples")
 
     def _frames(self, audio: torch.Tensor, final: bool) -> torch.Tensor:
         """Codes (B, Q, k) of the frames this piece completes."""
@@ -100,15 +85,12 @@ class StreamEncoder(_Stream):
         config = self.model.config
         out = []
         while self.held is not None:
-            size = self.held.shape[-1]
-            if not (size >= config.chunk_length or (final and size > 0)):
+            cut = stream_cut(self.held.shape[-1], config.chunk_length, config.chunk_stride, final)
+            if cut is None:
                 break
-            take = min(size, config.chunk_length)
+            take, keep_from = cut
             out.append(self.model.encode_chunks(self.held[..., :take], self.num_quantizers, self.fast_encoding))
-            if final and size <= config.chunk_stride:
-                self.held = None
-                break
-            self.held = self.held[..., config.chunk_stride :]
+            self.held = None if keep_from is None else self.held[..., keep_from:]
         return out
 
     @torch.inference_mode()
@@ -119,7 +101,7 @@ class StreamEncoder(_Stream):
         (codes (batch, num_quantizers, frames), scales (batch, 1)), one per chunk now complete.
         """
         self._check_open()
-        self._check(audio)
+        check_audio(self.model.config, audio, self.batch_size, what="pushed audio")
         audio = audio.to(self.model.dtype)
         if self.chunked:
             self.held = audio if self.held is None else torch.cat([self.held, audio], dim=-1)
@@ -153,7 +135,7 @@ class StreamDecoder(_Stream):
             raise ValueError(f"audio_length must be a non-negative integer of samples, got {audio_length!r}")
         self.emitted = 0
         self.audio_length = audio_length  # when known, no sample past it is emitted
-        self.fast_decoding = model.inference_option("fast_decoding", fast_decoding)
+        self.fast_decoding = model.inference_options(fast_decoding=fast_decoding).fast_decoding
         if self.chunked:
             self.joiner = OverlapAdd(model.config.chunk_stride)
         else:
@@ -169,10 +151,7 @@ class StreamDecoder(_Stream):
             raise ValueError(f"push takes integer codes shaped (batch, num_quantizers, frames), got {got}{hint}")
         if codes.shape[0] != self.batch_size:
             raise ValueError(f"this stream takes a batch of {self.batch_size}, got {codes.shape[0]}")
-        if not 1 <= codes.shape[1] <= config.num_quantizers:
-            raise ValueError(f"codes have {codes.shape[1]} codebooks; this model has 1 to {config.num_quantizers}")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= config.codebook_size):
-            raise ValueError(f"codes must lie in [0, {config.codebook_size})")
+        check_code_values(config, codes, what="pushed codes")
         if self.chunked and scales is None and config.normalize:
             raise ValueError("this model normalises each chunk: push each chunk's codes with its scales")
 

@@ -226,12 +226,10 @@ class _Encoder:
 
 def _encode_options(model, fast_encoding, pad_chunks, chunk_batch_size) -> dict:
     """`model.encode`'s options for a tokenization run, each resolved against the model's defaults."""
-    fast = model.inference_option("fast_encoding", fast_encoding)
-    return {
-        "fast_encoding": fast,
-        "pad_chunks": model.pads_chunks(fast, pad_chunks),
-        "chunk_batch_size": model.inference_option("chunk_batch_size", chunk_batch_size),
-    }
+    options = model.inference_options(
+        fast_encoding=fast_encoding, pad_chunks=pad_chunks, chunk_batch_size=chunk_batch_size
+    )
+    return options.encode_kwargs()
 
 
 def _metadata(model, bandwidth, skipped, encode_options: dict | None = None) -> dict:
@@ -630,13 +628,17 @@ def run_fingerprint(dataset, model, bandwidth: float, rows_per_part: int, option
     by how its folder was named on the command line; the model by its weights and config, not by its folder."""
     import hashlib
 
-    weights = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        weights.update(name.encode())
-        weights.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    if hasattr(model, "weights_digest"):  # an exported model's runner: its graph files
+        weights = model.weights_digest()
+    else:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        weights = digest.hexdigest()
     config = json.loads(model.config.to_json_string(use_diff=False))
     return {
-        "model weights (sha256)": weights.hexdigest(),
+        "model weights (sha256)": weights,
         "model config": {key: value for key, value in config.items() if key not in _CONFIG_PROVENANCE},
         "bandwidth": float(model.config.check_bandwidth(bandwidth)),
         "input dataset (datasets fingerprint)": getattr(dataset, "_fingerprint", None),

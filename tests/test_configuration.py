@@ -69,7 +69,8 @@ def test_check_bandwidth_lists_options():
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"not_a_field": 1}, "unknown settings"),
+        ({"sampling_rat": 24000}, "unknown setting 'sampling_rat'; did you mean 'sampling_rate'"),
+        ({"normalize": "yes"}, "normalize must be true or false, got 'yes'"),
         ({"norm_type": "batch_norm"}, "norm_type"),
         ({"audio_channels": 3}, "audio_channels"),
         ({"sampling_rate": 0}, "sampling_rate"),

@@ -107,8 +107,10 @@ def test_chunk_streams_of_the_48k_model(converted, length):
 def test_bad_use():
     causal = tiny_model()
     encoder = causal.stream_encoder(bandwidth=0.8)
-    with pytest.raises(ValueError, match=r"takes \(1, 1, samples\)"):
+    with pytest.raises(ValueError, match="takes 1-channel audio, got 2 channels"):
         encoder.push(torch.zeros(1, 2, 10))
+    with pytest.raises(ValueError, match=r"takes a batch of 1, got 2 \(shape \(2, 1, 10\)\)"):
+        encoder.push(torch.zeros(2, 1, 10))
     with pytest.raises(ValueError, match="NaN"):
         encoder.push(torch.full((1, 1, 10), float("nan")))
     encoder.push(torch.zeros(1, 1, 10))

@@ -566,7 +566,9 @@ class Trainer:
 
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=settings.bf16)
         with autocast:
-            output = self.model(audio, padding_mask=mask, bandwidth=bandwidth, update_codebooks=settings.mode == "full")
+            output = self.model.training_forward(
+                audio, padding_mask=mask, bandwidth=bandwidth, update_codebooks=settings.mode == "full"
+            )
         decoded = output.audio_values.float() * mask3  # the padding is out of every loss
         real = audio * mask3
         record = {"step": self.step_index + 1, "bandwidth": bandwidth}
