@@ -24,7 +24,25 @@ def read_audio(source: str | Path | bytes | io.IOBase) -> tuple[np.ndarray, int]
     """
     import soundfile
 
-    name = "the audio bytes" if isinstance(source, (bytes, bytearray)) else repr(str(getattr(source, "name", source)))
+    data, rate = _with_soundfile(source, lambda opened: soundfile.read(opened, dtype="float32", always_2d=True))
+    return np.ascontiguousarray(data.T), int(rate)  # (T, C) -> (C, T)
+
+
+def audio_seconds(source: str | Path) -> float:
+    """A file's duration in seconds, from its header (nothing decoded); errors as `read_audio`'s."""
+    import soundfile
+
+    return float(_with_soundfile(source, soundfile.info).duration)
+
+
+def _with_soundfile(source, call):
+    """`call(source)` in the form soundfile takes; a ValueError naming the source when soundfile cannot read it."""
+    import soundfile
+
+    if isinstance(source, (bytes, bytearray)):
+        name = "the audio bytes"
+    else:  # a path as given; a file object by its name
+        name = repr(str(source if isinstance(source, (str, Path)) else getattr(source, "name", source)))
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
     elif isinstance(source, Path):
@@ -32,10 +50,9 @@ def read_audio(source: str | Path | bytes | io.IOBase) -> tuple[np.ndarray, int]
     if isinstance(source, str) and not os.path.exists(source):
         raise ValueError(f"cannot read audio from {name}: no such file")  # libsndfile would say "System error"
     try:
-        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
+        return call(source)
     except (OSError, RuntimeError, soundfile.LibsndfileError) as error:
         raise ValueError(f"cannot read audio from {name}: {error}") from error
-    return np.ascontiguousarray(data.T), int(rate)  # (T, C) -> (C, T)
 
 
 @contextlib.contextmanager

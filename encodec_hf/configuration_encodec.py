@@ -134,6 +134,13 @@ class EncodecConfig(PretrainedConfig):
         super().__post_init__(**kwargs)
 
     def _validate(self) -> None:
+        self._validate_numbers()
+        self._validate_settings()
+        self._validate_geometry()
+
+    def _validate_numbers(self) -> None:
+        """Types and ranges of single fields: finite, integer where integer, bounded."""
+
         def positive_int(name):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -189,6 +196,9 @@ class EncodecConfig(PretrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000:
                 raise ValueError(f"{name} must be an integer in [0, 10000], got {value!r}")
+
+    def _validate_settings(self) -> None:
+        """Choices among named values, and the rules that tie fields together."""
         if self.codebook_replacement not in ("original", "reset"):
             raise ValueError(f"codebook_replacement must be 'original' or 'reset', got {self.codebook_replacement!r}")
         if not 0.0 <= self.codebook_decay < 1.0:
@@ -227,6 +237,9 @@ class EncodecConfig(PretrainedConfig):
             raise ValueError(f"trim_right_ratio must be in [0, 1], got {self.trim_right_ratio}")
         if not self.use_causal_conv and self.trim_right_ratio != 1.0:
             raise ValueError("trim_right_ratio != 1.0 only makes sense for causal convolutions")
+
+    def _validate_geometry(self) -> None:
+        """Chunks and codebooks derived from the fields (the fields are checked by then)."""
         if (self.chunk_length_s is None) != (self.overlap is None):
             raise ValueError(
                 f"chunk_length_s and overlap are set together or not at all, got "

@@ -105,7 +105,7 @@ def _clips(audio_or_dataset, sampling_rate, audio_column: str, max_clips: int | 
     dataset = load_audio_dataset(audio_or_dataset, None, audio_column)
     names = dataset["file"] if "file" in dataset.column_names else [f"row-{i}" for i in range(len(dataset))]
     count = len(dataset) if max_clips is None else min(max_clips, len(dataset))
-    # the cells as they are: each is read when its turn comes (`read_audio_value`), so one bad file is one clip
+    # the cells as they are: each is read when its turn comes (`read_audio_cell`), so one bad file is one clip
     return [(str(names[index]), dataset[index][audio_column], sampling_rate) for index in range(count)]
 
 
@@ -209,7 +209,6 @@ def evaluate(
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     from .modeling_onnx import load_model
     from .processing import EncodecFeatureExtractor
-    from .tokenization import read_audio_value
 
     result = EvaluationResult()
     chosen = _chosen_metrics(metrics, result.notes)
@@ -237,11 +236,12 @@ def evaluate(
                 result.notes.append(f"{label} has no language model: its bit rate with one is not reported")
             for clip_index, (name, value, rate) in enumerate(clips):
                 try:
-                    value, rate = read_audio_value(value, rate)
                     reference = extractor.prepare(value, rate, index=clip_index)  # (channels, samples), model's rate
                 except Exception as error:
                     if on_error == "raise":
-                        raise ValueError(f"cannot evaluate clip {name}: {error}; pass on_error='skip'") from error
+                        raise ValueError(
+                            f"cannot evaluate clip {name}: {error}; pass on_error='skip' (--on-error skip)"
+                        ) from error
                     if model_index == 0:
                         result.notes.append(f"clip {name} skipped: {str(error).splitlines()[0]}")
                     done += 1
@@ -258,13 +258,22 @@ def evaluate(
                     progress(done, total)
     finally:
         for codec, training in zip(models, modes):
-            codec.train(training)
+            if training:  # exported-model runners are never in training mode, and have no `train`
+                codec.train()
     result.summary = _summarise(result.rows, chosen)
+    result.environment = _environment(chosen, result.rows)
+    if output is not None:
+        write_report(result, chosen, Path(output), decoded_for_figures)
+    return result
+
+
+def _environment(chosen: list[str], rows: list) -> dict:
+    """What a result depends on besides the audio: versions, machine, threads, metrics, models."""
     import transformers
 
     from . import __version__
 
-    result.environment = {
+    return {
         "encodec_hf": __version__,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -273,11 +282,8 @@ def evaluate(
         "processor": platform.processor(),
         "torch_threads": torch.get_num_threads(),
         "metrics": chosen,
-        "models": sorted({row["model"] for row in result.rows}),
+        "models": sorted({row["model"] for row in rows}),
     }
-    if output is not None:
-        write_report(result, chosen, Path(output), decoded_for_figures)
-    return result
 
 
 def _summarise(rows: list, metrics: list[str]) -> list:

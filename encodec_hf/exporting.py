@@ -479,19 +479,9 @@ def export(
     (the command line prints these: a full-size model takes minutes)."""
     from .modeling_encodec import EncodecModel
 
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (torch's exporter), got {opset!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype == "float16" and format != "onnx":
-        raise ValueError("dtype float16 is for ONNX files; OpenVINO picks its precision when it compiles")
-    require_runtime("onnx")
-    if format == "openvino":
-        require_runtime("openvino")
+    _check_export_arguments(format, opset, dtype)
     if not isinstance(model, EncodecModel):
-        model = _load(model)
+        model = EncodecModel.from_pretrained(str(model)).eval()  # a folder without config.json: a ValueError
     config: EncodecConfig = model.config
     if streaming and (not config.use_causal_conv or config.chunk_length is not None):
         raise ValueError("streaming step models need a causal model (the 24 kHz one); this model is not causal")
@@ -505,7 +495,63 @@ def export(
     if dtype == "float16":
         folded = folded.half()  # inputs and outputs stay float32: encode_chunks and decode_chunks cast
 
+    graphs = _offline_graphs(folded, num_quantizers)
+    stream_summary = {}
+    if streaming:
+        stream_graphs, stream_summary = _stream_graphs(folded, num_quantizers)
+        graphs += stream_graphs
+
+    files = _write_graphs(graphs, folder, format, opset, progress)
+
+    model.config.save_pretrained(output_dir)
+    _feature_extractor(config).save_pretrained(output_dir)
+    if model.language_model is not None:
+        from .language_model import LANGUAGE_MODEL_FOLDER
+
+        model.language_model.save_pretrained(output_dir / LANGUAGE_MODEL_FOLDER)
+    summary = {
+        "format": format,
+        "opset": opset,
+        "dtype": dtype,
+        "num_quantizers": num_quantizers,
+        "bandwidth": config.target_bandwidths[-1] if bandwidth is None else float(bandwidth),
+        "encoder": files[ENCODER_NAME],
+        "decoder": files[DECODER_NAME],
+        "encoder_inputs": ["input_values"],
+        "encoder_outputs": list(_encoder_outputs(config)),
+        "decoder_inputs": ["audio_codes"],
+        "decoder_outputs": ["audio_values"],
+        "torch": torch.__version__,
+    }
+    if streaming:
+        summary["streaming"] = {**stream_summary, **{name: files[name] for name in STREAM_NAMES}}
+    (folder / EXPORT_CONFIG).write_text(json.dumps(summary, indent=2) + "\n")
+    return folder
+
+
+def _check_export_arguments(format: str, opset, dtype: str) -> None:
+    """The options of `export`, before anything is built; the runtimes it needs are installed."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (torch's exporter), got {opset!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "float16" and format != "onnx":
+        raise ValueError("dtype float16 is for ONNX files; OpenVINO picks its precision when it compiles")
+    require_runtime("onnx")
+    if format == "openvino":
+        require_runtime("openvino")
+
+
+def _encoder_outputs(config: EncodecConfig) -> tuple[str, ...]:
+    return ("audio_codes",) + (("audio_scales",) if config.normalize else ())
+
+
+def _offline_graphs(folded, num_quantizers: int) -> list:
+    """The encoder and decoder graphs with their examples, dynamic shapes and input / output names."""
     # Examples: batch 2 and lengths that are not multiples of anything, so that no size is taken for a constant.
+    config = folded.config
     channels = config.audio_channels
     length = config.chunk_length or config.sampling_rate // 2
     audio = 0.1 * torch.randn(2, channels, length + 17, generator=torch.Generator().manual_seed(0))
@@ -517,15 +563,14 @@ def export(
     # a one-codebook model's decoder takes exactly one (torch.export keeps no dimension whose only size is 1)
     quantizers = torch.export.Dim("codebooks", max=config.num_quantizers) if config.num_quantizers > 1 else None
     frames = torch.export.Dim("frames", min=1)
-    encoder_outputs = ("audio_codes",) + (("audio_scales",) if config.normalize else ())
 
-    graphs = [
+    return [
         (
             ENCODER_NAME,
             EncoderGraph(folded, num_quantizers),
             (audio,),
             {"input_values": {0: batch, 2: samples}},
-            (("input_values",), encoder_outputs),
+            (("input_values",), _encoder_outputs(config)),
         ),
         (
             DECODER_NAME,
@@ -535,11 +580,10 @@ def export(
             (("audio_codes",), ("audio_values",)),
         ),
     ]
-    stream_summary = {}
-    if streaming:
-        stream_graphs, stream_summary = _stream_graphs(folded, num_quantizers)
-        graphs += stream_graphs
 
+
+def _write_graphs(graphs: list, folder: Path, format: str, opset: int, progress) -> dict:
+    """Export each graph to `folder` in `format`; returns {graph name: file name}."""
     files = {}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -559,43 +603,10 @@ def export(
                     openvino.convert_model(str(source)), str(folder / f"{name}.xml"), compress_to_fp16=False
                 )
                 files[name] = f"{name}.xml"
-
-    model.config.save_pretrained(output_dir)
-    _feature_extractor(config).save_pretrained(output_dir)
-    if model.language_model is not None:
-        from .language_model import LANGUAGE_MODEL_FOLDER
-
-        model.language_model.save_pretrained(output_dir / LANGUAGE_MODEL_FOLDER)
-    summary = {
-        "format": format,
-        "opset": opset,
-        "dtype": dtype,
-        "num_quantizers": num_quantizers,
-        "bandwidth": config.target_bandwidths[-1] if bandwidth is None else float(bandwidth),
-        "encoder": files[ENCODER_NAME],
-        "decoder": files[DECODER_NAME],
-        "encoder_inputs": ["input_values"],
-        "encoder_outputs": list(encoder_outputs),
-        "decoder_inputs": ["audio_codes"],
-        "decoder_outputs": ["audio_values"],
-        "torch": torch.__version__,
-    }
-    if streaming:
-        summary["streaming"] = {**stream_summary, **{name: files[name] for name in STREAM_NAMES}}
-    (folder / EXPORT_CONFIG).write_text(json.dumps(summary, indent=2) + "\n")
-    return folder
+    return files
 
 
 def _feature_extractor(config: EncodecConfig):
     from .processing import EncodecFeatureExtractor
 
     return EncodecFeatureExtractor.from_model_config(config)
-
-
-def _load(name_or_path):
-    from .modeling_encodec import EncodecModel
-
-    path = Path(str(name_or_path))
-    if path.exists() and not (path / "config.json").is_file():
-        raise ValueError(f"{str(path)!r} is not a model folder (no config.json); give a model folder or Hub id")
-    return EncodecModel.from_pretrained(str(name_or_path)).eval()

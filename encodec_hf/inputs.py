@@ -26,7 +26,28 @@ INFERENCE_DEFAULTS = {
 
 @dataclass(frozen=True)
 class InferenceOptions:
-    """The options of one call, resolved against the model's defaults (see `EncodecModel`'s docstring).
+    """The options of one call, resolved against the model's defaults: keyword arguments of `encode`, `decode` and
+    `forward`, where None means the model's default (`set_inference_defaults`). `progress` is an argument of the
+    same calls that travels beside them (it changes no number).
+
+    fast_encoding (`bool`, default False): encode in the channels_last layout, several chunks per batch.
+        Faster on CPU (docs/performance.md), but float rounding then differs from EnCodec 0.1.1's, and a code
+        whose two nearest codebook entries are almost equally near can flip (measured: about 1 code in 1,000 at
+        24 kHz, none seen at 48 kHz; the original itself changes codes between 1 and 2 threads). By default
+        each chunk is encoded alone with the original's operations, so codes are identical to EnCodec 0.1.1's
+        and every batch item gets exactly the codes it gets alone.
+    fast_decoding (`bool`, default True): decode in the channels_last layout, `chunk_batch_size` chunks per
+        batch; audio stays within a few 1e-6 (relative) of the exact path. False decodes each chunk alone with
+        the original's operations.
+    chunk_batch_size (`int`, default 4): chunks per batch in the fast paths; memory grows with it.
+    pad_chunks (`bool`, default False): with `fast_encoding` on a causal model (the 24 kHz one), batch chunks of
+        different lengths by padding them to the longest of their batch (sorted by length first, so little is
+        padding): many clips per call, what a GPU needs. A causal encoder's frames do not see later samples,
+        so only each clip's last frame can change: the exact path pads every strided layer's end by
+        reflection, the padded batch continues into the padding (docs/gpu.md gives the measured rates).
+        Models that are not causal batch equal lengths only, as without it.
+    progress (callable or tqdm-like, *optional*, not a field): told of each group of chunks done, as
+        `progress(stage, done, total)` with stage "encode" or "decode", or through `update(n)` and `total`.
 
     `encode_batch` and `decode_batch` are the chunks per batch each direction uses: `chunk_batch_size` on a fast
     path, 1 on the exact one (each chunk alone). `pad_chunks` is already narrowed to where it takes effect (fast

@@ -550,6 +550,18 @@ class _LayerStack(nn.Module):
             return _checkpointed(self.layers, hidden_states)
         return run_layers(self.layers, hidden_states, channels_last, states, final)
 
+    def in_pieces(self, hidden_states: torch.Tensor, piece_length: int, on_piece=None) -> torch.Tensor:
+        """`forward` on (B, C, T) in pieces of `piece_length` steps, each layer carrying its streaming state:
+        memory is one piece's, and the sums are the same in the same order (the output equals `forward`'s, bit for
+        bit, for a causal stack). `on_piece(fraction)` is told of each piece done."""
+        states, pieces, total = self.init_states(), [], hidden_states.shape[-1]
+        for start in range(0, total, piece_length):
+            pieces.append(self(hidden_states[..., start : start + piece_length], states=states))
+            if on_piece is not None:
+                on_piece(min(1.0, (start + piece_length) / total))
+        pieces.append(self(hidden_states[..., :0], states=states, final=True))
+        return torch.cat(pieces, dim=-1)
+
 
 class EncodecEncoder(_LayerStack):
     """SEANet encoder: (B, channels, T) audio to (B, hidden_size, ceil(T / hop_length)) latent frames."""

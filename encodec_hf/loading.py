@@ -10,8 +10,61 @@ that rounding difference changed the files (docs/ecdc.md names the CPU).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+
+def looks_like_a_path(name: str) -> bool:
+    """A Hub id is OWNER/NAME; a name that starts like a path, has more parts, or whose first part is a local folder
+    means a folder on this machine, which the Hub cannot supply (so no time is spent asking it)."""
+    parts = name.split("/")
+    return name.startswith((".", "/", "~")) or len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub's endpoint opens within `timeout` seconds (False at once when
+    HF_HUB_OFFLINE is set)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_model_folder(name_or_path, subfolder: str = "") -> None:
+    """Refuse, before transformers is asked, a local path that cannot hold a model: a folder without config.json
+    (transformers would build the 24 kHz default config and load whatever weights fit it), a file, or a path that
+    does not exist. Hub ids pass. Example: check_model_folder("runs/x") for a missing folder raises "'runs/x' does
+    not exist (a local path: 'runs' is a folder here); pass an existing model folder or a Hub id OWNER/NAME"."""
+    text = str(name_or_path)
+    path = Path(text)
+    if path.is_dir():
+        if not (path / subfolder / "config.json").is_file():
+            raise ValueError(
+                f"{text!r} is not an EnCodec model folder (no config.json; a training checkpoint's model is its "
+                f"model/ subfolder)"
+            )
+    elif path.exists():
+        raise ValueError(
+            f"{text!r} is a file; pass a model folder (encodec-hf convert CHECKPOINT --model NAME --output DIR "
+            f"makes one) or a Hub id"
+        )
+    elif looks_like_a_path(text):
+        raise ValueError(
+            f"{text!r} does not exist (a local path: {str(path.parent)!r} is a folder here); pass an existing model "
+            f"folder or a Hub id OWNER/NAME"
+        )
 
 
 def check_loaded(model: nn.Module, info: dict, source) -> None:

@@ -51,7 +51,7 @@ from .layers import (
     EncodecLSTMLayers,
     fresh_folds,
 )
-from .loading import check_loaded, own_storage
+from .loading import check_loaded, check_model_folder, own_storage
 from .quantization import EncodecEuclideanCodebook, EncodecResidualVectorQuantizer
 from .streaming import StreamDecoder, StreamEncoder
 
@@ -177,26 +177,8 @@ class EncodecModel(EncodecPreTrainedModel):
     frames) and per-chunk scales; `decode` turns them back; `forward` does both. Shapes, names and output
     classes are transformers' `EncodecModel`'s; the numbers are EnCodec 0.1.1's (see the module docstring).
 
-    Options (keyword arguments of `encode`, `decode` and `forward`; None: the model's default, see
-    `set_inference_defaults`):
-        fast_encoding (`bool`, default False): encode in the channels_last layout, several chunks per batch.
-            Faster on CPU (docs/performance.md), but float rounding then differs from EnCodec 0.1.1's, and a code
-            whose two nearest codebook entries are almost equally near can flip (measured: about 1 code in 1,000 at
-            24 kHz, none seen at 48 kHz; the original itself changes codes between 1 and 2 threads). By default
-            each chunk is encoded alone with the original's operations, so codes are identical to EnCodec 0.1.1's
-            and every batch item gets exactly the codes it gets alone.
-        fast_decoding (`bool`, default True): decode in the channels_last layout, `chunk_batch_size` chunks per
-            batch; audio stays within a few 1e-6 (relative) of the exact path. False decodes each chunk alone with
-            the original's operations.
-        chunk_batch_size (`int`, default 4): chunks per batch in the fast paths; memory grows with it.
-        pad_chunks (`bool`, default False): with `fast_encoding` on a causal model (the 24 kHz one), batch chunks of
-            different lengths by padding them to the longest of their batch (sorted by length first, so little is
-            padding): many clips per call, what a GPU needs. A causal encoder's frames do not see later samples,
-            so only each clip's last frame can change: the exact path pads every strided layer's end by
-            reflection, the padded batch continues into the padding (docs/gpu.md gives the measured rates).
-            Models that are not causal batch equal lengths only, as without it.
-        progress (callable or tqdm-like, *optional*): told of each group of chunks done, as
-            `progress(stage, done, total)` with stage "encode" or "decode", or through `update(n)` and `total`.
+    Options (keyword arguments of `encode`, `decode` and `forward`: `fast_encoding`, `fast_decoding`,
+    `chunk_batch_size`, `pad_chunks`, `progress`) are described in `encodec_hf.inputs.InferenceOptions`.
     """
 
     def __init__(self, config: EncodecConfig):
@@ -272,17 +254,8 @@ class EncodecModel(EncodecPreTrainedModel):
         not have, or hold NaN or Inf fails with a ValueError naming them (transformers would warn and fill the gap
         with random or non-finite values); the language model is loaded too when the folder has one."""
         want_info = kwargs.pop("output_loading_info", False)
-        folder = Path(str(pretrained_model_name_or_path))
-        if (
-            folder.is_dir()
-            and "config" not in kwargs
-            and not (folder / kwargs.get("subfolder", "") / "config.json").is_file()
-        ):
-            # transformers would build a default config (the 24 kHz model's) and load whatever weights fit it
-            raise ValueError(
-                f"{str(pretrained_model_name_or_path)!r} is not an EnCodec model folder (no config.json; a training "
-                f"checkpoint's model is its model/ subfolder)"
-            )
+        if "config" not in kwargs:
+            check_model_folder(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
         kwargs.setdefault("ignore_mismatched_sizes", True)  # so that check_loaded names them (transformers: no names)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         check_loaded(model, info, pretrained_model_name_or_path)
@@ -353,13 +326,7 @@ class EncodecModel(EncodecPreTrainedModel):
         long_causal = self.config.use_causal_conv and self.config.chunk_length is None
         pieced = long_causal and not fast_encoding and in_pieces
         if pieced and num_frames(chunks.shape[-1], hop) > LONG_ENCODE_FRAMES:
-            states, pieces, step = self.encoder.init_states(), [], ENCODE_PIECE_FRAMES * hop
-            for start in range(0, chunks.shape[-1], step):
-                pieces.append(self.encoder(chunks[..., start : start + step].to(self.dtype), states=states))
-                if on_piece is not None:
-                    on_piece(min(1.0, (start + step) / chunks.shape[-1]))
-            pieces.append(self.encoder(chunks[..., :0].to(self.dtype), states=states, final=True))
-            embeddings = torch.cat(pieces, dim=-1)  # (N, D, F)
+            embeddings = self.encoder.in_pieces(chunks.to(self.dtype), ENCODE_PIECE_FRAMES * hop, on_piece)  # (N, D, F)
         else:
             embeddings = self.encoder(chunks.to(self.dtype), channels_last=fast_encoding)
         codes = self.quantizer.encode(embeddings, num_quantizers).transpose(0, 1)

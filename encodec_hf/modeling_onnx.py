@@ -22,6 +22,7 @@ import torch
 from .configuration_encodec import EncodecConfig
 from .exporting import DECODER_NAME, ENCODER_NAME, EXPORT_CONFIG, require_runtime
 from .inputs import INFERENCE_DEFAULTS
+from .loading import check_model_folder, hub_reachable
 from .modeling_encodec import EncodecModel
 
 
@@ -36,10 +37,36 @@ def exported_model_class(folder) -> type | None:
     return None
 
 
-def load_model(name_or_path) -> EncodecModel:
-    """`EncodecModel.from_pretrained(name_or_path)`, or the runner's for an exported folder."""
-    runner = exported_model_class(name_or_path)
-    return runner.from_pretrained(name_or_path) if runner else EncodecModel.from_pretrained(name_or_path)
+def load_model(name_or_path, *, exported: bool = True):
+    """The package's one model loader (the command line, `evaluate`, the trainer's fine-tuning): the runner of a
+    folder `encodec-hf export` wrote (`exported=False` refuses one), else `EncodecModel.from_pretrained`, in eval
+    mode. Errors are ValueErrors in the words the command line shows: a path that cannot be a model folder
+    (`loading.check_model_folder`), a Hub id that is neither reachable nor cached. An unreachable Hub is probed
+    once (huggingface_hub would retry for half a minute) and the cache used at once."""
+    check_model_folder(name_or_path)
+    name, path = str(name_or_path), Path(str(name_or_path))
+    runner = exported_model_class(path)
+    if runner is not None:
+        if not exported:
+            raise ValueError(
+                f"{name!r} is an exported model (graphs, no torch weights); pass the model folder it was exported from"
+            )
+        return runner.from_pretrained(path)
+    offline = {} if path.is_dir() or hub_reachable() else {"local_files_only": True}
+    try:
+        return EncodecModel.from_pretrained(name, **offline).eval()
+    except OSError as error:
+        if path.is_dir():
+            raise ValueError(
+                f"{name!r} is not an EnCodec model folder (no config.json and model.safetensors): "
+                f"{str(error).splitlines()[0]}"
+            ) from error
+        reason = "cannot be reached" if offline else "could not be reached or has no such model"
+        raise ValueError(
+            f"cannot load {name!r}: the Hugging Face Hub {reason} and it is not in the local cache; pass a local "
+            f"folder with --model DIR (encodec-hf convert CHECKPOINT --model NAME --output DIR, or --random PRESET, "
+            f"makes one)"
+        ) from error
 
 
 def read_export_config(graphs: Path) -> dict:

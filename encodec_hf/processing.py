@@ -119,23 +119,32 @@ def _own_rate(clip) -> bool:
     return hasattr(clip, "get_all_samples")
 
 
-def _unwrap(clip, sampling_rate: int | None, index: int):
-    """Accept the forms `datasets` gives audio in: a dict with `array` and `sampling_rate`, or a decoder
-    object with `get_all_samples()` (torchcodec's AudioDecoder, which keeps stereo as stereo)."""
-    if isinstance(clip, dict) and "array" not in clip and (clip.get("bytes") or clip.get("path")):
-        # an undecoded `Audio(decode=False)` cell: the file's bytes or path, read at the file's own rate
-        return read_audio(clip["bytes"] if clip.get("bytes") else clip["path"])
-    if isinstance(clip, dict):
-        if "array" not in clip:
-            raise ValueError(
-                f"clip {index}: a dict clip needs an 'array' key (or 'bytes' / 'path', as Audio(decode=False) gives "
-                f"it), got keys {sorted(clip)}"
-            )
-        return clip["array"], clip.get("sampling_rate", sampling_rate)
-    if hasattr(clip, "get_all_samples"):
-        samples = clip.get_all_samples()
-        return samples.data, int(samples.sample_rate)
-    return clip, sampling_rate
+def read_audio_cell(value, sampling_rate: int | None = None, index: int = 0):
+    """One clip or dataset cell as (samples, rate), whatever form it came in; the one reader of cells that the
+    feature extractor, tokenization, evaluation and the trainer share.
+
+    Accepted: a decoder with `get_all_samples()` (torchcodec's AudioDecoder, datasets 4+ decoded `Audio`; read this
+    way stereo stays stereo, where its `["array"]` mixes down), an undecoded `Audio(decode=False)` dict with `bytes`
+    or `path` (read with soundfile at the file's own rate), a dict with `array` and `sampling_rate`, or a plain
+    array or tensor whose rate is `sampling_rate`. The samples come as they were stored (`prepare` checks and
+    converts them).
+    """
+    if value is None:
+        raise ValueError(f"clip {index}: the audio cell is empty (None)")
+    if hasattr(value, "get_all_samples"):
+        samples = value.get_all_samples()
+        data = samples.data
+        return (data.detach().cpu().numpy() if hasattr(data, "detach") else np.asarray(data)), int(samples.sample_rate)
+    if isinstance(value, dict) and "array" not in value:
+        if value.get("bytes") or value.get("path"):
+            return read_audio(value["bytes"] if value.get("bytes") else value["path"])
+        raise ValueError(
+            f"clip {index}: a dict clip needs an 'array' key (or 'bytes' / 'path', as Audio(decode=False) gives it), "
+            f"got keys {sorted(value)}"
+        )
+    if isinstance(value, dict):
+        return value["array"], value.get("sampling_rate", sampling_rate)
+    return value, sampling_rate
 
 
 def _is_batch(raw_audio) -> bool:
@@ -219,7 +228,7 @@ class EncodecFeatureExtractor(SequenceFeatureExtractor):
 
     def prepare(self, clip, sampling_rate: int | None = None, index: int = 0) -> np.ndarray:
         """One clip in any accepted form to float32 (channels, T) at the model's rate and channel count."""
-        clip, rate = _unwrap(clip, sampling_rate, index)
+        clip, rate = read_audio_cell(clip, sampling_rate, index)
         array = _to_float_array(clip, index)
         if array.shape[0] > 2:
             raise ValueError(

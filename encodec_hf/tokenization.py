@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio_io import read_audio
 from .chunking import num_frames, plan_chunks
+from .distributed import barrier, rank_and_world
 from .modeling_encodec import EncodecModel
-from .processing import EncodecFeatureExtractor
+from .processing import EncodecFeatureExtractor, read_audio_cell
 
 METADATA_KEY = "encodec_hf"
 PAD_TOKEN = -1  # frames past a chunk's real end, in stored rows and code arrays: never a code id
@@ -109,32 +109,6 @@ def resolve_rate_column(columns, sampling_rate_column: str | None = None) -> str
     return RATE_COLUMN if columns is not None and RATE_COLUMN in columns else None
 
 
-def read_audio_value(value, sampling_rate: int | None = None):
-    """One dataset cell as (float32 (channels, samples), rate), whatever form `datasets` gave it in.
-
-    Accepted: a decoder with `get_all_samples()` (torchcodec's AudioDecoder, datasets 4+ decoded `Audio`;
-    read this way stereo stays stereo, where its `["array"]` mixes down), an undecoded `Audio(decode=False)`
-    dict with `bytes` or `path` (read with soundfile), a dict with `array` and `sampling_rate`, or a plain array
-    whose rate comes from `sampling_rate`.
-    """
-    if hasattr(value, "get_all_samples"):
-        samples = value.get_all_samples()
-        data = samples.data
-        data = data.detach().cpu().numpy() if hasattr(data, "detach") else np.asarray(data)
-        return np.asarray(data, dtype=np.float32), int(samples.sample_rate)
-    if isinstance(value, dict) and ("bytes" in value or "path" in value) and "array" not in value:
-        source = value["bytes"] if value.get("bytes") else value.get("path")
-        if source is None:
-            raise ValueError("the audio cell has neither bytes nor a path")
-        return read_audio(source)
-    if isinstance(value, dict) and "array" in value:
-        rate = value.get("sampling_rate", sampling_rate)
-        return value["array"], rate
-    if value is None:
-        raise ValueError("the audio cell is empty (None)")
-    return value, sampling_rate
-
-
 def _row_codes(encoded, item: int, length: int, config) -> tuple[list, list[float]]:
     """Item `item`'s codes (num_chunks, Q, frames) and scales from a batch encode: what encoding it alone gives,
     with PAD_TOKEN on the frames past a chunk's end."""
@@ -175,7 +149,7 @@ class _Encoder:
         for row in range(count):
             rate = batch[self.sampling_rate_column][row] if self.sampling_rate_column else None
             try:
-                value, value_rate = read_audio_value(batch[self.audio_column][row], rate)
+                value, value_rate = read_audio_cell(batch[self.audio_column][row], rate, indices[row] + self.offset)
                 if value_rate is None:
                     raise ValueError(
                         "the audio is a plain array with no rate: name the column that holds it with "
@@ -192,7 +166,9 @@ class _Encoder:
                     + f": {str(error).splitlines()[0] if str(error) else type(error).__name__}"
                 )
                 if self.on_error == "raise":
-                    raise ValueError(f"cannot tokenize {message}; pass on_error='skip' to skip such rows") from error
+                    raise ValueError(
+                        f"cannot tokenize {message}; pass on_error='skip' (--on-error skip) to skip such rows"
+                    ) from error
                 errors[row] = message
         out = {
             "audio_codes": [[]] * count,
@@ -293,7 +269,7 @@ def tokenize_dataset(
     """Add `audio_codes`, `audio_scales` and `audio_length` to every row of `dataset`.
 
     Args:
-        dataset: a `datasets.Dataset` or `IterableDataset` (streaming); see `read_audio_value` for the audio
+        dataset: a `datasets.Dataset` or `IterableDataset` (streaming); see `processing.read_audio_cell` for the audio
             forms accepted. Any rate and channel count is resampled and converted by `feature_extractor`.
         model, feature_extractor: an `EncodecModel` (on the GPU when it is there: move it with `.to("cuda")`)
             and its extractor.
@@ -563,24 +539,6 @@ def _check_model_fits(config, quantizers: int, chunks: int, frames: int, audio_s
 # -- on disk, resumable, one process or many ----------------------------------------------------------------------
 
 
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-    return rank, world
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 FINGERPRINT_NAME = "fingerprint.json"
 
 
@@ -737,7 +695,7 @@ def tokenize_to_disk(
 
     output = Path(output)
     parts_dir = Path(str(output) + ".parts")
-    rank, world = _distributed()
+    rank, world = rank_and_world()
     shard = split_dataset_by_node(dataset, rank=rank, world_size=world) if world > 1 else dataset
     # split_dataset_by_node gives contiguous shards: the first (n % world) hold one row more
     base, extra = divmod(len(dataset), world)
@@ -747,7 +705,7 @@ def tokenize_to_disk(
         if restart and parts_dir.exists():
             shutil.rmtree(parts_dir)
         _check_fingerprint(parts_dir, fingerprint)
-    _barrier(world)
+    barrier()
     if rank != 0:
         _check_fingerprint(parts_dir, fingerprint)
     for start in range(0, len(shard), rows_per_part):
@@ -770,7 +728,7 @@ def tokenize_to_disk(
         if progress is not None:  # rows this rank has done, and the seconds of audio (at the model's rate) in them
             seconds = sum(n for n in part["audio_length"] if n > 0) / model.config.sampling_rate
             progress(stop - start, seconds)
-    _barrier(world)
+    barrier()
     if rank != 0:
         return None
     names = sorted(p.name for p in parts_dir.iterdir() if p.name.startswith("rows-"))
@@ -808,7 +766,6 @@ __all__ = [
     "tokenize_dataset",
     "tokenize_to_disk",
     "decode_tokens",
-    "read_audio_value",
     "resolve_rate_column",
     "tokenization_metadata",
     "codes_to_tokens",

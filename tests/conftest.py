@@ -26,6 +26,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_as_they_were():
+    """A command run in-process with --threads sets torch's thread count for the whole process: put it back, so
+    that a later test comparing against a subprocess (which starts with the default) rounds as that one does."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
@@ -44,3 +54,18 @@ def converted(tmp_path_factory):
         convert_checkpoint(root / f"{name}-random.th", name, root / "hf")
         out[name] = (original, root / "hf")
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_chunked():
+    """A tiny chunked model (400 Hz; chunks of 100 frames every 90 frames), shared within a test module."""
+    from encodec_hf.testing import tiny_model
+
+    return tiny_model(chunked=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_chunked_extractor(tiny_chunked):
+    from encodec_hf import EncodecFeatureExtractor
+
+    return EncodecFeatureExtractor.from_model_config(tiny_chunked.config)

@@ -1,9 +1,13 @@
 """The package's shape: no import cycle (lazy imports included), streaming drives the layers without copying
-their arithmetic or reaching into private names, the remote code ships every module the model imports."""
+their arithmetic or reaching into private names, the remote code ships every module the model imports; the sizes
+that keep it readable (the model file, the model class, every function), export code in the exporter only, one
+home for each distributed helper, runners that compose the scheduler instead of inheriting the model."""
 
 import ast
 import importlib
 from pathlib import Path
+
+import torch
 
 import encodec_hf
 from encodec_hf.hub_upload import REMOTE_CODE
@@ -53,7 +57,7 @@ def import_graph() -> dict[str, set[str]]:
 def test_import_graph_is_read():
     graph = import_graph()
     assert "encodec_hf.streaming" in graph["encodec_hf.modeling_encodec"]
-    assert "encodec_hf.modeling_encodec" in graph["encodec_hf.cli"]  # a lazy import, inside a function
+    assert "encodec_hf.modeling_onnx" in graph["encodec_hf.cli.common"]  # a lazy import, inside a function
     assert "encodec_hf.ecdc.container" in graph["encodec_hf.ecdc.api"]  # a relative import from a subpackage
 
 
@@ -179,3 +183,87 @@ def test_no_dependency_brings_torchaudio():
                 assert entry.name.lower() != "torchaudio", f"{requirement.name} requires {entry}"
                 todo.append(entry)
     assert {"transformers", "torchmetrics", "onnxscript"} <= seen  # the walk reached the lists' packages
+
+
+def definitions() -> list[tuple[str, ast.AST]]:
+    """(module, node) for every function and class of the package, nested ones included."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                found.append((module_name(path), node))
+    return found
+
+
+def lines(node: ast.AST) -> int:
+    return node.end_lineno - node.lineno + 1
+
+
+def test_sizes_a_newcomer_can_read():
+    assert len((PACKAGE / "modeling_encodec.py").read_text().splitlines()) <= 800
+    classes = {node.name: node for module, node in definitions() if module == "encodec_hf.modeling_encodec"}
+    assert lines(classes["EncodecModel"]) <= 400
+    long = [
+        f"{module}.{node.name}: {lines(node)} lines"
+        for module, node in definitions()
+        if not isinstance(node, ast.ClassDef) and lines(node) > 100
+    ]
+    assert not long, long
+
+
+def test_export_forms_live_in_the_exporter():
+    """The layers know offline, streaming and training: no check for export outside the export code."""
+    for path in PACKAGE.rglob("*.py"):
+        if path.name in ("exporting.py", "modeling_onnx.py"):
+            continue
+        text = path.read_text()
+        for marker in ("is_exporting", "is_in_onnx_export", "torch.onnx", "torch.export"):
+            assert marker not in text, f"{path.name} mentions {marker}"
+
+
+def test_each_distributed_helper_is_defined_once():
+    calls = {"init_process_group", "barrier", "all_reduce", "broadcast", "get_rank", "get_world_size"}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "distributed.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in calls:
+                assert not (isinstance(node.value, ast.Name) and node.value.id == "dist"), (path.name, node.attr)
+                assert not (isinstance(node.value, ast.Attribute) and node.value.attr == "distributed"), (
+                    path.name,
+                    node.attr,
+                )
+    names = [node.name for module, node in definitions() if isinstance(node, ast.FunctionDef)]
+    for helper in ("rank_and_world", "barrier", "broadcast_from_rank0", "average_across_ranks", "sum_across_ranks"):
+        assert names.count(helper) == 1, helper
+
+
+def test_runners_compose_the_scheduler_instead_of_inheriting_the_model():
+    from encodec_hf.modeling_encodec import EncodecModel
+    from encodec_hf.modeling_onnx import OnnxEncodecModel, OpenVINOEncodecModel
+
+    for runner in (OnnxEncodecModel, OpenVINOEncodecModel):
+        assert not issubclass(runner, (EncodecModel, torch.nn.Module))
+        for method in ("stream_encoder", "stream_decoder", "save_pretrained", "train", "training_forward"):
+            assert not hasattr(runner, method), method
+    # nothing refused: the one NotImplementedError is the abstract `_run` each runtime's class fills in
+    source = ast.parse((PACKAGE / "modeling_onnx.py").read_text())
+    refusals = [
+        node
+        for node in ast.walk(source)
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and "NotImplementedError" in ast.dump(node)
+    ]
+    assert not refusals
+
+
+def test_one_command_per_module():
+    from encodec_hf import cli
+
+    modules = sorted(path.stem for path in (PACKAGE / "cli").glob("*_command.py"))
+    assert modules == sorted(module.__name__.rsplit(".", 1)[1] for module in cli.COMMANDS)
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert sorted(commands) == sorted(name[: -len("_command")] for name in modules)
+    for module in cli.COMMANDS:  # the parser beside its handler: the handler the parser names is the module's
+        name = module.__name__.rsplit(".", 1)[1][: -len("_command")]
+        assert commands[name].get_default("func").__module__ == module.__name__

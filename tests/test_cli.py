@@ -4,13 +4,18 @@ import os
 import subprocess
 import sys
 
+import datasets
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import transformers  # noqa: F401  (adds Logger.warning_once)
 
+from encodec_hf import (
+    EncodecModel,
+)
 from encodec_hf.cli import main
-from encodec_hf.testing import original_model, requires_original, save_tiny_folder
+from encodec_hf.testing import original_model, requires_original, save_tiny_folder, tiny_model
 
 
 def run(*args, env=None):
@@ -56,7 +61,6 @@ def test_convert_then_roundtrip_48khz(tmp_path):
 
 def test_roundtrip_matches_the_library(tmp_path, tiny_folder):
     """The command writes what encode + decode give, as 16-bit PCM."""
-    from encodec_hf import EncodecModel
 
     rng = np.random.default_rng(0)
     clip = (rng.standard_normal((2, 1234)) * 0.1).astype(np.float32)
@@ -182,4 +186,107 @@ def test_an_unreachable_hub_fails_at_once_in_one_line(tmp_path):
 
 def test_a_missing_input_file_says_so(tmp_path, capsys):
     assert main(["compress", str(tmp_path / "none.wav"), str(tmp_path / "o.ecdc"), "--model", "a/b"]) == 2
-    assert "cannot read audio from 'none.wav': no such file" in capsys.readouterr().err
+    assert f"cannot read audio from {str(tmp_path / 'none.wav')!r}: no such file" in capsys.readouterr().err
+
+
+# -- from the review of what a new user trips over (issue 18) --------------------------------------------------
+
+
+def cli(*args):
+    from encodec_hf.cli import main
+
+    return main([str(a) for a in args])
+
+
+def compress_tiny(model):
+    from encodec_hf import compress
+
+    return compress(model, np.zeros(300, dtype=np.float32), 400, bandwidth=0.8)
+
+
+def test_decompress_takes_the_model_the_file_names(tmp_path, capsys, monkeypatch):
+    """Without --model, decompress asks for facebook/<the file's model> (offline here: the one-line Hub error names
+    it), not the default 48 kHz model."""
+    model = tiny_model()
+    data = bytearray(compress_tiny(model))
+    data = data.replace(b'"encodec_400hz"', b'"encodec_24khz"')  # a 24 kHz file's header (same length)
+    (tmp_path / "a.ecdc").write_bytes(bytes(data))
+    assert cli("decompress", tmp_path / "a.ecdc", tmp_path / "a.wav") == 2
+    assert "'facebook/encodec_24khz'" in capsys.readouterr().err
+
+
+def test_a_missing_local_model_fails_at_once(tmp_path, capsys, monkeypatch):
+    import soundfile as sf
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    sf.write(tmp_path / "in.wav", np.zeros(100, dtype=np.float32), 400)
+    assert cli("roundtrip", "in.wav", "out.wav", "--model", "models/nonexistent") == 2
+    assert "does not exist (a local path" in capsys.readouterr().err
+
+
+def test_help_is_light_and_threads_is_on_every_command_that_computes():
+    """--help took 6 s (heavy imports first); every computing command lacked --threads."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, runpy; sys.argv = ['encodec-hf', '--help']\n"
+        "try: runpy.run_module('encodec_hf', run_name='__main__')\n"
+        "except SystemExit: pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in done.stdout and "tokenize" in done.stdout
+    from encodec_hf.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in ("roundtrip", "compress", "decompress", "tokenize", "train"):
+        assert "--threads" in commands[name].format_help(), name
+
+
+def test_tokenize_needs_force_keeps_or_drops_audio_and_speaks_in_options(tmp_path, capsys):
+    import soundfile as sf
+
+    folder = save_tiny_folder(tmp_path / "model")
+    (tmp_path / "audio").mkdir()
+    sf.write(tmp_path / "audio" / "a.wav", np.zeros((300, 2), dtype=np.float32) + 0.1, 400)
+    (tmp_path / "audio" / "b.wav").write_bytes(b"not audio")
+    command = ("tokenize", tmp_path / "audio", "--model", folder, "--output", tmp_path / "out", "-b", "0.8")
+    assert cli(*command) == 2
+    assert "--on-error skip" in capsys.readouterr().err  # the option's command-line name
+    assert cli(*command, "--on-error", "skip", "--drop-audio", "--threads", "1") == 0
+    assert "audio" not in datasets.load_from_disk(str(tmp_path / "out")).column_names
+    assert cli(*command, "--on-error", "skip") == 2
+    assert "pass -f" in capsys.readouterr().err
+    assert cli(*command, "--on-error", "skip", "-f") == 0
+    assert "audio" in datasets.load_from_disk(str(tmp_path / "out")).column_names
+
+
+def test_hostile_inputs_end_in_one_line(tmp_path, capsys):
+    """A FIFO as input (reading it would block), a damaged weights file, metadata nested 30,000 deep: exit 2, one
+    line, no traceback."""
+    import os
+    import struct
+
+    import soundfile as sf
+
+    folder = save_tiny_folder(tmp_path / "model")
+    sf.write(tmp_path / "in.wav", np.zeros(100, dtype=np.float32), 400)
+    os.mkfifo(tmp_path / "fifo.wav")
+    broken = save_tiny_folder(tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    nested = b"[" * 30_000 + b"]" * 30_000
+    (tmp_path / "nested.ecdc").write_bytes(b"ECDC\x00" + struct.pack("!I", len(nested)) + nested)
+    cases = [
+        (("roundtrip", tmp_path / "fifo.wav", tmp_path / "o.wav", "--model", folder), "not a regular file"),
+        (("decompress", tmp_path / "fifo.wav", tmp_path / "o.wav", "--model", folder), "not a regular file"),
+        (("roundtrip", tmp_path / "in.wav", tmp_path / "o.wav", "--model", broken), ""),
+        (("decompress", tmp_path / "nested.ecdc", tmp_path / "o.wav", "--model", folder), "nested too deeply"),
+    ]
+    capsys.readouterr()  # the set-up's own output
+    for args, message in cases:
+        assert cli(*args) == 2, args
+        stderr = capsys.readouterr().err.strip()
+        assert stderr.startswith("encodec-hf: error:") and "\n" not in stderr, stderr
+        assert message in stderr, (args, stderr)

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import transformers  # noqa: F401  (adds Logger.warning_once)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -552,7 +553,7 @@ def test_deterministic_files_round_trip(deterministic):
     exact = compress(model, audio, 400, bandwidth=0.8, use_lm=True, container_version=1, deterministic_lm=False)
     assert "dlm" not in metadata_of(exact)
     np.testing.assert_array_equal(decompress(exact, model)[0], reference)
-    with pytest.raises(ValueError, match="needs use_lm=True and container_version=1"):
+    with pytest.raises(ValueError, match=r"needs use_lm=True \(--lm\) and container_version=1"):
         compress(model, audio, 400, bandwidth=0.8, use_lm=True, deterministic_lm=True)
 
 
@@ -692,3 +693,98 @@ def test_deterministic_mode_on_a_chunk_longer_than_a_block():
     coded = compress(model, audio, 400, bandwidth=0.8, use_lm=True, container_version=1)
     plain = compress(model, audio, 400, bandwidth=0.8)
     np.testing.assert_array_equal(decompress(coded, model)[0], decompress(plain, model)[0])
+
+
+# -- from the review of what a new user trips over (issue 18) --------------------------------------------------
+
+
+LYING_FILE_SCRIPT = r"""
+import io, sys, numpy as np
+from encodec_hf import decompress
+from encodec_hf.ecdc.container import EcdcHeader, model_name
+from encodec_hf.language_model import EncodecLanguageModel, EncodecLanguageModelConfig
+from encodec_hf.testing import tiny_model
+
+model = tiny_model(target_bandwidths=[0.4, 0.8, 12.8])  # 32 codebooks
+config = EncodecLanguageModelConfig(num_codebooks=32, codebook_size=16, past_context=7, dim=10, num_heads=2)
+model.language_model = EncodecLanguageModel(config).eval()
+length = 24 * 3600 * model.config.sampling_rate  # a day: 8.64 million frames, 276 million codes claimed
+stream = io.BytesIO()
+EcdcHeader(0, model_name(model), length, 32, True, False).write(stream)
+stream.write(np.random.default_rng(0).integers(0, 256, 350_000, dtype=np.uint8).tobytes())  # 2.8 Mbit: plausible
+
+
+import torch
+
+largest = [0]  # bytes of the largest zero-filled buffer asked for (calloc'd pages would not show in the RSS)
+real_zeros = torch.zeros
+
+
+def zeros(*shape, **kwargs):
+    tensor = real_zeros(*shape, **kwargs)
+    largest[0] = max(largest[0], tensor.numel() * tensor.element_size())
+    return tensor
+
+
+torch.zeros = zeros
+try:
+    decompress(stream.getvalue(), model)
+except (EOFError, ValueError) as error:
+    print("refused:", type(error).__name__, str(error).splitlines()[0])
+print("largest_mb", largest[0] / 2**20)
+"""
+
+
+def test_a_file_claiming_a_day_is_refused_before_allocating(tiny_chunked):
+    """The reader accepted claims of up to 24 h and allocated for them; a claim the bytes cannot hold is refused
+    before any allocation."""
+    import io
+
+    from encodec_hf.ecdc.container import EcdcHeader, model_name
+
+    stream = io.BytesIO()
+    EcdcHeader(0, model_name(tiny_chunked), 24 * 3600 * 400, 2, False, False).write(stream)
+    stream.write(b"\x00" * 1000)
+    with pytest.raises(EOFError, match="truncated"):
+        decompress(stream.getvalue(), tiny_chunked)
+
+
+def test_a_file_of_huge_samples_reads_back(tiny_chunked):
+    audio = (np.random.default_rng(0).standard_normal((2, 900)) * 0.2).astype(np.float32)
+    audio[1, 10] = 1e20
+    x = torch.from_numpy(audio)[None]
+    mask = torch.ones(1, 900)
+    with torch.no_grad():
+        enc = tiny_chunked.encode(x, mask, bandwidth=0.8)
+    from encodec_hf.ecdc import compress_codes
+
+    data = compress_codes(tiny_chunked, enc.audio_codes, enc.audio_scales, 900)
+    decoded, _ = decompress(data, tiny_chunked)
+    assert np.isfinite(decoded).all()
+
+
+@pytest.mark.slow  # decodes 350 KB of arithmetic-coded noise with a language model
+def test_a_language_model_file_claiming_a_day_allocates_only_what_it_decodes(tmp_path):
+    """Issue 18: 260 KB of random bytes claiming 24 h allocated 3.1 GB before being rejected. The codes buffer now
+    grows with the frames decoded (the same file's claim would have taken 276 M x 8 bytes = 2.2 GB, 2,109 MB in this
+    test before the change)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", LYING_FILE_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "refused: " in done.stdout  # noise: "no symbol matches it", or the bits end first
+    largest = float(done.stdout.split("largest_mb")[1])
+    assert largest < 10, done.stdout
+
+
+def test_decompress_iter_refuses_trailing_bytes_as_decompress_does(tiny_chunked):
+    import io
+
+    from encodec_hf.ecdc import compress, decompress_iter
+
+    data = compress(tiny_chunked, np.zeros((2, 500), dtype=np.float32), 400, bandwidth=0.8) + b"\x00"
+    with pytest.raises(ValueError, match="more than its metadata"):
+        decompress(data, tiny_chunked)
+    with pytest.raises(ValueError, match="beyond what its metadata accounts for"):
+        list(decompress_iter(io.BytesIO(data), tiny_chunked))

@@ -4,8 +4,11 @@ from importlib import resources
 import pytest
 import transformers
 
-from encodec_hf import EncodecConfig
+from encodec_hf import (
+    EncodecConfig,
+)
 from encodec_hf.configuration_encodec import PRESETS
+from encodec_hf.testing import tiny_config
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -70,6 +73,7 @@ def test_check_bandwidth_lists_options():
     "settings, message",
     [
         ({"sampling_rat": 24000}, "unknown setting 'sampling_rat'; did you mean 'sampling_rate'"),
+        ({"codebok_size": 512}, "unknown setting 'codebok_size'; did you mean 'codebook_size'"),
         ({"normalize": "yes"}, "normalize must be true or false, got 'yes'"),
         ({"norm_type": "batch_norm"}, "norm_type"),
         ({"audio_channels": 3}, "audio_channels"),
@@ -138,3 +142,22 @@ def test_language_model_config_is_bounded():
         EncodecLanguageModelConfig(hidden_scale=float("nan"))
     for name in ("encodec_24khz", "encodec_48khz"):
         EncodecLanguageModelConfig.for_model(EncodecConfig.from_preset(name))  # the original's fit
+
+
+# -- from the review of what a new user trips over (issue 18) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings, field",
+    [
+        (dict(sampling_rate=1), "sampling_rate"),
+        (dict(overlap=0.9999), "overlap"),
+        (dict(target_bandwidths=[float("nan")]), "target_bandwidths"),
+        (dict(num_lstm_layers=100_000), "num_lstm_layers"),
+    ],
+)
+def test_config_values_are_bounded_with_the_field_named(settings, field):
+    """sampling_rate 1, overlap 0.9999, 1e5 layers hung the loader or ran out of memory; NaN raised without the field's
+    name."""
+    with pytest.raises(ValueError, match=field):
+        tiny_config(**settings)

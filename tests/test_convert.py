@@ -4,10 +4,14 @@ import pickle
 
 import pytest
 import torch
+import transformers  # noqa: F401  (adds Logger.warning_once)
 
-from encodec_hf import EncodecConfig, EncodecModel
+from encodec_hf import (
+    EncodecConfig,
+    EncodecModel,
+)
 from encodec_hf.convert_encodec import convert_checkpoint, convert_state_dict, rename_key
-from encodec_hf.testing import original_layout, requires_original
+from encodec_hf.testing import original_layout, requires_original, tiny_model
 
 
 def test_rename_key_examples():
@@ -99,3 +103,35 @@ def test_refuses_pickled_code_and_foreign_files(tmp_path, capsys):
         convert_checkpoint(tmp_path / "nope.th", "encodec_24khz", tmp_path / "out")
     with pytest.raises(ValueError, match="must be one of"):
         convert_checkpoint(tmp_path / "list.th", "encodec_16khz", tmp_path / "out")
+
+
+# -- from the review of what a new user trips over (issue 18) --------------------------------------------------
+
+
+@pytest.mark.slow  # builds a full-size model
+def test_convert_writes_files_with_the_usual_permissions(tmp_path):
+    import os
+
+    from encodec_hf.convert_encodec import convert_checkpoint
+    from encodec_hf.testing import original_layout
+
+    model = EncodecModel(EncodecConfig.from_preset("encodec_32khz"))
+    torch.save(original_layout(model), tmp_path / "checkpoint.th")
+    umask = os.umask(0o022)
+    try:
+        convert_checkpoint(tmp_path / "checkpoint.th", "encodec_32khz", tmp_path / "out")
+    finally:
+        os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}
+    assert modes and set(modes.values()) == {0o644}, modes
+
+
+def test_convert_refuses_non_finite_weights():
+    from encodec_hf.testing import original_layout
+
+    model = tiny_model()
+    source = original_layout(model)
+    first = sorted(source)[0]
+    source[first] = torch.full_like(source[first], float("inf"))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        convert_state_dict(source, model.config)

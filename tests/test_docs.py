@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers  # noqa: F401  (adds Logger.warning_once)
 
 from encodec_hf.testing import requires_original
 
@@ -95,3 +96,17 @@ def _restore_precision_flags():
     yield
     for (owner, name), value in zip(flags, saved):
         setattr(owner, name, value)
+
+
+# -- from the review of what a new user trips over (issue 18) --------------------------------------------------
+
+
+def test_the_readme_decodes_at_the_bandwidth_it_encodes_and_says_the_default():
+    """The README's model(...) line decoded at 1.5 kbps right after a 6 kbps line; the default is now stated."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    quick_start = readme.split("## Quick start")[1].split("```")[1]
+    calls = [line for line in quick_start.splitlines() if "model.encode(" in line or "model(" in line]
+    assert len(calls) == 2 and all("bandwidth=6.0" in line for line in calls), calls
+    assert "Without `bandwidth`, `encode` uses the" in readme and "the command line uses 6" in readme

@@ -18,7 +18,7 @@ import torch
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from encodec_hf import EncodecFeatureExtractor, compress, decompress, tokenize_dataset  # noqa: E402
+from encodec_hf import EncodecFeatureExtractor, EncodecModel, compress, decompress, tokenize_dataset  # noqa: E402
 from encodec_hf.exporting import export  # noqa: E402
 from encodec_hf.modeling_onnx import OnnxEncodecModel, OpenVINOEncodecModel  # noqa: E402
 from encodec_hf.testing import random_model, save_tiny_folder, tiny_model  # noqa: E402
@@ -155,8 +155,9 @@ def test_fast_encoding_batches_chunks_on_the_runner(chunked):
     exact = runner.encode(audio, bandwidth=0.8)
     fast = runner.encode(audio, bandwidth=0.8, fast_encoding=True, chunk_batch_size=3)
     assert (fast.audio_codes != exact.audio_codes).float().mean() <= MAX_CODES_DIFFERING
-    with pytest.raises(ValueError, match="pad_chunks"):
-        runner.encode(audio, bandwidth=0.8, fast_encoding=True, pad_chunks=True)
+    # pad_chunks concerns causal models only: on a chunked one the runner, like the model, batches equal lengths
+    padded = runner.encode(audio, bandwidth=0.8, fast_encoding=True, pad_chunks=True, chunk_batch_size=3)
+    assert torch.equal(padded.audio_codes, fast.audio_codes)
 
 
 @pytest.mark.slow  # the command-line export with step models, the heaviest fixture here
@@ -290,15 +291,17 @@ def test_compress_tokenize_and_evaluate_run_on_the_runner(causal):
         assert scores[0, bandwidth] == pytest.approx(scores[1, bandwidth], abs=1e-3)
 
 
-def test_the_runner_refuses_what_the_graphs_do_not_offer(causal):
+def test_the_runner_is_a_runner_not_a_model_that_refuses_things(causal):
+    """The runners compose the chunk scheduler: they offer what the graphs do (encode, decode, forward) and no
+    torch-model method to refuse (streams, saving, training)."""
     _, folder = causal
     runner = OnnxEncodecModel.from_pretrained(folder)
-    with pytest.raises(NotImplementedError, match="does not stream"):
-        runner.stream_encoder()
-    with pytest.raises(NotImplementedError, match="holds no torch weights"):
-        runner.save_pretrained(folder / "again")
-    with pytest.raises(NotImplementedError, match="inference only"):
-        runner.train()
+    assert not isinstance(runner, (EncodecModel, torch.nn.Module))
+    for method in ("stream_encoder", "stream_decoder", "save_pretrained", "train", "training_forward"):
+        assert not hasattr(runner, method), method
+    assert runner.eval() is runner and runner.to("cpu") is runner and not runner.training
+    with pytest.raises(ValueError, match="takes and returns CPU tensors"):
+        runner.to("cuda")
 
 
 # -- the command line and bad input ---------------------------------------------------------------------------------
@@ -362,7 +365,7 @@ def test_exporting_or_loading_what_is_not_a_model_fails_clearly(tmp_path, capsys
     assert "exists and is not empty; pass -f" in capsys.readouterr().err
     with pytest.raises(ValueError, match="is not an exported onnx model"):
         OnnxEncodecModel.from_pretrained(tmp_path / "empty")
-    with pytest.raises(ValueError, match="is not a model folder"):
+    with pytest.raises(ValueError, match="is not an EnCodec model folder"):
         export(str(tmp_path / "empty"), tmp_path / "out")
     for bad, message in (
         (dict(format="tflite"), "format must be one of onnx, openvino"),

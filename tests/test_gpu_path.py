@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from encodec_hf import EncodecFeatureExtractor, modeling_encodec, tokenization_metadata, tokenize_dataset
+from encodec_hf import EncodecFeatureExtractor, chunking, tokenization_metadata, tokenize_dataset
 from encodec_hf.chunking import bucket_jobs, cap_batches, chunks_per_call
 from encodec_hf.cli import main
 from encodec_hf.testing import save_tiny_folder, tiny_model
@@ -102,7 +102,7 @@ def test_batches_are_capped_for_32_bit_index_math(monkeypatch):
     values, mask = ragged([1500, 1500, 900], channels=2)
     expected = model.encode(values, mask, bandwidth=0.8, fast_encoding=True, chunk_batch_size=64)
     decoded = model.decode(expected.audio_codes, expected.audio_scales, mask, chunk_batch_size=64).audio_values
-    monkeypatch.setattr(modeling_encodec, "chunks_per_call", lambda samples, channels: 2)
+    monkeypatch.setattr(chunking, "chunks_per_call", lambda samples, channels: 2)
     calls = encode_calls(model, monkeypatch)
     capped = model.encode(values, mask, bandwidth=0.8, fast_encoding=True, chunk_batch_size=64)
     assert max(calls) == 2 and sum(calls) == 13  # 5 + 5 + 3 chunks

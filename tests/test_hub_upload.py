@@ -16,7 +16,11 @@ import transformers
 from huggingface_hub import metadata_load
 from huggingface_hub.utils import _http
 
-from encodec_hf import EncodecConfig, EncodecFeatureExtractor, EncodecModel
+from encodec_hf import (
+    EncodecConfig,
+    EncodecFeatureExtractor,
+    EncodecModel,
+)
 from encodec_hf.cli import main
 from encodec_hf.hub_upload import BUILD_MARKER, FOLDER_FILES, HubUploadError, build_folder, load_source, upload
 from encodec_hf.testing import original_layout, run_without_encodec_hf, save_tiny_folder, tiny_model
@@ -511,3 +515,44 @@ def test_a_pushed_language_model_loads_by_id_from_the_offline_cache(fake_hub, tm
     assert compress(loaded, audio, 400, bandwidth=0.8, use_lm=True) == compress(
         source, audio, 400, bandwidth=0.8, use_lm=True
     )
+
+
+# -- from the review of what a new user trips over (issue 18) --------------------------------------------------
+
+
+def test_auto_classes_on_a_converted_folder_give_this_packages_classes_and_numbers(tmp_path):
+    """All four loads gave transformers' classes, whose 48 kHz numbers differ from the original's and whose
+    processor refused other rates. After `register_auto_classes()` they give this package's; the subprocess cases
+    (either import order, trust_remote_code, upload folders) are in test_hub_upload.py."""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
+
+    from encodec_hf import register_auto_classes
+
+    register_auto_classes()  # for this process: the documented opt-in
+    folder = save_tiny_folder(tmp_path / "converted", tiny_model(chunked=True))
+    model = AutoModel.from_pretrained(folder).eval()
+    assert isinstance(model, EncodecModel) and isinstance(AutoConfig.from_pretrained(folder), EncodecConfig)
+    for auto in (AutoFeatureExtractor, AutoProcessor):
+        processor = auto.from_pretrained(folder)
+        assert isinstance(processor, EncodecFeatureExtractor)
+    clip = np.random.default_rng(6).standard_normal((2, 2_000)).astype(np.float32) * 0.2
+    inputs = processor(clip, sampling_rate=1_000, return_tensors="pt")  # another rate: resampled, not refused
+    direct = EncodecModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        ours = model.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=0.8).audio_codes
+        expected = direct.encode(inputs["input_values"], inputs["padding_mask"], bandwidth=0.8).audio_codes
+    assert torch.equal(ours, expected)
+
+
+def test_upload_local_dir_refuses_a_folder_it_did_not_build(tmp_path):
+    """upload --local-dir shipped what an earlier build left there, and followed links."""
+    from encodec_hf.hub_upload import HubUploadError, upload
+
+    source = save_tiny_folder(tmp_path / "source", tiny_model(chunked=True))
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("not ours")
+    with pytest.raises(HubUploadError, match="did not put there"):
+        upload(source, "me/x", local_dir=tmp_path / "theirs", dry_run=True, report=lambda line: None)
+    (tmp_path / "link").symlink_to(tmp_path / "theirs")
+    with pytest.raises(HubUploadError, match="link"):
+        upload(source, "me/x", local_dir=tmp_path / "link", dry_run=True, report=lambda line: None)

@@ -3,8 +3,11 @@ reduced precision. Speed itself is measured in benchmarks/, never here."""
 
 import pytest
 import torch
+import transformers  # noqa: F401  (adds Logger.warning_once)
 
-from encodec_hf import EncodecModel
+from encodec_hf import (
+    EncodecModel,
+)
 from encodec_hf.testing import tiny_model
 
 LENGTHS = [1, 5, 361, 721, 1000]
@@ -120,3 +123,25 @@ def test_torch_compile_runs_encoder_and_decoder_without_graph_breaks(chunked):
     # the compiled decoder on the eager codes: same audio up to float rounding
     assert relative_error(decoded, eager_audio) < 1e-5
     assert any(key.endswith("lstm.weight_ih_l0") for key in model.state_dict())  # keys unchanged by compile
+
+
+# -- from the review of what a new user trips over (issue 18) --------------------------------------------------
+
+
+def test_a_long_24khz_decode_goes_through_the_decoder_in_pieces(monkeypatch):
+    """A 56 KB file of 10 minutes needed 6.7 GB: the decoder ran on the whole clip. Long causal clips now go through
+    it in pieces carrying the streaming state (memory figures: test_streaming.py, docs/performance.md)."""
+    from encodec_hf import modeling_encodec
+
+    model = tiny_model()
+    codes = torch.randint(0, 16, (1, 1, 2, 300), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = model.decode(codes, [None]).audio_values
+        monkeypatch.setattr(modeling_encodec, "LONG_DECODE_FRAMES", 100)
+        monkeypatch.setattr(modeling_encodec, "DECODE_PIECE_FRAMES", 37)
+        calls = []
+        real = model.decoder.forward
+        monkeypatch.setattr(model.decoder, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+        pieces = model.decode(codes, [None]).audio_values
+    assert len(calls) > 1
+    torch.testing.assert_close(pieces, whole, rtol=1e-5, atol=1e-5 * float(whole.abs().max()))

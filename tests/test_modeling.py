@@ -1,4 +1,5 @@
 import json
+import logging
 
 import pytest
 import torch
@@ -268,3 +269,33 @@ def test_bad_decode_input():
     unchunked = tiny_model()
     with pytest.raises(ValueError, match="one chunk"):
         unchunked.decode(torch.zeros(2, 1, 1, 5, dtype=torch.long), [None, None])
+
+
+# -- from the review of what a new user trips over (issue 18) --------------------------------------------------
+
+
+def test_decode_without_padding_mask_warns_on_chunked_models(tiny_chunked, caplog):
+    logging.Logger.warning_once.cache_clear()  # transformers' once-only warnings: forget earlier tests' calls
+    x = torch.randn(1, 2, 1000) * 0.3
+    with torch.no_grad(), caplog.at_level(logging.WARNING):
+        enc = tiny_chunked.encode(x, bandwidth=0.8)
+        audio = tiny_chunked.decode(enc.audio_codes, enc.audio_scales).audio_values
+    assert "decode without padding_mask returns (num_chunks - 1) x chunk_stride" in caplog.text
+    assert audio.shape[-1] > 1000  # what the warning says: more than was encoded
+
+
+def test_finite_input_gives_finite_scales_and_audio(tiny_chunked):
+    x = torch.randn(1, 2, 1000) * 0.3
+    x[0, 0, 123] = 1e20
+    mask = torch.ones(1, 1000)
+    with torch.no_grad():
+        enc = tiny_chunked.encode(x, mask, bandwidth=0.8)
+        audio = tiny_chunked.decode(enc.audio_codes, enc.audio_scales, mask).audio_values
+    assert all(torch.isfinite(s).all() for s in enc.audio_scales)
+    assert float(enc.audio_scales[0].max()) == pytest.approx(1e6)  # clamped at MAX_SCALE
+    assert torch.isfinite(audio).all()
+    normal = torch.randn(1, 2, 1000) * 0.3  # ordinary audio: scales unchanged by the clamp
+    with torch.no_grad():
+        scales = tiny_chunked.encode(normal, bandwidth=0.8).audio_scales
+    expected = normal[..., :400].mean(dim=1).pow(2).mean().sqrt() + 1e-8
+    assert torch.equal(scales[0].reshape(()), expected)

@@ -1,9 +1,14 @@
+import logging
+
 import numpy as np
 import pytest
 import torch
 import transformers
 
-from encodec_hf import EncodecConfig, EncodecFeatureExtractor
+from encodec_hf import (
+    EncodecConfig,
+    EncodecFeatureExtractor,
+)
 from encodec_hf.processing import chunk_sizes, convert_channels, plan_chunks, resample
 
 # -- the chunk plan ---------------------------------------------------------------------------------------------
@@ -214,3 +219,67 @@ def test_undecoded_audio_cells_are_read_at_their_own_rates(tmp_path, caplog):
     np.testing.assert_array_equal(out["padding_mask"], expected["padding_mask"])
     with pytest.raises(ValueError, match="'bytes' / 'path'"):
         extractor([{"something": 1}], sampling_rate=400)
+
+
+# -- from the review of what a new user trips over (issue 18) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rate, message",
+    [
+        (16, r"16 Hz is outside 1,000 to 384,000 Hz \(did you mean 16,000 Hz\?\)"),
+        (500_000, "outside"),
+        (True, "must be an integer"),
+        (16_000.0, "must be an integer"),
+    ],
+)
+def test_implausible_rates_are_refused_before_any_allocation(rate, message):
+    tiny_chunked_extractor = EncodecFeatureExtractor.from_model_config(EncodecConfig.from_preset("encodec_48khz"))
+    with pytest.raises(ValueError, match=message):
+        tiny_chunked_extractor(np.zeros(48_000, dtype=np.float32), sampling_rate=rate)
+
+
+def test_test_models_below_1_khz_take_their_own_rate(tiny_chunked_extractor):
+    """The lower bound is min(1,000 Hz, the model's rate): a 400 Hz test model takes 400 Hz and more."""
+    assert tiny_chunked_extractor(np.zeros(400, dtype=np.float32), sampling_rate=400)["input_values"].shape == (
+        1,
+        2,
+        400,
+    )
+    with pytest.raises(ValueError, match="outside 400 to 384,000 Hz"):
+        tiny_chunked_extractor(np.zeros(400, dtype=np.float32), sampling_rate=399)
+
+
+def test_integer_pcm_stored_as_float_is_refused(tiny_chunked_extractor):
+    loud = (np.sin(np.arange(4_000) / 10) * 29_797).astype(np.float32)
+    with pytest.raises(ValueError, match="peaks at 29,797.*divide by 32768"):
+        tiny_chunked_extractor(loud, sampling_rate=400)
+    as_int16 = tiny_chunked_extractor(loud.astype(np.int16), sampling_rate=400)[
+        "input_values"
+    ]  # the integer array itself
+    assert float(np.abs(as_int16).max()) < 1
+
+
+def test_the_missing_rate_warning_is_true(tiny_chunked_extractor, caplog):
+    clips = [{"array": np.zeros(400, dtype=np.float32), "sampling_rate": 800}]
+    with caplog.at_level(logging.WARNING):
+        tiny_chunked_extractor(clips)  # every clip carries its rate: nothing is assumed
+    assert "No sampling_rate" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        tiny_chunked_extractor(np.zeros(400, dtype=np.float32))
+    assert "No sampling_rate passed" in caplog.text
+
+
+def test_undecoded_dataset_cells_are_taken_by_the_processor(tiny_chunked_extractor, tmp_path):
+    """The processor rejected Audio(decode=False) cells ({'bytes', 'path'}); it reads them at their own rates."""
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros((300, 2), dtype=np.float32) + 0.1, 1_000, format="WAV")
+    sf.write(tmp_path / "b.wav", np.zeros(800, dtype=np.float32) + 0.1, 2_000)
+    cells = [{"bytes": buffer.getvalue(), "path": None}, {"bytes": None, "path": str(tmp_path / "b.wav")}]
+    inputs = tiny_chunked_extractor(cells, return_tensors="np")
+    assert inputs["input_values"].shape == (2, 2, 160)  # 300 at 1 kHz and 800 at 2 kHz, both 0.3-0.4 s at 400 Hz
+    assert inputs["padding_mask"].sum(axis=-1).tolist() == [120, 160]

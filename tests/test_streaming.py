@@ -1,11 +1,16 @@
 """Streaming: concatenated streams equal offline encode and decode for any split; the start-up delay; bad use."""
 
+import numpy as np
 import pytest
 import torch
+import transformers  # noqa: F401  (adds Logger.warning_once)
 
-from encodec_hf import EncodecConfig, EncodecModel
+from encodec_hf import (
+    EncodecConfig,
+    EncodecModel,
+)
 from encodec_hf.streaming import STARTUP_DELAY_FRAMES
-from encodec_hf.testing import requires_original, tiny_config, tiny_model
+from encodec_hf.testing import requires_original, save_tiny_folder, tiny_config, tiny_model
 
 
 def split_push(stream, tensor, sizes_seed, max_piece, *extra):
@@ -149,7 +154,6 @@ class RecordingReader:
 
 @pytest.mark.parametrize("chunked", [False, True])
 def test_ecdc_decodes_while_it_is_read(chunked):
-    import numpy as np
 
     from encodec_hf.ecdc import compress, decompress, decompress_iter
 
@@ -206,10 +210,7 @@ def test_stream_example_runs_on_every_kind_of_model(tmp_path, chunked):
     import sys
     from pathlib import Path
 
-    import numpy as np
     import soundfile as sf
-
-    from encodec_hf.testing import save_tiny_folder
 
     example = Path(__file__).resolve().parent.parent / "examples" / "stream.py"
     folder = save_tiny_folder(tmp_path / "model", tiny_model(chunked=chunked))
@@ -369,3 +370,24 @@ def test_stepwise_lstm_matches_torch_lstm():
             torch.testing.assert_close(steps, out, rtol=1e-6, atol=1e-6)
             torch.testing.assert_close(step_hidden, hidden, rtol=1e-6, atol=1e-6)
             torch.testing.assert_close(step_cell, cell, rtol=1e-6, atol=1e-6)
+
+
+# -- from the review of what a new user trips over (issue 18) --------------------------------------------------
+
+
+def test_a_one_frame_push_does_not_run_torch_lstm(monkeypatch):
+    """24 kHz frame streams ran below real time; most of a push went to torch.lstm's per-call cost (3 ms on CPU for
+    the 24 kHz LSTM). A push of a few frames steps the LSTM with matrix products (the timing itself:
+    docs/streaming.md); offline encoding keeps torch.lstm, the original's kernel."""
+    model = tiny_model()
+    calls = []
+    real = torch.lstm
+    monkeypatch.setattr(torch, "lstm", lambda *args: calls.append(1) or real(*args))
+    encoder = model.stream_encoder(bandwidth=0.8)
+    x = torch.randn(1, 1, 40) * 0.3
+    for start in range(0, 40, 4):  # one frame (hop 4) a push
+        encoder.push(x[..., start : start + 4])
+    assert calls == []
+    with torch.no_grad():
+        model.encode(x, bandwidth=0.8)
+    assert calls

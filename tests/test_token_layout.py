@@ -4,11 +4,14 @@ scale tokens and their cost, padding that is never a code, and codes of another 
 import datasets
 import numpy as np
 import pytest
+import torch
+import transformers  # noqa: F401  (adds Logger.warning_once)
 
 from encodec_hf import (
     PAD_TOKEN,
     EncodecConfig,
     EncodecFeatureExtractor,
+    EncodecModel,
     codes_to_tokens,
     decode_tokens,
     scale_to_token,
@@ -113,3 +116,77 @@ def test_codes_of_another_model_are_refused(chunked):
         decode_tokens(causal, np.zeros((2, 2, 10), dtype=np.int64))
     with pytest.raises(ValueError, match=r"scale tokens must lie in \[0, 1024\)"):
         decode_tokens(chunked, np.zeros((2, 50), dtype=np.int64), scale_tokens=[1024])
+
+
+# -- from the review of what a new user trips over (issue 18) --------------------------------------------------
+
+
+def test_the_issue_example_seven_chunks_of_full_frames(tiny_chunked):
+    """(7, Q, frames) chunks with one scale each, and the same as a flat stream: both decode (they raised)."""
+    codes = np.random.default_rng(1).integers(0, 16, (7, 2, 100))
+    audio = decode_tokens(tiny_chunked, codes, audio_scales=[0.2] * 7)
+    flat = decode_tokens(tiny_chunked, codes_to_tokens(codes, 7 * 360, tiny_chunked.config), audio_scales=[0.2] * 7)
+    assert audio.shape == flat.shape == (2, 7 * 360)
+    np.testing.assert_array_equal(audio, flat)
+
+
+@pytest.mark.slow
+def test_the_issue_example_on_the_full_size_48khz_model():
+    """decode_tokens(m48, codes (7, 4, 150), audio_scales=scales) raised a padding_mask error; a flat (4, 1050)
+    stream raised a scale-count error. Both decode now, to 7 x 47,520 samples."""
+    torch.manual_seed(0)
+    model = EncodecModel(EncodecConfig.from_preset("encodec_48khz")).eval()
+    codes = np.random.default_rng(0).integers(0, 1024, (7, 4, 150))
+    audio = decode_tokens(model, codes, audio_scales=[0.1] * 7)
+    flat = decode_tokens(model, codes.transpose(1, 0, 2).reshape(4, 1050), audio_scales=[0.1] * 7)
+    assert audio.shape == flat.shape == (2, 7 * 47_520)
+    np.testing.assert_array_equal(audio, flat)
+
+
+def test_one_full_chunk_decodes_without_a_length(tiny_chunked):
+    """One chunk decoded only with audio_length <= 47,520 passed by hand. Without a length it now decodes to the
+    stride (in EnCodec 0.1.1's plan a clip of a whole chunk's length has a second chunk, so one chunk covers at most
+    the stride), and a length that needs more chunks than given is refused with the plan it needs."""
+    codes = np.random.default_rng(4).integers(0, 16, (1, 2, 100))
+    assert decode_tokens(tiny_chunked, codes, audio_scales=[0.2]).shape == (2, 360)
+    assert decode_tokens(tiny_chunked, codes, audio_scales=[0.2], audio_length=300).shape == (2, 300)
+    with pytest.raises(ValueError, match=r"audio_length 400 needs 2 chunk\(s\) of \[100, 10\] frames"):
+        decode_tokens(tiny_chunked, codes, audio_scales=[0.2], audio_length=400)
+
+
+def test_frames_past_a_chunks_end_are_marked_not_code_zero(tiny_chunked, tiny_chunked_extractor):
+    """The last chunk's frames past its end were filled with code 0, a valid token; rows now hold PAD_TOKEN there."""
+    clip = np.random.default_rng(5).standard_normal((2, 500)).astype(np.float32) * 0.2
+    dataset = datasets.Dataset.from_dict({"audio": [clip.tolist()], "rate": [400]})
+    codes = np.asarray(
+        tokenize_dataset(dataset, tiny_chunked, tiny_chunked_extractor, 0.8, sampling_rate_column="rate")[0][
+            "audio_codes"
+        ]
+    )
+    assert codes.shape == (2, 2, 100)  # chunks at 0 and 360: the second holds 140 samples, 35 frames
+    assert (codes[1, :, 35:] == PAD_TOKEN).all() and (codes[1, :, :35] >= 0).all()
+
+
+def test_codes_of_the_other_model_are_refused(tiny_chunked):
+    """24 kHz codes fed to the 48 kHz model with one scale, and one 48 kHz chunk on the 24 kHz model, decoded
+    silently; both are refused now (test_token_layout.py::test_codes_of_another_model_are_refused has the rest)."""
+    causal = tiny_model()
+    with pytest.raises(ValueError, match="at most 100"):
+        decode_tokens(tiny_chunked, np.zeros((1, 2, 300), dtype=np.int64), audio_scales=[0.1])
+    with pytest.raises(ValueError, match="does not normalise"):
+        decode_tokens(causal, np.zeros((1, 2, 100), dtype=np.int64), audio_scales=[0.1])
+
+
+@pytest.mark.parametrize("form", [None, "numpy", "torch"])
+def test_decode_tokens_takes_rows_and_batches_in_every_format(tiny_chunked, tiny_chunked_extractor, form):
+    clips = [np.random.default_rng(i).standard_normal(300 * (i + 1)).astype(np.float32) * 0.2 for i in range(3)]
+    dataset = datasets.Dataset.from_dict({"audio": clips, "rate": [400] * 3})
+    tokenized = tokenize_dataset(dataset, tiny_chunked, tiny_chunked_extractor, 0.8, sampling_rate_column="rate")
+    from encodec_hf import decode_tokens
+
+    expected = [decode_tokens(tiny_chunked, tokenized[i]) for i in range(3)]
+    shaped = tokenized.with_format(form) if form else tokenized
+    for i in range(3):
+        np.testing.assert_array_equal(decode_tokens(tiny_chunked, shaped[i]), expected[i])
+    batch = decode_tokens(tiny_chunked, shaped[0:3])
+    assert len(batch) == 3 and all(np.array_equal(a, b) for a, b in zip(batch, expected, strict=True))

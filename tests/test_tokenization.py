@@ -12,8 +12,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import transformers  # noqa: F401  (adds Logger.warning_once)
 
-from encodec_hf import EncodecFeatureExtractor, decode_tokens, tokenization, tokenization_metadata, tokenize_dataset
+from encodec_hf import (
+    EncodecFeatureExtractor,
+    EncodecModel,
+    decode_tokens,
+    tokenization,
+    tokenization_metadata,
+    tokenize_dataset,
+)
 from encodec_hf.cli import main
 from encodec_hf.testing import save_tiny_folder, tiny_model
 from encodec_hf.tokenization import PAD_TOKEN, chunk_frames, tokenize_to_disk
@@ -22,13 +30,13 @@ datasets.disable_progress_bars()
 
 
 @pytest.fixture(scope="module")
-def model():
-    return tiny_model(chunked=True)
+def model(tiny_chunked):
+    return tiny_chunked
 
 
 @pytest.fixture(scope="module")
-def extractor(model):
-    return EncodecFeatureExtractor.from_model_config(model.config)
+def extractor(tiny_chunked_extractor):
+    return tiny_chunked_extractor
 
 
 @pytest.fixture
@@ -189,7 +197,6 @@ def test_num_proc_with_a_weight_norm_model_and_the_model_pickles(audio_files):
 
 @pytest.mark.slow
 def test_num_proc_with_the_full_size_24khz_model(converted, tmp_path):
-    from encodec_hf import EncodecModel
 
     _, folder = converted["encodec_24khz"]
     model = EncodecModel.from_pretrained(folder).eval()
@@ -422,8 +429,6 @@ def test_resume_from_a_copied_model_folder_or_a_relative_input_path(model, extra
     called. A real difference is named by its field alone, not the whole config."""
     import shutil
 
-    from encodec_hf import EncodecModel
-
     folder = tmp_path / "clips"
     folder.mkdir()
     rng = np.random.default_rng(6)
@@ -468,7 +473,6 @@ def test_two_runs_writing_the_same_part_both_finish(model, extractor, audio_file
 def test_plain_arrays_with_a_rate_column_from_the_command_line(tmp_path, capsys):
     """Arrays with their rate in a column: `sampling_rate` is used by itself, another name with
     --sampling-rate-column; `train --data` reads the same dataset (it skipped every row before)."""
-    from encodec_hf import EncodecModel
     from encodec_hf.training.trainer import SegmentSampler
 
     rng = np.random.default_rng(0)
@@ -504,3 +508,12 @@ def test_every_row_skipped_gives_an_empty_dataset_not_a_crash(tmp_path, capsys):
     written = datasets.load_from_disk(str(tmp_path / "out"))
     assert len(written) == 0 and len(tokenization_metadata(written)["skipped_rows"]) == 3
     assert not (tmp_path / "out.parts").exists()
+
+
+# -- from the review of what a new user trips over (issue 18) --------------------------------------------------
+
+
+def test_rate_less_arrays_are_refused_by_tokenize_dataset(tiny_chunked, tiny_chunked_extractor):
+    dataset = datasets.Dataset.from_dict({"audio": [np.zeros(300, dtype=np.float32)]})
+    with pytest.raises(ValueError, match="plain array with no rate: name the column that holds it"):
+        tokenize_dataset(dataset, tiny_chunked, tiny_chunked_extractor, 0.8)

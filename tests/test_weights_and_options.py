@@ -4,9 +4,11 @@ import threading
 
 import pytest
 import torch
+import transformers  # noqa: F401  (adds Logger.warning_once)
+from safetensors.torch import load_file, save_file
 
 from encodec_hf import EncodecModel
-from encodec_hf.testing import tiny_model
+from encodec_hf.testing import save_tiny_folder, tiny_model
 
 PATHS = [dict(fast_encoding=False, fast_decoding=False), dict(fast_encoding=True, fast_decoding=True)]
 
@@ -211,3 +213,72 @@ def test_progress_as_callable_and_as_tqdm_like():
     with torch.no_grad():
         model.decode(encoded.audio_codes, encoded.audio_scales, progress=bar, chunk_batch_size=1)
     assert (bar.n, bar.total) == (6, 6)
+
+
+# -- from the review of what a new user trips over (issue 18) --------------------------------------------------
+
+
+def test_weight_edits_are_seen_while_another_thread_runs_another_model():
+    """While another thread ran inference, in-place updates were ignored (49-94 % of codes wrong) through a
+    process-wide fold cache. Folds are each layer's own and redone per call now."""
+    import threading
+
+    busy, edited = tiny_model(seed=1), tiny_model(seed=2)
+    x = torch.randn(2, 1, 700, generator=torch.Generator().manual_seed(0)) * 0.3
+    stop = threading.Event()
+
+    def keep_busy():
+        while not stop.is_set():
+            with torch.inference_mode():
+                busy.encode(x, bandwidth=0.8)
+
+    thread = threading.Thread(target=keep_busy)
+    thread.start()
+    try:
+        for factor in (1.5, 0.5, 2.0):
+            with torch.no_grad():
+                for name, parameter in edited.named_parameters():
+                    if "original0" in name:
+                        parameter.mul_(factor)
+                fresh = EncodecModel(edited.config).eval()
+                fresh.load_state_dict(edited.state_dict())
+                assert torch.equal(
+                    edited.encode(x, bandwidth=0.8).audio_codes, fresh.encode(x, bandwidth=0.8).audio_codes
+                )
+    finally:
+        stop.set()
+        thread.join()
+
+
+@pytest.mark.parametrize("damage", ["missing", "extra", "nan", "shape"])
+def test_damaged_folders_fail_the_load(tmp_path, damage):
+    folder = save_tiny_folder(tmp_path / "model", tiny_model())
+    tensors = load_file(folder / "model.safetensors")
+    name = sorted(k for k in tensors if k.startswith("decoder."))[0]
+    size = tensors[name].numel()
+    if damage == "missing":
+        del tensors[name]
+    elif damage == "extra":
+        tensors["decoder.extra.weight"] = torch.zeros(3)
+    elif damage == "nan":
+        tensors[name] = torch.full_like(tensors[name], float("nan"))
+    else:  # transformers alone says "look at the above report!" with no report in a one-line error
+        tensors[name] = torch.zeros(size + 1)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    message = {
+        "missing": "1 missing keys",
+        "extra": "1 unexpected keys",
+        "nan": "NaN or Inf",
+        "shape": rf"1 mismatched keys \({name}: \({size + 1},\) in the folder",
+    }[damage]
+    with pytest.raises(ValueError, match=message):
+        EncodecModel.from_pretrained(folder)
+
+
+def test_a_folder_without_config_json_is_refused(tmp_path):
+    """transformers builds a default config (the 24 kHz model's) for a folder without config.json and loads
+    whatever weights fit it."""
+    folder = save_tiny_folder(tmp_path / "model", tiny_model())
+    (folder / "config.json").unlink()
+    with pytest.raises(ValueError, match=r"is not an EnCodec model folder \(no config.json"):
+        EncodecModel.from_pretrained(folder)

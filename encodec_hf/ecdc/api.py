@@ -40,7 +40,7 @@ from .lm_coding import FrameStepper, decode_deterministic, encode_deterministic,
 def _language_model(model: EncodecModel):
     if model.language_model is None:
         raise ValueError(
-            "use_lm=True needs the model's entropy-coding language model: convert it into the model's "
+            "use_lm=True (--lm) needs the model's entropy-coding language model: convert it into the model's "
             "folder with `encodec-hf convert CHECKPOINT --model NAME --output DIR --lm-checkpoint LM.th`"
         )
     return model.language_model.to(model.device)
@@ -55,7 +55,7 @@ def _coding_mode(use_lm: bool, container_version: int, deterministic_lm: bool | 
     deterministic = (use_lm and container_version == 1) if deterministic_lm is None else deterministic_lm
     if deterministic and not (use_lm and container_version == 1):
         raise ValueError(
-            f"the deterministic language-model mode needs use_lm=True and container_version=1 "
+            f"the deterministic language-model mode needs use_lm=True (--lm) and container_version=1 (--container 1) "
             f"(version 0 is the original's format, which cannot record it); got use_lm={use_lm}, "
             f"container_version={container_version}"
         )
@@ -368,12 +368,19 @@ def decompress_iter(stream, model: EncodecModel, frames_per_step: int = 8):
 
 
 def compress_file(
-    model: EncodecModel, source: str | Path, target: str | Path, bandwidth: float | None = None, use_lm: bool = False
+    model: EncodecModel,
+    source: str | Path,
+    target: str | Path,
+    bandwidth: float | None = None,
+    use_lm: bool = False,
+    **options,
 ) -> int:
-    """Compress an audio file (anything soundfile reads) to an .ecdc file; returns the bytes written."""
+    """Compress an audio file (anything soundfile reads) to an .ecdc file, written atomically (a failed write
+    keeps the old file); returns the bytes written. `options` are `compress`'s (`feature_extractor`,
+    `container_version`, `deterministic_lm`, `progress`, `fast_encoding`)."""
     audio, rate = read_audio(source)
-    data = compress(model, audio, rate, bandwidth=bandwidth, use_lm=use_lm)
-    write_bytes(target, data)  # atomically: a failed write keeps the old file
+    data = compress(model, audio, rate, bandwidth=bandwidth, use_lm=use_lm, **options)
+    write_bytes(target, data)
     return len(data)
 
 

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import autograd
 
+from ..distributed import is_initialised, sum_across_ranks
+
 
 class Balancer:
     """Balance the gradients of several losses on one tensor (the decoded audio). See the module docstring.
@@ -85,10 +87,10 @@ class Balancer:
     @staticmethod
     def _average_across_ranks(norms: dict[str, float], count: int, device) -> dict[str, float]:
         # flashy's `average_metrics`: a mean over ranks weighted by each rank's batch size
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        if not is_initialised():
             return norms
         values = torch.tensor([*norms.values(), 1.0], dtype=torch.float32, device=device) * count
-        torch.distributed.all_reduce(values)
+        sum_across_ranks(values)
         return dict(zip(norms, (values[:-1] / values[-1]).tolist()))
 
     def backward(self, losses: dict[str, torch.Tensor], input: torch.Tensor) -> torch.Tensor:

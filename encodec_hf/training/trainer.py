@@ -20,6 +20,7 @@ same command again resumes from the newest one. `OUTPUT/final/` is the finished 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -33,10 +34,11 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..distributed import average_across_ranks, broadcast_from_rank0
+from ..distributed import average_across_ranks, barrier, broadcast_from_rank0, rank_and_world
 from ..modeling_encodec import EncodecModel
-from ..processing import EncodecFeatureExtractor, convert_channels, resample
-from ..tokenization import load_audio_dataset, read_audio_value, resolve_rate_column
+from ..modeling_onnx import load_model
+from ..processing import EncodecFeatureExtractor, read_audio_cell
+from ..tokenization import load_audio_dataset, resolve_rate_column
 from .balancer import Balancer
 from .discriminator import EncodecDiscriminatorConfig, EncodecMultiScaleSTFTDiscriminator
 from .losses import (
@@ -154,6 +156,10 @@ class SegmentSampler:
     _cache: dict = field(default_factory=dict)
     _cached: int = 0
 
+    @functools.cached_property
+    def _extractor(self) -> EncodecFeatureExtractor:
+        return EncodecFeatureExtractor(feature_size=self.channels, sampling_rate=self.sampling_rate)
+
     def clip(self, row: int) -> np.ndarray | None:
         """Row `row` as float32 (channels, samples), or None (recorded in `skipped`) when unusable."""
         if row in self._cache:
@@ -163,16 +169,10 @@ class SegmentSampler:
         try:
             record = self.dataset[row]
             rate_column = resolve_rate_column(list(record), self.sampling_rate_column)
-            audio, rate = read_audio_value(record[self.audio_column], record[rate_column] if rate_column else None)
-            audio = np.asarray(audio, dtype=np.float32)
-            audio = audio[None] if audio.ndim == 1 else audio
+            audio, rate = read_audio_cell(record[self.audio_column], record[rate_column] if rate_column else None, row)
             if rate is None:
                 raise ValueError("no sampling rate")
-            if audio.size == 0:
-                raise ValueError("empty")
-            if not np.isfinite(audio).all():
-                raise ValueError("NaN or Inf")
-            audio = resample(convert_channels(audio, self.channels), int(rate), self.sampling_rate)
+            audio = self._extractor.prepare(audio, int(rate), index=row)  # (channels, samples) at the model's rate
         except Exception as error:  # any unreadable row is skipped and reported, never fatal
             self.skipped[row] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             return None
@@ -211,27 +211,6 @@ class SegmentSampler:
         return Batch(torch.from_numpy(audio), torch.from_numpy(mask), rows)
 
 
-# -- distributed ------------------------------------------------------------------------------------------------
-
-
-def _world() -> tuple[int, int]:
-    """(rank, world size), initialising torch.distributed from torchrun's environment when it is set."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 # -- the model ---------------------------------------------------------------------------------------------------
 
 
@@ -250,7 +229,7 @@ def load_or_build_model(model) -> tuple[EncodecModel, bool]:
     elif path.is_file() and path.suffix == ".json":
         config = EncodecConfig.from_json_file(str(path))
     else:
-        return EncodecModel.from_pretrained(name), False
+        return load_model(name, exported=False), False
     fresh = EncodecModel(config)
     initialize_for_training(fresh)
     return fresh, True
@@ -328,7 +307,7 @@ class Trainer:
         settings.check()
         self.settings = settings
         self.output_dir = Path(output_dir)
-        self.rank, self.world = _world()
+        self.rank, self.world = rank_and_world()
         torch.manual_seed(settings.seed)  # a model built from scratch starts from the same weights every run
         self.model, _ = load_or_build_model(model)
         config = self.model.config
@@ -457,7 +436,7 @@ class Trainer:
             # every rank starts from rank 0's weights (a fresh model is random on each)
             for module in (self.model, self.discriminator):
                 broadcast_from_rank0([*module.parameters(), *module.buffers()])
-        _barrier(self.world)
+        barrier()
 
     def _truncate_log(self) -> None:
         """Drop log records after the step the run resumes from (a killed run logged steps its checkpoint does not
@@ -517,7 +496,7 @@ class Trainer:
             os.replace(temporary, target)
             for old in self._checkpoints()[: -self.settings.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
-        _barrier(self.world)
+        barrier()
         return target
 
     def _save_model(self, folder: Path) -> None:
@@ -692,7 +671,7 @@ class Trainer:
             self._save_model(final)
             if self.sampler.skipped:
                 print(f"encodec-hf train: skipped {len(self.sampler.skipped)} unusable rows")
-        _barrier(self.world)
+        barrier()
         return final
 
 
