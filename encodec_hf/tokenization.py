@@ -23,15 +23,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .cell_loader import read_batches, read_row
 from .chunking import num_frames, plan_chunks
 from .distributed import barrier, rank_and_world
 from .modeling_encodec import EncodecModel
-from .processing import EncodecFeatureExtractor, read_audio_cell
+from .processing import EncodecFeatureExtractor
 
 METADATA_KEY = "encodec_hf"
 PAD_TOKEN = -1  # frames past a chunk's real end, in stored rows and code arrays: never a code id
@@ -138,6 +140,7 @@ class _Encoder:
         self.model, self.extractor, self.bandwidth = model, extractor, bandwidth
         self.audio_column, self.sampling_rate_column, self.id_column = audio_column, sampling_rate_column, id_column
         self.on_error, self.offset, self.encode_options = on_error, offset, dict(encode_options or {})
+        self.encode_seconds = 0.0  # time in the model (this process's calls)
 
     def __call__(self, batch: dict, indices: list[int], rank: int | None = None) -> dict:
         if rank is not None and torch.get_num_threads() != 1:
@@ -145,38 +148,34 @@ class _Encoder:
             # there can hang; one thread per worker is also what many processes want.
             torch.set_num_threads(1)
         count = len(batch[self.audio_column])
-        arrays, good, errors = [], [], {}
+        read = []
         for row in range(count):
             rate = batch[self.sampling_rate_column][row] if self.sampling_rate_column else None
-            try:
-                value, value_rate = read_audio_cell(batch[self.audio_column][row], rate, indices[row] + self.offset)
-                if value_rate is None:
-                    raise ValueError(
-                        "the audio is a plain array with no rate: name the column that holds it with "
-                        "sampling_rate_column= (--sampling-rate-column), or call it 'sampling_rate'"
-                    )
-                arrays.append(self.extractor.prepare(value, value_rate, index=indices[row] + self.offset))
-                good.append(row)
-            except Exception as error:  # unreadable files, empty audio, NaN: reported, never dropped silently
-                index = indices[row] + self.offset
-                ident = batch[self.id_column][row] if self.id_column else None
-                message = (
-                    f"row {index}"
-                    + (f" ({self.id_column}={ident!r})" if self.id_column else "")
-                    + f": {str(error).splitlines()[0] if str(error) else type(error).__name__}"
-                )
-                if self.on_error == "raise":
-                    raise ValueError(
-                        f"cannot tokenize {message}; pass on_error='skip' (--on-error skip) to skip such rows"
-                    ) from error
-                errors[row] = message
+            ident = batch[self.id_column][row] if self.id_column else None
+            index = indices[row] + self.offset
+            read.append(read_row(batch[self.audio_column][row], rate, index, ident, self.extractor, self.id_column))
+        return self.encode_rows(read)
+
+    def encode_rows(self, read: list) -> dict:
+        """The new columns of a batch of rows read by `read_row` ((array, "") or (None, message) each, in row
+        order): the readable rows encoded in one call, the others marked (or, with on_error "raise", the first
+        refused). `encode_seconds` adds up the time spent in the model."""
+        errors = {row: message for row, (array, message) in enumerate(read) if array is None}
+        if errors and self.on_error == "raise":
+            raise ValueError(
+                f"cannot tokenize {next(iter(errors.values()))}; pass on_error='skip' (--on-error skip) to skip such "
+                f"rows"
+            )
+        count = len(read)
         out = {
             "audio_codes": [[]] * count,
             "audio_scales": [[]] * count,
             "audio_length": [-1] * count,
             "__error__": [errors.get(row, "") for row in range(count)],
         }
-        if arrays:
+        good = [row for row in range(count) if row not in errors]
+        if good:
+            arrays = [read[row][0] for row in good]
             lengths = [a.shape[-1] for a in arrays]
             # (B, C, T) padded to the longest; the model encodes each row at its real length from the mask
             values = np.zeros((len(arrays), self.extractor.feature_size, max(lengths)), dtype=np.float32)
@@ -185,18 +184,23 @@ class _Encoder:
                 values[k, :, : array.shape[-1]] = array
                 mask[k, : array.shape[-1]] = True
             device = self.model.device
+            values, mask = torch.from_numpy(values), torch.from_numpy(mask)
+            if device.type == "cuda":  # page-locked, so that the copies can run while the GPU works
+                values, mask = values.pin_memory(), mask.pin_memory()
+            start = time.perf_counter()
             with torch.inference_mode():
                 encoded = self.model.encode(
-                    torch.from_numpy(values).to(device),
-                    torch.from_numpy(mask).to(device),
+                    values.to(device, non_blocking=True),
+                    mask.to(device, non_blocking=True),
                     bandwidth=self.bandwidth,
                     **self.encode_options,
                 )
             for k, row in enumerate(good):
-                codes, scales = _row_codes(encoded, k, lengths[k], self.model.config)
+                codes, scales = _row_codes(encoded, k, lengths[k], self.model.config)  # copies to the CPU: synced
                 out["audio_codes"][row] = codes
                 out["audio_scales"][row] = scales
                 out["audio_length"][row] = lengths[k]
+            self.encode_seconds += time.perf_counter() - start
         return out
 
 
@@ -241,8 +245,11 @@ def _set_metadata(dataset, metadata: dict):
 
 def tokenization_metadata(dataset) -> dict:
     """What `tokenize_dataset` stored: model, bandwidth, num_quantizers, frame_rate, sampling_rate, chunking,
-    `encoding` (the path that made the codes: "exact", "fast" or "fast, padded batches") and `device`, and
-    `skipped_rows` (a list of "row N (id=...): reason")."""
+    `encoding` (the path that made the codes: "exact", "fast" or "fast, padded batches") and `device`,
+    `skipped_rows` (a list of "row N (id=...): reason"), and where the time went: `model_busy` (the share of the
+    wall time spent encoding), `audio_hours_per_second`, and the seconds behind them (`encode_seconds`,
+    `wall_seconds`, `audio_seconds`; for `tokenize_to_disk`, summed over its parts, so per process under
+    torchrun). `.map` with `num_proc` > 1 records no times."""
     try:
         return json.loads(dataset.info.description or "")[METADATA_KEY]
     except (ValueError, KeyError, TypeError) as error:
@@ -264,6 +271,7 @@ def tokenize_dataset(
     fast_encoding: bool = False,
     pad_chunks: bool = False,
     chunk_batch_size: int | None = None,
+    num_workers: int = 0,
     _offset: int = 0,
 ):
     """Add `audio_codes`, `audio_scales` and `audio_length` to every row of `dataset`.
@@ -282,7 +290,12 @@ def tokenize_dataset(
         on_error: "raise" (default) stops at the first row whose audio cannot be read, is empty or holds NaN;
             "skip" leaves such rows out and lists them in the metadata's `skipped_rows` (for streaming datasets,
             which have no end to list them at, they are logged as they come).
-        num_proc: processes for `.map` (map-style datasets).
+        num_proc: processes for `.map` (map-style datasets), each running the whole function, model included (CPU
+            models only: CUDA does not survive the fork).
+        num_workers: worker processes that read, decode, convert and resample the audio while the model encodes
+            in this process (map-style datasets; `cell_loader.read_batches`). 0 (default): this process reads.
+            The rows, their order, their codes and the skipped rows are the same for every count; docs/datasets.md
+            says how to choose it.
         remove_audio_column: drop the audio column from the result.
         fast_encoding: encode in the fast layout (`EncodecModel.encode`'s option; about 1 code in 1,000 differs at
             24 kHz). False (default): codes identical to EnCodec 0.1.1's. The metadata records which.
@@ -321,29 +334,100 @@ def tokenize_dataset(
     if dataset.features is not None and not streaming:
         features = _features(dataset.features, remove)
         features["__error__"] = datasets.Value("string")
+    started = time.perf_counter()
+    if num_workers:
+        mapped = _encode_in_workers(dataset, function, features, remove, batch_size, num_workers, num_proc, streaming)
+    else:
+        mapped = _encode_with_map(dataset, function, features, remove, batch_size, num_proc, streaming)
+    wall = time.perf_counter() - started
+
+    if streaming:
+        return _set_metadata(_logging_skips(mapped), _metadata(model, bandwidth, "logged", options))
+    errors = [e for e in mapped["__error__"] if e]
+    result = mapped.filter(lambda e: not e, input_columns="__error__") if errors else mapped
+    result = result.remove_columns("__error__")
+    metadata = _metadata(model, bandwidth, errors, options)
+    if not num_proc or num_proc < 2:  # .map's processes keep their encode times to themselves
+        audio_seconds = sum(n for n in result["audio_length"] if n > 0) / model.config.sampling_rate
+        metadata.update(_speed(function.encode_seconds, wall, audio_seconds))
+    return _set_metadata(result, metadata)
+
+
+def _logging_skips(mapped):
+    """A streaming result without its unreadable rows, each logged as it comes (a stream has no end to list them
+    at)."""
+    from transformers.utils import logging
+
+    logger = logging.get_logger(__name__)
+
+    def keep(error):
+        if error:
+            logger.warning(f"skipped {error}")
+        return not error
+
+    return mapped.filter(keep, input_columns="__error__").remove_columns("__error__")
+
+
+def _speed(encode_seconds: float, wall_seconds: float, audio_seconds: float) -> dict:
+    """`model_busy`, the share of the wall time spent in the model (1.0: the model never waited for data), and
+    `audio_hours_per_second`, hours of audio tokenized per second of wall time. Example: 2 h of audio in 100 s,
+    60 of them encoding: {"model_busy": 0.6, "audio_hours_per_second": 0.02}."""
+    wall = max(wall_seconds, 1e-9)
+    return {
+        "model_busy": round(encode_seconds / wall, 4),
+        "audio_hours_per_second": audio_seconds / 3600 / wall,
+        "encode_seconds": encode_seconds,
+        "wall_seconds": wall_seconds,
+        "audio_seconds": audio_seconds,
+    }
+
+
+def _encode_with_map(dataset, function, features, remove, batch_size, num_proc, streaming):
+    """`dataset.map(function)` in batches of `batch_size` rows, with `num_proc` processes (map-style datasets)."""
     kwargs = dict(
         batched=True, batch_size=batch_size, with_indices=True, features=features, remove_columns=list(remove) or None
     )
     if not streaming:
         kwargs.update(num_proc=num_proc, with_rank=bool(num_proc and num_proc > 1), desc="Tokenizing with EnCodec")
-    mapped = dataset.map(function, **kwargs)
+    return dataset.map(function, **kwargs)
+
+
+def _encode_in_workers(dataset, function, features, remove, batch_size, num_workers, num_proc, streaming):
+    """`dataset.map(function)`'s result, the audio read by `num_workers` worker processes (`read_batches`): the
+    dataset's columns (less `remove`) beside the new ones, in row order."""
+    import datasets
 
     if streaming:
-        from transformers.utils import logging
-
-        logger = logging.get_logger(__name__)
-
-        def keep(error):
-            if error:
-                logger.warning(f"skipped {error}")
-            return not error
-
-        result = mapped.filter(keep, input_columns="__error__").remove_columns("__error__")
-        return _set_metadata(result, _metadata(model, bandwidth, "logged", options))
-    errors = [e for e in mapped["__error__"] if e]
-    result = mapped.filter(lambda e: not e, input_columns="__error__") if errors else mapped
-    result = result.remove_columns("__error__")
-    return _set_metadata(result, _metadata(model, bandwidth, errors, options))
+        raise ValueError(
+            "num_workers reads map-style datasets; a streaming dataset is read in this process (num_workers=0)"
+        )
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers (--workers) must be a whole number of at least 0, got {num_workers!r}")
+    if num_proc and num_proc > 1:
+        raise ValueError("pass num_workers (readers beside one model) or num_proc (.map's processes), not both")
+    columns = {name: [] for name in (*CODE_COLUMNS, "__error__")}
+    batches = read_batches(
+        dataset,
+        function.extractor,
+        function.audio_column,
+        function.sampling_rate_column,
+        function.id_column,
+        batch_size,
+        num_workers,
+        function.offset,
+    )
+    try:
+        for rows in batches:
+            out = function.encode_rows([(array, message) for _, array, message in rows])
+            for name, values in out.items():
+                columns[name] += values
+    finally:
+        del batches  # the iterator's last reference: its workers stop now, on an error or Ctrl-C too
+    new = datasets.Dataset.from_dict(columns, features=datasets.Features({k: features[k] for k in columns}))
+    kept = dataset.remove_columns(list(remove)) if remove else dataset
+    if kept._indices is not None:
+        kept = kept.flatten_indices()
+    return datasets.concatenate_datasets([kept, new], axis=1)
 
 
 # -- the token layout a language model trains on and generates -------------------------------------------------------
@@ -603,7 +687,8 @@ def run_fingerprint(dataset, model, bandwidth: float, rows_per_part: int, option
         "input files (paths, sizes, times)": audio_files_digest(dataset, options.get("audio_column", "audio")),
         "input rows": len(dataset),
         "rows_per_part": rows_per_part,
-        "options": {key: value for key, value in sorted(options.items()) if key != "num_proc"},
+        # how many processes read or encode changes no row
+        "options": {key: value for key, value in sorted(options.items()) if key not in ("num_proc", "num_workers")},
     }
 
 
@@ -668,6 +753,31 @@ def _save(dataset, path: Path, quiet: bool = False) -> None:
             datasets_logging.enable_progress_bar()
 
 
+def _read_parts(parts_dir: Path, rows: int) -> tuple[list, list, dict]:
+    """The parts in `parts_dir`, checked to cover rows 0 to `rows` in order, their skipped rows, and their times
+    summed (None where a part has none: .map's processes record none)."""
+    import datasets
+
+    names = sorted(p.name for p in parts_dir.iterdir() if p.name.startswith("rows-"))
+    expected = 0
+    pieces, skipped = [], []
+    times = dict.fromkeys(("encode_seconds", "wall_seconds", "audio_seconds"), 0.0)
+    for name in names:
+        first, last = (int(n) for n in name.split("-")[1:])
+        if first != expected:
+            raise RuntimeError(f"rows {expected} to {first} are missing from {parts_dir}")
+        piece = datasets.load_from_disk(str(parts_dir / name))
+        piece_metadata = tokenization_metadata(piece)
+        skipped += piece_metadata["skipped_rows"]
+        for key in times:
+            times[key] = None if times[key] is None or key not in piece_metadata else times[key] + piece_metadata[key]
+        pieces.append(piece)
+        expected = last
+    if expected != rows:
+        raise RuntimeError(f"{parts_dir} covers {expected} rows of {rows}")
+    return pieces, skipped, times
+
+
 def tokenize_to_disk(
     dataset,
     model,
@@ -687,8 +797,9 @@ def tokenize_to_disk(
     raises a ValueError naming the difference, and `restart=True` discards the parts instead. Under `torchrun`
     (RANK, WORLD_SIZE set) each rank takes its contiguous shard (`split_dataset_by_node`) and rank 0 joins all
     parts in row order into OUTPUT, which is then the dataset one process writes. Returns OUTPUT on rank 0, None
-    on the others. `progress(rows, seconds)` is told after each part this process writes: its rows and the
-    seconds of audio they held.
+    on the others. `progress(rows, seconds, model_busy)` is told after each part this process writes: its rows,
+    the seconds of audio they held, and the share of the part's time the model spent encoding (None with
+    `num_proc` > 1). `num_workers` (an option of `tokenize_dataset`) reads with worker processes.
     """
     import datasets
     from datasets.distributed import split_dataset_by_node
@@ -725,25 +836,14 @@ def tokenize_to_disk(
             if not (parts_dir / name / "state.json").exists():
                 raise
             shutil.rmtree(temporary)  # a concurrent run with the same fingerprint wrote the same rows first
-        if progress is not None:  # rows this rank has done, and the seconds of audio (at the model's rate) in them
+        if progress is not None:  # rows this rank has done, the seconds of audio in them, the model's busy share
+            part_metadata = tokenization_metadata(part)
             seconds = sum(n for n in part["audio_length"] if n > 0) / model.config.sampling_rate
-            progress(stop - start, seconds)
+            progress(stop - start, seconds, part_metadata.get("model_busy"))
     barrier()
     if rank != 0:
         return None
-    names = sorted(p.name for p in parts_dir.iterdir() if p.name.startswith("rows-"))
-    expected = 0
-    pieces, skipped = [], []
-    for name in names:
-        first, last = (int(n) for n in name.split("-")[1:])
-        if first != expected:
-            raise RuntimeError(f"rows {expected} to {first} are missing from {parts_dir}")
-        piece = datasets.load_from_disk(str(parts_dir / name))
-        skipped += tokenization_metadata(piece)["skipped_rows"]
-        pieces.append(piece)
-        expected = last
-    if expected != len(dataset):
-        raise RuntimeError(f"{parts_dir} covers {expected} rows of {len(dataset)}")
+    pieces, skipped, times = _read_parts(parts_dir, len(dataset))
     filled = [piece for piece in pieces if len(piece)]  # a part whose rows were all skipped holds no table
     if filled:
         joined = datasets.concatenate_datasets(filled)
@@ -754,7 +854,10 @@ def tokenize_to_disk(
     encoding = _encode_options(
         model, options.get("fast_encoding"), options.get("pad_chunks"), options.get("chunk_batch_size")
     )
-    _set_metadata(joined, _metadata(model, model.config.check_bandwidth(bandwidth), skipped, encoding))
+    metadata = _metadata(model, model.config.check_bandwidth(bandwidth), skipped, encoding)
+    if None not in times.values():
+        metadata.update(_speed(times["encode_seconds"], times["wall_seconds"], times["audio_seconds"]))
+    _set_metadata(joined, metadata)
     if output.exists():
         shutil.rmtree(output)
     _save(joined, output)

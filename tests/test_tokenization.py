@@ -517,3 +517,82 @@ def test_rate_less_arrays_are_refused_by_tokenize_dataset(tiny_chunked, tiny_chu
     dataset = datasets.Dataset.from_dict({"audio": [np.zeros(300, dtype=np.float32)]})
     with pytest.raises(ValueError, match="plain array with no rate: name the column that holds it"):
         tokenize_dataset(dataset, tiny_chunked, tiny_chunked_extractor, 0.8)
+
+
+# -- reading in worker processes (num_workers, --workers) --------------------------------------------------------
+
+
+def test_workers_give_the_rows_the_main_process_gives(model, extractor, audio_files, tmp_path):
+    """Rows, their order, their codes and the skipped rows are the same with 0 and 2 reading processes; the
+    metadata says how busy the model was and how fast the run went."""
+    (tmp_path / "broken.wav").write_bytes(b"RIFF but not really")
+    paths = [*audio_files, str(tmp_path / "broken.wav"), *audio_files[::-1]]
+    ds = undecoded(paths, ids=[f"r{i}" for i in range(len(paths))])
+    runs = [
+        tokenize_dataset(ds, model, extractor, 0.8, batch_size=3, id_column="id", on_error="skip", num_workers=n)
+        for n in (0, 2)
+    ]
+    assert runs[0].column_names == runs[1].column_names
+    assert runs[0].features == runs[1].features
+    assert runs[0].to_dict() == runs[1].to_dict()
+    assert len(runs[0]) == len(paths) - 1
+    metadata = [tokenization_metadata(run) for run in runs]
+    assert metadata[0]["skipped_rows"] == metadata[1]["skipped_rows"]
+    assert metadata[0]["skipped_rows"][0].startswith("row 4 (id='r4'): cannot read audio from")
+    for values in metadata:
+        assert 0 < values["model_busy"] <= 1 and values["audio_hours_per_second"] > 0
+        assert values["encode_seconds"] <= values["wall_seconds"]
+        assert values["audio_seconds"] == pytest.approx(sum(runs[0]["audio_length"]) / model.config.sampling_rate)
+    dropped = tokenize_dataset(ds.select(range(3)), model, extractor, 0.8, remove_audio_column=True, num_workers=1)
+    assert dropped.column_names == ["id", "n", "audio_codes", "audio_scales", "audio_length"]
+
+
+def test_a_worker_error_names_the_row_and_its_file_and_leaves_no_worker(model, extractor, audio_files, tmp_path):
+    import gc
+    import multiprocessing
+
+    (tmp_path / "broken.wav").write_bytes(b"RIFF but not really")
+    ds = undecoded([audio_files[0], str(tmp_path / "broken.wav"), audio_files[1]], ids=["ok", "bad", "ok2"])
+    broken = str(tmp_path / "broken.wav")
+    with pytest.raises(ValueError, match=rf"cannot tokenize row 1 \(id='bad'\): cannot read audio from '{broken}'"):
+        tokenize_dataset(ds, model, extractor, 0.8, batch_size=1, id_column="id", num_workers=2)
+    gc.collect()
+    assert multiprocessing.active_children() == []
+    with pytest.raises(ValueError, match="num_workers reads map-style datasets"):
+        list(tokenize_dataset(ds.to_iterable_dataset(), model, extractor, 0.8, num_workers=2))
+    with pytest.raises(ValueError, match=r"num_workers \(--workers\) must be a whole number of at least 0, got -1"):
+        tokenize_dataset(ds, model, extractor, 0.8, num_workers=-1)
+    with pytest.raises(ValueError, match="not both"):
+        tokenize_dataset(ds, model, extractor, 0.8, num_workers=2, num_proc=2)
+
+
+def test_workers_resume_what_the_main_process_started(model, extractor, audio_files, tmp_path, monkeypatch):
+    """The worker count is not part of the resume fingerprint: parts written with 0 workers are kept by a rerun
+    with 2, and the rows equal a run without parts."""
+    ds = undecoded(audio_files * 2)  # 8 rows, parts of 2
+    reference = tokenize_dataset(ds, model, extractor, bandwidth=0.8)
+    cut_power_at_part(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2, num_workers=0)
+    monkeypatch.undo()
+    tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2, num_workers=2)
+    written = datasets.load_from_disk(str(tmp_path / "out"))
+    assert written["audio_codes"] == reference["audio_codes"] and written["n"] == reference["n"]
+    metadata = tokenization_metadata(written)
+    assert 0 < metadata["model_busy"] <= 1 and metadata["audio_hours_per_second"] > 0
+
+
+def test_cli_workers_write_the_rows_of_no_workers(audio_files, tmp_path, capsys):
+    folder = save_tiny_folder(tmp_path / "model")
+    (tmp_path / "audio").mkdir()
+    for path in audio_files:
+        os.link(path, tmp_path / "audio" / os.path.basename(path))
+    written = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"out{workers}"
+        command = ["tokenize", str(tmp_path / "audio"), "--model", str(folder), "--output", str(out), "-b", "0.8"]
+        assert main([*command, "--workers", workers, "--batch-size", "2"]) == 0
+        written.append(datasets.load_from_disk(str(out)))
+    assert written[0].to_dict() == written[1].to_dict()
+    assert main([*command[:-2], "-b", "0.8", "--workers", "-1", "-f"]) == 2
+    assert "num_workers (--workers) must be a whole number of at least 0, got -1" in capsys.readouterr().err

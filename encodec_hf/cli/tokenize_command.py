@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from .common import (
@@ -38,6 +39,13 @@ def add_parser(commands: Commands) -> None:
         help="rows whose audio cannot be read, is empty or holds NaN: stop, or skip and list them",
     )
     tok.add_argument("--rows-per-part", type=int, default=1000, help="rows per resumable part")
+    tok.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes that read, decode and resample the audio while the model encodes (0: the main process "
+        "reads; docs/datasets.md says how many)",
+    )
     tok.add_argument(
         "--drop-audio", action="store_true", help="leave the audio column out of the output (it keeps every other)"
     )
@@ -89,6 +97,7 @@ def tokenize(args) -> int:
         audio_column=args.audio_column,
         sampling_rate_column=args.sampling_rate_column,
         batch_size=args.batch_size,
+        num_workers=args.workers,
         id_column=args.id_column,
         on_error=args.on_error,
         remove_audio_column=args.drop_audio,
@@ -109,17 +118,21 @@ def tokenize(args) -> int:
 
 
 def _audio_bar(rows: int):
-    """tokenize's `progress(rows, seconds)` as a tqdm bar over rows that shows the hours of audio done."""
+    """tokenize's `progress(rows, seconds, model_busy)` as a tqdm bar over rows that shows the hours of audio done,
+    hours of audio per second, and how busy the model was in the last part (the rest of the time it waited for
+    data: more --workers helps while it is well below 100 %)."""
     from tqdm.auto import tqdm
 
-    state = {"seconds": 0.0}
+    state = {"seconds": 0.0, "start": time.perf_counter()}
 
-    def progress(done: int, seconds: float) -> None:
+    def progress(done: int, seconds: float, busy: float | None = None) -> None:
         if "bar" not in state:
             state["bar"] = tqdm(total=rows, desc="tokenize", unit="row")
             OPEN_BARS.append(state["bar"])
         state["seconds"] += seconds
-        state["bar"].set_postfix_str(f"{state['seconds'] / 3600:.3f} h of audio", refresh=False)
+        hours, elapsed = state["seconds"] / 3600, max(time.perf_counter() - state["start"], 1e-9)
+        shown = f"{hours:.3f} h of audio, {hours / elapsed:.4f} h/s" + (f", model busy {busy:.0%}" if busy else "")
+        state["bar"].set_postfix_str(shown, refresh=False)
         state["bar"].update(done)
 
     return progress

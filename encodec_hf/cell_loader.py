@@ -1,0 +1,91 @@
+"""Reading a dataset's audio for tokenization: one row at a time (`read_row`), in the main process or in worker
+processes (`read_batches`) that read, decode, convert channels and resample while the model encodes.
+
+Why torch's `DataLoader` rather than datasets' `.map(num_proc=...)`: `.map`'s processes each run the whole function,
+model included, and CUDA does not survive their fork; the DataLoader's workers only read (numpy, soundfile, soxr),
+hand their arrays back in order, and leave the model, on whatever device, to the main process.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .processing import EncodecFeatureExtractor, read_audio_cell
+
+NO_RATE = (
+    "the audio is a plain array with no rate: name the column that holds it with sampling_rate_column= "
+    "(--sampling-rate-column), or call it 'sampling_rate'"
+)
+
+
+def read_row(
+    cell, rate, index: int, ident, extractor: EncodecFeatureExtractor, id_column: str | None
+) -> tuple[np.ndarray | None, str]:
+    """Row `index`'s audio as float32 (channels, samples) at the model's rate, and "" ; or None and a message that
+    names the row (and its `id_column` value) and why it cannot be read, e.g.
+    "row 7 (file='b.wav'): cannot read audio from '/data/b.wav': Format not recognised"."""
+    try:
+        value, value_rate = read_audio_cell(cell, rate, index)
+        if value_rate is None:
+            raise ValueError(NO_RATE)
+        return extractor.prepare(value, value_rate, index=index), ""
+    except Exception as error:  # unreadable files, empty audio, NaN: reported, never dropped silently
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return None, f"row {index}" + (f" ({id_column}={ident!r})" if id_column else "") + f": {reason}"
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Row i of a map-style dataset, read by `read_row` (in a worker process): (i, array or None, message)."""
+
+    def __init__(self, dataset, extractor, audio_column, rate_column, id_column, offset):
+        columns = [c for c in (audio_column, rate_column, id_column) if c]
+        self.dataset = dataset.select_columns(list(dict.fromkeys(columns)))
+        self.extractor, self.offset = extractor, offset
+        self.audio_column, self.rate_column, self.id_column = audio_column, rate_column, id_column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, row: int):
+        record = self.dataset[row]
+        rate = record[self.rate_column] if self.rate_column else None
+        ident = record[self.id_column] if self.id_column else None
+        return (
+            row,
+            *read_row(record[self.audio_column], rate, row + self.offset, ident, self.extractor, self.id_column),
+        )
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)  # a reader needs none of torch's threads; the main process's encoder does
+
+
+def _as_list(rows):
+    return rows
+
+
+def read_batches(
+    dataset,
+    extractor: EncodecFeatureExtractor,
+    audio_column: str,
+    rate_column: str | None,
+    id_column: str | None,
+    batch_size: int,
+    num_workers: int,
+    offset: int = 0,
+):
+    """Batches of `batch_size` consecutive rows (the last may be shorter) of a map-style `dataset`, each a list of
+    (row, array or None, message) in row order, read by `num_workers` worker processes that stay
+    `2 * num_workers` batches ahead. The workers end with the iteration, an error or Ctrl-C (the DataLoader's
+    iterator shuts them down when it is closed or collected)."""
+    starts = range(0, len(dataset), batch_size)
+    loader = torch.utils.data.DataLoader(
+        _Rows(dataset, extractor, audio_column, rate_column, id_column, offset),
+        batch_sampler=[range(start, min(start + batch_size, len(dataset))) for start in starts],
+        collate_fn=_as_list,
+        num_workers=num_workers,
+        worker_init_fn=_one_thread if num_workers else None,
+        prefetch_factor=2 if num_workers else None,
+    )
+    return iter(loader)
