@@ -91,6 +91,32 @@ def num_frames(length: int, hop_length: int) -> int:
     return (length + hop_length - 1) // hop_length
 
 
+def chunk_frames(audio_length: int, config) -> list[int]:
+    """The real frames of each chunk of a clip of `audio_length` samples.
+
+    Worked example, 48 kHz (chunks of 48,000 samples every 47,520, 320 samples a frame): 100,000 samples ->
+    chunks of 48,000, 48,000 and 4,960 samples -> [150, 150, 16]. 24 kHz: one chunk, ceil(length / 320) frames.
+    """
+    return [
+        num_frames(size, config.hop_length)
+        for _, size in plan_chunks(audio_length, config.chunk_length, config.chunk_stride)
+    ]
+
+
+def frames_per_chunk(config) -> int | None:
+    """Frames of a whole chunk (150 at 48 kHz), or None for models that do not chunk."""
+    return None if config.chunk_length is None else num_frames(config.chunk_length, config.hop_length)
+
+
+def codes_length(num_chunks: int, last_frames: int, config) -> int:
+    """The samples that `num_chunks` chunks decode to when the last holds `last_frames` real frames:
+    (num_chunks - 1) x chunk_stride + min(last_frames x hop_length, chunk_stride), or last_frames x hop_length for
+    models that do not chunk (see `tokens_to_codes` for why the stride caps it)."""
+    if config.chunk_length is None:
+        return last_frames * config.hop_length
+    return (num_chunks - 1) * config.chunk_stride + min(last_frames * config.hop_length, config.chunk_stride)
+
+
 def conv_extra_padding(length: int, kernel_size: int, stride: int, padding_total: int) -> int:
     """Zeros to add at the end so that a strided convolution's last window is full (EnCodec's pad_for_conv1d).
 
@@ -345,15 +371,15 @@ def decode_audio(codec, audio_codes: torch.Tensor, scales: list, plans: list, le
     `codec.decode_chunks` together, each is multiplied by its scale ((B, 1, 1) or None per chunk), and each item's
     chunks are joined by `linear_overlap_add`. Returns (B, C, max(lengths)) audio, 0 past an item's end."""
     config = codec.config
-    jobs = [(chunk_frames, (index, item)) for item, plan in enumerate(plans) for index, chunk_frames in enumerate(plan)]
+    jobs = [(frames, (index, item)) for item, plan in enumerate(plans) for index, frames in enumerate(plan)]
     groups = cap_batches(
         batch_jobs(jobs, options.decode_batch),
         lambda frames: chunks_per_call(frames * config.hop_length, config.num_filters),
     )
     decoded, done = {}, 0
-    for chunk_frames, part in groups:
-        codes = torch.stack([audio_codes[index, item, :, :chunk_frames] for index, item in part])
-        audio = codec.decode_chunks(codes, options.fast_decoding)  # (N, C, chunk_frames * hop)
+    for frames, part in groups:
+        codes = torch.stack([audio_codes[index, item, :, :frames] for index, item in part])
+        audio = codec.decode_chunks(codes, options.fast_decoding)  # (N, C, frames * hop)
         for row, (index, item) in enumerate(part):
             scale = scales[index]
             decoded[index, item] = audio[row] if scale is None else audio[row] * scale[item].float()
@@ -383,6 +409,9 @@ __all__ = [
     "batch_jobs",
     "bucket_jobs",
     "chunks_per_call",
+    "chunk_frames",
+    "frames_per_chunk",
+    "codes_length",
     "cap_batches",
     "INDEX_LIMIT",
 ]

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .cell_loader import read_batches, read_row
-from .chunking import num_frames, plan_chunks
+from .chunking import chunk_frames, codes_length, frames_per_chunk
 from .distributed import barrier, rank_and_world
 from .modeling_encodec import EncodecModel
 from .processing import EncodecFeatureExtractor
@@ -433,18 +433,6 @@ def _encode_in_workers(dataset, function, features, remove, batch_size, num_work
 # -- the token layout a language model trains on and generates -------------------------------------------------------
 
 
-def chunk_frames(audio_length: int, config) -> list[int]:
-    """The real frames of each chunk of a clip of `audio_length` samples.
-
-    Worked example, 48 kHz (chunks of 48,000 samples every 47,520, 320 samples a frame): 100,000 samples ->
-    chunks of 48,000, 48,000 and 4,960 samples -> [150, 150, 16]. 24 kHz: one chunk, ceil(length / 320) frames.
-    """
-    return [
-        num_frames(size, config.hop_length)
-        for _, size in plan_chunks(audio_length, config.chunk_length, config.chunk_stride)
-    ]
-
-
 def codes_to_tokens(audio_codes, audio_length: int, config) -> np.ndarray:
     """A clip's codes, (num_chunks, num_quantizers, frames) as `encode` or a tokenized row gives them, as the flat
     stream a language model trains on: (num_quantizers, T), each chunk's real frames end to end.
@@ -487,20 +475,6 @@ def tokens_to_codes(tokens, config) -> tuple[np.ndarray, int]:
         piece = tokens[:, index * per_chunk : (index + 1) * per_chunk]
         codes[index, :, : piece.shape[1]] = piece
     return codes, codes_length(count, total - (count - 1) * per_chunk, config)
-
-
-def codes_length(num_chunks: int, last_frames: int, config) -> int:
-    """The samples that `num_chunks` chunks decode to when the last holds `last_frames` real frames:
-    (num_chunks - 1) x chunk_stride + min(last_frames x hop_length, chunk_stride), or last_frames x hop_length for
-    models that do not chunk (see `tokens_to_codes` for why the stride caps it)."""
-    if config.chunk_length is None:
-        return last_frames * config.hop_length
-    return (num_chunks - 1) * config.chunk_stride + min(last_frames * config.hop_length, config.chunk_stride)
-
-
-def frames_per_chunk(config) -> int | None:
-    """Frames of a whole chunk (150 at 48 kHz), or None for models that do not chunk."""
-    return None if config.chunk_length is None else num_frames(config.chunk_length, config.hop_length)
 
 
 # Scales as tokens: a language model for the 48 kHz model generates one scale per chunk. `scale_to_token` maps a
@@ -873,8 +847,6 @@ __all__ = [
     "tokenization_metadata",
     "codes_to_tokens",
     "tokens_to_codes",
-    "chunk_frames",
-    "frames_per_chunk",
     "scale_to_token",
     "token_to_scale",
     "PAD_TOKEN",

@@ -19,8 +19,8 @@ from encodec_hf import (
     tokenize_dataset,
     tokens_to_codes,
 )
+from encodec_hf.chunking import chunk_frames
 from encodec_hf.testing import tiny_model
-from encodec_hf.tokenization import chunk_frames
 
 CONFIG_48K = EncodecConfig.from_preset("encodec_48khz")
 

@@ -22,9 +22,10 @@ from encodec_hf import (
     tokenization_metadata,
     tokenize_dataset,
 )
+from encodec_hf.chunking import chunk_frames
 from encodec_hf.cli import main
 from encodec_hf.testing import save_tiny_folder, tiny_model
-from encodec_hf.tokenization import PAD_TOKEN, chunk_frames, tokenize_to_disk
+from encodec_hf.tokenization import PAD_TOKEN, tokenize_to_disk
 
 datasets.disable_progress_bars()
 
