@@ -256,7 +256,7 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_write_the_one_process_dataset(model, extractor, audio_files, tmp_path):
+def test_torchrun_two_processes_with_readers_write_the_one_process_dataset(model, extractor, audio_files, tmp_path):
     folder = save_tiny_folder(tmp_path / "model", model)
     undecoded(audio_files * 2 + audio_files[:1]).save_to_disk(str(tmp_path / "input"))  # 9 rows: uneven shards
     single = main(
@@ -298,6 +298,8 @@ def test_torchrun_two_processes_write_the_one_process_dataset(model, extractor, 
             "0.8",
             "--rows-per-part",
             "2",
+            "--workers",  # each rank with its own reader process: the rows of one process with none
+            "1",
         ],
         capture_output=True,
         text=True,
