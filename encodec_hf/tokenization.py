@@ -712,19 +712,10 @@ def _check_fingerprint(parts_dir: Path, fingerprint: dict) -> None:
         )
 
 
-def _save(dataset, path: Path, quiet: bool = False) -> None:
+def _save(dataset, path: Path) -> None:
     """`save_to_disk`; a dataset with no rows as one (empty) shard: saved with datasets' default of none, it
-    does not load again. `quiet`: without datasets' progress bar (a part: the output's save shows one)."""
-    from datasets.utils import logging as datasets_logging
-
-    shown = datasets_logging.is_progress_bar_enabled()
-    if quiet and shown:
-        datasets_logging.disable_progress_bar()
-    try:
-        dataset.save_to_disk(str(path), **({"num_shards": 1} if len(dataset) == 0 else {}))
-    finally:
-        if quiet and shown:
-            datasets_logging.enable_progress_bar()
+    does not load again."""
+    dataset.save_to_disk(str(path), **({"num_shards": 1} if len(dataset) == 0 else {}))
 
 
 def _read_parts(parts_dir: Path, rows: int) -> tuple[list, list, dict]:
@@ -752,6 +743,52 @@ def _read_parts(parts_dir: Path, rows: int) -> tuple[list, list, dict]:
     return pieces, skipped, times
 
 
+def _write_part(part, parts_dir: Path, name: str) -> None:
+    """Save `part` as `parts_dir/name`, atomically: a part is there whole or not at all."""
+    temporary = parts_dir / f".{name}.tmp-{os.getpid()}"  # one per process: two runs may share parts_dir
+    shutil.rmtree(temporary, ignore_errors=True)
+    _save(part, temporary)
+    try:
+        temporary.rename(parts_dir / name)
+    except OSError:
+        if not (parts_dir / name / "state.json").exists():
+            raise
+        shutil.rmtree(temporary)  # a concurrent run with the same fingerprint wrote the same rows first
+
+
+def _tokenize_parts(shard, offset, parts_dir, rows_per_part, progress, model, feature_extractor, bandwidth, options):
+    """Tokenize this process's missing parts, each written by a background thread while the next one encodes (one
+    part in flight; an error writing it surfaces at the next part, and an interrupted run still finishes the part
+    being written). datasets' progress bars are off meanwhile: the writer and the encoder would toggle them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from datasets.utils import logging as datasets_logging
+
+    shown = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encodec-hf-part-writer") as writer:
+            pending = None
+            for start in range(0, len(shard), rows_per_part):
+                stop = min(start + rows_per_part, len(shard))
+                name = f"rows-{offset + start:012d}-{offset + stop:012d}"
+                if (parts_dir / name / "state.json").exists():
+                    continue  # written by an earlier run
+                rows = shard.select(range(start, stop))
+                part = tokenize_dataset(rows, model, feature_extractor, bandwidth, _offset=offset + start, **options)
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(_write_part, part, parts_dir, name)
+                if progress is not None:  # rows encoded by this rank, the seconds of audio in them, the busy share
+                    seconds = sum(n for n in part["audio_length"] if n > 0) / model.config.sampling_rate
+                    progress(stop - start, seconds, tokenization_metadata(part).get("model_busy"))
+            if pending is not None:
+                pending.result()
+    finally:
+        if shown:
+            datasets_logging.enable_progress_bar()
+
+
 def tokenize_to_disk(
     dataset,
     model,
@@ -771,7 +808,7 @@ def tokenize_to_disk(
     raises a ValueError naming the difference, and `restart=True` discards the parts instead. Under `torchrun`
     (RANK, WORLD_SIZE set) each rank takes its contiguous shard (`split_dataset_by_node`) and rank 0 joins all
     parts in row order into OUTPUT, which is then the dataset one process writes. Returns OUTPUT on rank 0, None
-    on the others. `progress(rows, seconds, model_busy)` is told after each part this process writes: its rows,
+    on the others. `progress(rows, seconds, model_busy)` is told after each part this process encodes: its rows,
     the seconds of audio they held, and the share of the part's time the model spent encoding (None with
     `num_proc` > 1). `num_workers` (an option of `tokenize_dataset`) reads with worker processes.
     """
@@ -793,27 +830,7 @@ def tokenize_to_disk(
     barrier()
     if rank != 0:
         _check_fingerprint(parts_dir, fingerprint)
-    for start in range(0, len(shard), rows_per_part):
-        stop = min(start + rows_per_part, len(shard))
-        name = f"rows-{offset + start:012d}-{offset + stop:012d}"
-        if (parts_dir / name / "state.json").exists():
-            continue  # written by an earlier run
-        part = tokenize_dataset(
-            shard.select(range(start, stop)), model, feature_extractor, bandwidth, _offset=offset + start, **options
-        )
-        temporary = parts_dir / f".{name}.tmp-{os.getpid()}"  # one per process: two runs may share parts_dir
-        shutil.rmtree(temporary, ignore_errors=True)
-        _save(part, temporary, quiet=True)
-        try:
-            temporary.rename(parts_dir / name)  # atomic: a part is there whole or not at all
-        except OSError:
-            if not (parts_dir / name / "state.json").exists():
-                raise
-            shutil.rmtree(temporary)  # a concurrent run with the same fingerprint wrote the same rows first
-        if progress is not None:  # rows this rank has done, the seconds of audio in them, the model's busy share
-            part_metadata = tokenization_metadata(part)
-            seconds = sum(n for n in part["audio_length"] if n > 0) / model.config.sampling_rate
-            progress(stop - start, seconds, part_metadata.get("model_busy"))
+    _tokenize_parts(shard, offset, parts_dir, rows_per_part, progress, model, feature_extractor, bandwidth, options)
     barrier()
     if rank != 0:
         return None

@@ -599,3 +599,31 @@ def test_cli_workers_write_the_rows_of_no_workers(audio_files, tmp_path, capsys)
     assert written[0].to_dict() == written[1].to_dict()
     assert main([*command[:-2], "-b", "0.8", "--workers", "-1", "-f"]) == 2
     assert "num_workers (--workers) must be a whole number of at least 0, got -1" in capsys.readouterr().err
+
+
+def test_a_part_that_cannot_be_written_stops_the_run_and_the_rerun_resumes(
+    model, extractor, audio_files, tmp_path, monkeypatch
+):
+    """Parts are written by a background thread while the next one encodes: a write that fails stops the run
+    with its error, the parts written before stay, and a rerun writes the rest; progress is told of every part."""
+    ds = undecoded(audio_files * 2)  # 8 rows, parts of 2
+    reference = tokenize_dataset(ds, model, extractor, bandwidth=0.8)
+    real = tokenization._write_part
+
+    def full_disk(part, parts_dir, name):
+        if name.startswith("rows-000000000004"):
+            raise OSError(28, "No space left on device")
+        return real(part, parts_dir, name)
+
+    monkeypatch.setattr(tokenization, "_write_part", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2)
+    written = sorted(p.name for p in (tmp_path / "out.parts").iterdir() if p.name.startswith("rows-"))
+    assert written == ["rows-000000000000-000000000002", "rows-000000000002-000000000004"]
+    monkeypatch.undo()
+    told = []
+    tokenize_to_disk(ds, model, extractor, tmp_path / "out", 0.8, rows_per_part=2, progress=lambda *a: told.append(a))
+    assert [rows for rows, _, _ in told] == [2, 2]  # the two missing parts
+    assert all(seconds > 0 and 0 < busy <= 1 for _, seconds, busy in told)
+    result = datasets.load_from_disk(str(tmp_path / "out"))
+    assert result["audio_codes"] == reference["audio_codes"] and result["n"] == reference["n"]
