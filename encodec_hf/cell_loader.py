@@ -89,3 +89,56 @@ def read_batches(
         prefetch_factor=2 if num_workers else None,
     )
     return iter(loader)
+
+
+_READER: dict = {}  # a pool process's extractor and id column, set once by `_start_reader`
+
+
+def _start_reader(extractor, id_column) -> None:
+    torch.set_num_threads(1)
+    _READER.update(extractor=extractor, id_column=id_column)
+
+
+def _read_cell(task):
+    """`read_row` on one (cell, rate, index, ident) of `read_stream`, in a pool process."""
+    return read_row(*task, _READER["extractor"], _READER["id_column"])
+
+
+def read_stream(
+    dataset,
+    extractor: EncodecFeatureExtractor,
+    audio_column: str,
+    rate_column: str | None,
+    id_column: str | None,
+    num_workers: int,
+    offset: int = 0,
+):
+    """(row, array or None, message) for each row of a streaming dataset, in row order, the reading done by
+    `num_workers` pool processes. This process iterates the stream (cheap for undecoded cells, the form the
+    package reads) and hands each cell to the pool; at most `64 * num_workers` rows are in flight, so a long
+    stream is never held in memory. The pool ends with the iteration, an error or Ctrl-C.
+
+    Why a pool here and a DataLoader for map-style datasets: a DataLoader's workers would each take a subset of
+    the stream's shards (datasets splits them), and their rows would come back interleaved, not in order."""
+    import collections
+    import multiprocessing
+    import threading
+
+    in_flight = threading.BoundedSemaphore(64 * num_workers)
+    rows = collections.deque()  # the rows handed to the pool, waiting for their arrays
+
+    def tasks():
+        for index, record in enumerate(dataset):
+            in_flight.acquire()
+            rows.append(record)
+            rate = record[rate_column] if rate_column else None
+            ident = record[id_column] if id_column else None
+            yield record[audio_column], rate, index + offset, ident
+
+    # fork, as torch's DataLoader does on Linux: spawn would re-run the caller's script in every reader unless it
+    # guards its entry point with `if __name__ == "__main__"`
+    context = multiprocessing.get_context("fork")
+    with context.Pool(num_workers, initializer=_start_reader, initargs=(extractor, id_column)) as pool:
+        for array, message in pool.imap(_read_cell, tasks(), chunksize=4):
+            in_flight.release()
+            yield rows.popleft(), array, message

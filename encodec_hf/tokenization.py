@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cell_loader import read_batches, read_row
+from .cell_loader import read_batches, read_row, read_stream
 from .chunking import chunk_frames, codes_length, frames_per_chunk
 from .distributed import barrier, rank_and_world
 from .modeling_encodec import EncodecModel
@@ -293,7 +293,8 @@ def tokenize_dataset(
         num_proc: processes for `.map` (map-style datasets), each running the whole function, model included (CPU
             models only: CUDA does not survive the fork).
         num_workers: worker processes that read, decode, convert and resample the audio while the model encodes
-            in this process (map-style datasets; `cell_loader.read_batches`). 0 (default): this process reads.
+            in this process (`cell_loader.read_batches` for map-style datasets, `read_stream` for streaming
+            ones). 0 (default): this process reads.
             The rows, their order, their codes and the skipped rows are the same for every count; docs/datasets.md
             says how to choose it.
         remove_audio_column: drop the audio column from the result.
@@ -392,19 +393,53 @@ def _encode_with_map(dataset, function, features, remove, batch_size, num_proc, 
     return dataset.map(function, **kwargs)
 
 
+def _stream_in_workers(dataset, function, remove, batch_size, num_workers):
+    """A streaming dataset's rows with the new columns, in row order, the audio read by `num_workers` pool
+    processes (`read_stream`); lazy, like `.map` on a stream."""
+    import datasets
+
+    def rows():
+        batch = []
+        reader = read_stream(
+            dataset,
+            function.extractor,
+            function.audio_column,
+            function.sampling_rate_column,
+            function.id_column,
+            num_workers,
+            function.offset,
+        )
+        for item in reader:
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield from _with_codes(batch, function, remove)
+                batch = []
+        if batch:
+            yield from _with_codes(batch, function, remove)
+
+    return datasets.IterableDataset.from_generator(rows)
+
+
+def _with_codes(batch: list, function, remove) -> list[dict]:
+    """Rows (record, array or None, message) of a batch, encoded: each record less `remove`, with the new columns."""
+    out = function.encode_rows([(array, message) for _, array, message in batch])
+    return [
+        {**{k: v for k, v in record.items() if k not in remove}, **{name: out[name][row] for name in out}}
+        for row, (record, _, _) in enumerate(batch)
+    ]
+
+
 def _encode_in_workers(dataset, function, features, remove, batch_size, num_workers, num_proc, streaming):
     """`dataset.map(function)`'s result, the audio read by `num_workers` worker processes (`read_batches`): the
     dataset's columns (less `remove`) beside the new ones, in row order."""
     import datasets
 
-    if streaming:
-        raise ValueError(
-            "num_workers reads map-style datasets; a streaming dataset is read in this process (num_workers=0)"
-        )
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers (--workers) must be a whole number of at least 0, got {num_workers!r}")
     if num_proc and num_proc > 1:
         raise ValueError("pass num_workers (readers beside one model) or num_proc (.map's processes), not both")
+    if streaming:
+        return _stream_in_workers(dataset, function, remove, batch_size, num_workers)
     columns = {name: [] for name in (*CODE_COLUMNS, "__error__")}
     batches = read_batches(
         dataset,

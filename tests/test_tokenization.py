@@ -561,8 +561,10 @@ def test_a_worker_error_names_the_row_and_its_file_and_leaves_no_worker(model, e
         tokenize_dataset(ds, model, extractor, 0.8, batch_size=1, id_column="id", num_workers=2)
     gc.collect()
     assert multiprocessing.active_children() == []
-    with pytest.raises(ValueError, match="num_workers reads map-style datasets"):
-        list(tokenize_dataset(ds.to_iterable_dataset(), model, extractor, 0.8, num_workers=2))
+    with pytest.raises(ValueError, match=rf"cannot tokenize row 1 \(id='bad'\): cannot read audio from '{broken}'"):
+        list(tokenize_dataset(ds.to_iterable_dataset(), model, extractor, 0.8, id_column="id", num_workers=2))
+    gc.collect()
+    assert multiprocessing.active_children() == []
     with pytest.raises(ValueError, match=r"num_workers \(--workers\) must be a whole number of at least 0, got -1"):
         tokenize_dataset(ds, model, extractor, 0.8, num_workers=-1)
     with pytest.raises(ValueError, match="not both"):
@@ -627,3 +629,25 @@ def test_a_part_that_cannot_be_written_stops_the_run_and_the_rerun_resumes(
     assert all(seconds > 0 and 0 < busy <= 1 for _, seconds, busy in told)
     result = datasets.load_from_disk(str(tmp_path / "out"))
     assert result["audio_codes"] == reference["audio_codes"] and result["n"] == reference["n"]
+
+
+def test_streaming_with_workers_gives_the_rows_in_order_and_stops_its_readers(model, extractor, audio_files, tmp_path):
+    """A streaming dataset is iterated here and its cells read by a pool: the rows, in order, equal those read
+    here (the broken row logged and left out), and a consumer that stops early leaves no reader behind."""
+    import gc
+    import multiprocessing
+
+    (tmp_path / "broken.wav").write_bytes(b"RIFF but not really")
+    paths = [*audio_files, str(tmp_path / "broken.wav"), *audio_files[::-1], *audio_files]
+    stream = undecoded(paths).to_iterable_dataset(num_shards=3)
+    here = list(tokenize_dataset(stream, model, extractor, 0.8, batch_size=3, on_error="skip"))
+    pooled = tokenize_dataset(stream, model, extractor, 0.8, batch_size=3, on_error="skip", num_workers=2)
+    assert tokenization_metadata(pooled)["skipped_rows"] == "logged"
+    rows = list(pooled)
+    assert [row["n"] for row in rows] == [n for n in range(len(paths)) if n != 4]
+    assert rows == here
+    dropped = tokenize_dataset(stream, model, extractor, 0.8, remove_audio_column=True, on_error="skip", num_workers=1)
+    first = next(iter(dropped))
+    assert "audio" not in first and first["n"] == 0 and first["audio_codes"] == here[0]["audio_codes"]
+    gc.collect()
+    assert multiprocessing.active_children() == []
