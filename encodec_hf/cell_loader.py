@@ -95,7 +95,7 @@ _READER: dict = {}  # a pool process's extractor and id column, set once by `_st
 
 
 def _start_reader(extractor, id_column) -> None:
-    torch.set_num_threads(1)
+    _one_thread(0)
     _READER.update(extractor=extractor, id_column=id_column)
 
 

@@ -355,7 +355,7 @@ def decode_plans(config, audio_codes: torch.Tensor, lengths: list[int] | None, l
         return [plan] * batch, [length] * batch
     plans = []
     for item, length in enumerate(lengths):
-        plan = [num_frames(size, hop) for _, size in plan_chunks(length, config.chunk_length, config.chunk_stride)]
+        plan = chunk_frames(length, config)
         if len(plan) > total_chunks or max(plan) > frames:
             raise ValueError(
                 f"padding_mask gives item {item} {length} samples, which need {len(plan)} chunk(s) of up to "

@@ -354,7 +354,7 @@ class EncodecModel(EncodecPreTrainedModel):
             bandwidth (`float`, *optional*): one of `config.target_bandwidths` (kbps); the smallest if None, as
                 in transformers (the command line uses 6 kbps).
             return_dict (`bool`, *optional*): return an `EncodecEncoderOutput` rather than a tuple.
-            fast_encoding, chunk_batch_size, pad_chunks, progress: see the class docstring.
+            fast_encoding, chunk_batch_size, pad_chunks, progress: see `encodec_hf.inputs.InferenceOptions`.
 
         Returns:
             `EncodecEncoderOutput` with `audio_codes` (num_chunks, batch_size, num_quantizers, frames),
@@ -392,17 +392,9 @@ class EncodecModel(EncodecPreTrainedModel):
         """
         frames = codes.shape[-1]
         long_causal = self.config.use_causal_conv and self.config.chunk_length is None and frames > LONG_DECODE_FRAMES
+        embeddings = self.quantizer.decode(codes.transpose(0, 1)).to(self.dtype)  # (N, D, F)
         if long_causal and in_pieces:
-            states = self.decoder.init_states()
-            pieces = []
-            for start in range(0, frames, DECODE_PIECE_FRAMES):
-                piece = codes[..., start : start + DECODE_PIECE_FRAMES]
-                embeddings = self.quantizer.decode(piece.transpose(0, 1)).to(self.dtype)  # (N, D, piece frames)
-                pieces.append(self.decoder(embeddings, states=states).float())
-            end = codes.new_zeros((codes.shape[0], self.config.hidden_size, 0), dtype=self.dtype)
-            pieces.append(self.decoder(end, states=states, final=True).float())
-            return torch.cat(pieces, dim=-1)  # (N, C, F * hop)
-        embeddings = self.quantizer.decode(codes.transpose(0, 1)).to(self.dtype)
+            return self.decoder.in_pieces(embeddings, DECODE_PIECE_FRAMES).float()  # (N, C, F * hop)
         return self.decoder(embeddings, channels_last=fast_decoding).float()
 
     def decode(
@@ -429,7 +421,7 @@ class EncodecModel(EncodecPreTrainedModel):
             last_frame_pad_length (`int`, *optional*): used only without `padding_mask`: frames of padding at
                 the end of the last chunk (from `encode`). The output then has a whole number of frames, as the
                 original's `decode` does.
-            fast_decoding, chunk_batch_size, progress: see the class docstring.
+            fast_decoding, chunk_batch_size, progress: see `encodec_hf.inputs.InferenceOptions`.
 
         Returns:
             `EncodecDecoderOutput` with `audio_values` (batch_size, channels, samples).

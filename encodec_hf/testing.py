@@ -301,6 +301,17 @@ def espeak_speech(sentence: int, variant: int = 0) -> tuple[np.ndarray, int]:
     return audio.T.copy(), rate
 
 
+def speech_clip(rate: int, channels: int, seconds: float, sentence: int = 0) -> torch.Tensor:
+    """Real speech (`espeak_speech`) resampled to `rate` (soxr), copied to `channels` channels and looped or cut
+    to `seconds`: float32 (channels, samples)."""
+    import soxr
+
+    audio, source_rate = espeak_speech(sentence)
+    audio = soxr.resample(audio[0], source_rate, rate).astype(np.float32)
+    audio = np.resize(audio, int(seconds * rate))  # loops a short sentence
+    return torch.from_numpy(np.stack([audio] * channels))
+
+
 def synthetic_music(seed: int, seconds: float = 6.0, rate: int = 44_100, channels: int = 2):
     """Music-like audio made with numpy: notes of a random scale with harmonics and decaying envelopes, a bass
     line, and noise-burst percussion, panned across `channels`; float32 (channels, samples) with peak 0.9."""

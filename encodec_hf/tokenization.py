@@ -348,9 +348,9 @@ def tokenize_dataset(
     result = mapped.filter(lambda e: not e, input_columns="__error__") if errors else mapped
     result = result.remove_columns("__error__")
     metadata = _metadata(model, bandwidth, errors, options)
+    metadata["audio_seconds"] = sum(n for n in result["audio_length"] if n > 0) / model.config.sampling_rate
     if not num_proc or num_proc < 2:  # .map's processes keep their encode times to themselves
-        audio_seconds = sum(n for n in result["audio_length"] if n > 0) / model.config.sampling_rate
-        metadata.update(_speed(function.encode_seconds, wall, audio_seconds))
+        metadata.update(_speed(function.encode_seconds, wall, metadata["audio_seconds"]))
     return _set_metadata(result, metadata)
 
 
@@ -371,8 +371,8 @@ def _logging_skips(mapped):
 
 def _speed(encode_seconds: float, wall_seconds: float, audio_seconds: float) -> dict:
     """`model_busy`, the share of the wall time spent in the model (1.0: the model never waited for data), and
-    `audio_hours_per_second`, hours of audio tokenized per second of wall time. Example: 2 h of audio in 100 s,
-    60 of them encoding: {"model_busy": 0.6, "audio_hours_per_second": 0.02}."""
+    `audio_hours_per_second`, hours of audio tokenized per second of wall time, with the three figures behind them.
+    Example: 2 h of audio in 100 s, 60 of them encoding: model_busy 0.6, audio_hours_per_second 0.02."""
     wall = max(wall_seconds, 1e-9)
     return {
         "model_busy": round(encode_seconds / wall, 4),
@@ -815,8 +815,8 @@ def _tokenize_parts(shard, offset, parts_dir, rows_per_part, progress, model, fe
                     pending.result()
                 pending = writer.submit(_write_part, part, parts_dir, name)
                 if progress is not None:  # rows encoded by this rank, the seconds of audio in them, the busy share
-                    seconds = sum(n for n in part["audio_length"] if n > 0) / model.config.sampling_rate
-                    progress(stop - start, seconds, tokenization_metadata(part).get("model_busy"))
+                    part_metadata = tokenization_metadata(part)
+                    progress(stop - start, part_metadata["audio_seconds"], part_metadata.get("model_busy"))
             if pending is not None:
                 pending.result()
     finally:

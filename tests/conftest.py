@@ -36,6 +36,18 @@ def _torch_threads_as_they_were():
         torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def speech():
+    """`speech(rate, channels, seconds)`: real speech (espeak-ng), skipping the test where espeak-ng is missing."""
+    import shutil
+
+    from encodec_hf.testing import speech_clip
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/setup.sh installs it as root)")
+    return speech_clip
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -244,8 +244,6 @@ def test_runners_compose_the_scheduler_instead_of_inheriting_the_model():
 
     for runner in (OnnxEncodecModel, OpenVINOEncodecModel):
         assert not issubclass(runner, (EncodecModel, torch.nn.Module))
-        for method in ("stream_encoder", "stream_decoder", "save_pretrained", "train", "training_forward"):
-            assert not hasattr(runner, method), method
     # nothing refused: the one NotImplementedError is the abstract `_run` each runtime's class fills in
     source = ast.parse((PACKAGE / "modeling_onnx.py").read_text())
     refusals = [

@@ -16,7 +16,7 @@ from encodec_hf import EncodecModel
 from encodec_hf.cli import main
 from encodec_hf.ecdc import compress, decompress, pack_bits, unpack_bits, write_header
 from encodec_hf.ecdc.container import HEADER
-from encodec_hf.testing import original_language_model, requires_original, save_tiny_folder, tiny_model
+from encodec_hf.testing import original_language_model, requires_original, save_tiny_folder, speech_clip, tiny_model
 
 
 def test_pack_bits_worked_example_and_round_trip():
@@ -222,16 +222,9 @@ def _speech(rate: int, channels: int, seconds: float) -> torch.Tensor:
     """Real speech (espeak-ng) at `rate`, `channels` channels, cut or looped to `seconds`."""
     import shutil
 
-    import soxr
-
-    from encodec_hf.testing import espeak_speech
-
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (scripts/setup.sh installs it as root)")
-    audio, source_rate = espeak_speech(0)
-    audio = soxr.resample(audio[0], source_rate, rate).astype(np.float32)
-    audio = np.resize(audio, int(seconds * rate))  # loops a short sentence
-    return torch.from_numpy(np.stack([audio] * channels))
+    return speech_clip(rate, channels, seconds)
 
 
 @pytest.mark.parity

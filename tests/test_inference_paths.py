@@ -74,15 +74,21 @@ def snr_db(reference, estimate):
     return (10 * torch.log10(reference.pow(2).sum() / (reference - estimate).pow(2).sum())).item()
 
 
+@pytest.mark.parametrize("source", ["noise", "speech"])
 @pytest.mark.parametrize("name", ["encodec_48khz", "encodec_24khz"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_reduced_precision_end_to_end(converted, name, dtype):
+def test_reduced_precision_end_to_end(converted, name, dtype, source, request):
+    """float16 and bfloat16 on the full-size models, on noise and on real speech (loud syllables overflowed float16
+    once): finite, and within the stated distance of float32."""
     _, folder = converted[name]
     full = EncodecModel.from_pretrained(folder).eval()
     low = EncodecModel.from_pretrained(folder, dtype=dtype).eval()
     assert low.dtype == dtype
     rate, channels = full.config.sampling_rate, full.config.audio_channels
-    x = torch.randn(1, channels, int(1.2 * rate), generator=torch.Generator().manual_seed(0)) * 0.2
+    if source == "noise":
+        x = torch.randn(1, channels, int(1.2 * rate), generator=torch.Generator().manual_seed(0)) * 0.2
+    else:
+        x = request.getfixturevalue("speech")(rate, channels, 2.3)[None]
     mask = torch.ones(1, x.shape[-1])
     with torch.no_grad():
         enc = full.encode(x, mask, bandwidth=6.0)

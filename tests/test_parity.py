@@ -48,14 +48,22 @@ def relative_error(ours, reference):
     return ((ours - reference).norm() / reference.norm().clamp_min(1e-12)).item()
 
 
+@pytest.mark.parametrize("source", ["noise", "speech"])
 @pytest.mark.parametrize("name", ["encodec_24khz", "encodec_48khz"])
-def test_codes_and_audio_match_the_original(converted, name):
+def test_codes_and_audio_match_the_original(converted, name, source, request):
+    """The full-size models against EnCodec 0.1.1 at every bandwidth: on noise at lengths around the chunk and
+    frame edges, and on real speech (espeak-ng), whose quiet pauses and loud syllables noise never has."""
     original, folder = converted[name]
     model = EncodecModel.from_pretrained(folder).eval()
     generator = torch.Generator().manual_seed(7)
     distinct = set()
-    for length in LENGTHS[name]:
-        audio = torch.randn(1, original.channels, length, generator=generator) * 0.2
+    for length in LENGTHS[name] if source == "noise" else [int(2.3 * original.sample_rate)]:
+        if source == "noise":
+            audio = torch.randn(1, original.channels, length, generator=generator) * 0.2
+        else:
+            audio = request.getfixturevalue("speech")(
+                original.sample_rate, original.channels, length / original.sample_rate
+            )[None]
         for bandwidth in original.target_bandwidths:
             original.set_target_bandwidth(bandwidth)
             with torch.no_grad():

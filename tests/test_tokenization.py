@@ -651,3 +651,10 @@ def test_streaming_with_workers_gives_the_rows_in_order_and_stops_its_readers(mo
     assert "audio" not in first and first["n"] == 0 and first["audio_codes"] == here[0]["audio_codes"]
     gc.collect()
     assert multiprocessing.active_children() == []
+
+
+def test_speed_figures_worked_example():
+    from encodec_hf.tokenization import _speed
+
+    speed = _speed(encode_seconds=60.0, wall_seconds=100.0, audio_seconds=7200.0)  # 2 h of audio in 100 s
+    assert speed["model_busy"] == 0.6 and speed["audio_hours_per_second"] == pytest.approx(0.02)
