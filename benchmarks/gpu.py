@@ -19,8 +19,10 @@ model's deterministic mode, decoded on the CPU; `tokenize_dataset` rows made on 
 
 Throughput: encode (batched path), decode and round trip of `--clip-seconds` clips at batch sizes 1 to 256, per dtype,
 eager, then `torch.compile` at one batch size; hours of audio per second of wall time (best of a few runs after a
-warm-up, synchronised) and peak device memory. Then `tokenize_dataset` end to end on WAV files (reading and
-resampling included), against the encode rate alone: is the GPU starved?
+warm-up, synchronised) and peak device memory. Where the time goes: one batched encode at batch 256 (24 kHz; 64
+at 48 kHz) under torch.profiler (the top operators and kernels, kernel launches, the device's busy share), and the
+encode rate with cuDNN's benchmark mode against without. Then `tokenize_dataset` end to end on WAV files (reading and
+resampling included) with 0 and 8 reader processes (`--workers`), against the encode rate alone: is the GPU starved?
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from encodec_hf.testing import random_model, synthetic_music  # noqa: E402
 
 BANDWIDTH = 6.0
 DTYPES = ("fp32", "tf32", "bf16")
-SECTIONS = ("correctness", "throughput", "tokenize", "compiled")
+SECTIONS = ("correctness", "throughput", "profile", "tokenize", "compiled")
 
 
 # -- settings --------------------------------------------------------------------------------------------------------
@@ -402,16 +404,18 @@ def compiled_throughput(name, device, dtypes, batch, clip_seconds, min_seconds, 
     return rows
 
 
-def tokenize_end_to_end(device, clips: int, clip_seconds: float, batch_size: int) -> dict:
+def tokenize_end_to_end(device, clips: int, clip_seconds: float, batch_size: int, workers: list[int]) -> dict:
     """`tokenize_dataset` on WAV files at 44.1 kHz (read, resampled to 24 kHz, encoded on the device, rows written)
-    against the batched encode alone on the same audio."""
+    with each count of reader processes in `workers`, against the batched encode alone on the same audio."""
     import datasets
     import soundfile
 
-    from encodec_hf.tokenization import tokenize_dataset
+    from encodec_hf.tokenization import tokenization_metadata, tokenize_dataset
 
     model = on_device(random_model("encodec_24khz", seed=0), device, "bf16" if device.startswith("cuda") else "fp32")
     extractor = EncodecFeatureExtractor.from_model_config(model.config)
+    hours = clips * clip_seconds / 3600
+    runs = []
     with tempfile.TemporaryDirectory() as folder:
         paths = []
         for k in range(clips):
@@ -419,24 +423,89 @@ def tokenize_end_to_end(device, clips: int, clip_seconds: float, batch_size: int
             paths.append(os.path.join(folder, f"{k}.wav"))
             soundfile.write(paths[-1], audio.T, rate)
         dataset = datasets.Dataset.from_dict({"audio": paths}).cast_column("audio", datasets.Audio(decode=False))
-        start = time.perf_counter()
-        rows = tokenize_dataset(
-            dataset, model, extractor, BANDWIDTH, batch_size=batch_size, fast_encoding=True, pad_chunks=True,
-            chunk_batch_size=batch_size,
-        )  # fmt: skip
-        synchronize(device)
-        total = time.perf_counter() - start
-    hours = clips * clip_seconds / 3600
+        for count in workers:
+            start = time.perf_counter()
+            rows = tokenize_dataset(
+                dataset, model, extractor, BANDWIDTH, batch_size=batch_size, fast_encoding=True, pad_chunks=True,
+                chunk_batch_size=batch_size, num_workers=count,
+            )  # fmt: skip
+            synchronize(device)
+            total = time.perf_counter() - start
+            busy = tokenization_metadata(rows)["model_busy"]
+            runs.append({"workers": count, "end_to_end_h_per_s": hours / total, "model_busy": busy})
+            print(f"  tokenize, {count} workers: {runs[-1]}", flush=True)
     encode_only = measure(model, device, batch_size, clip_seconds, 0.2)["encode_h_per_s"]
     return {
         "clips": clips,
         "clip_seconds": clip_seconds,
         "rows": len(rows),
         "batch_size": batch_size,
-        "end_to_end_h_per_s": hours / total,
         "encode_only_h_per_s": encode_only,
-        "gpu_busy_share_estimate": (hours / encode_only) / total,
+        "runs": runs,
     }
+
+
+# -- where the time goes ---------------------------------------------------------------------------------------------
+
+
+def profile_encode(name, device, dtype, batch, clip_seconds, top: int = 15) -> dict:
+    """One batched encode of `batch` clips under torch.profiler: the operators and kernels that take the most
+    device time (CPU time on a CPU), how many kernels were launched, and the share of the call's wall time the device
+    spent in kernels (the rest: launch gaps, the host's Python, synchronisations). Then the encode rate with cuDNN's
+    benchmark mode (an algorithm search per shape) against without."""
+    model = on_device(random_model(name, seed=0), device, dtype)
+    config = model.config
+    length = int(clip_seconds * config.sampling_rate)
+    audio = (0.1 * torch.randn(batch, config.audio_channels, length, generator=torch.Generator().manual_seed(0))).to(
+        device
+    )
+    chunks = batch * max(1, -(-length // (config.chunk_stride or length)))
+    options = dict(fast_encoding=True, pad_chunks=True, chunk_batch_size=chunks)
+    on_cuda = device.startswith("cuda")
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if on_cuda else [])
+    with torch.inference_mode():
+        model.encode(audio, bandwidth=BANDWIDTH, **options)  # warm-up: cuDNN and the allocator meet the shapes
+        synchronize(device)
+        with torch.profiler.profile(activities=activities) as profiler:
+            start = time.perf_counter()
+            model.encode(audio, bandwidth=BANDWIDTH, **options)
+            synchronize(device)
+            wall = time.perf_counter() - start
+    totals: dict = {}  # name -> [calls, microseconds]
+    if on_cuda:  # the kernels (and copies) themselves, timed on the device
+        for event in profiler.events():
+            if event.device_type == torch.autograd.DeviceType.CUDA:
+                entry = totals.setdefault(event.name, [0, 0.0])
+                entry[0], entry[1] = entry[0] + 1, entry[1] + event.time_range.elapsed_us()
+    else:  # the operators' own CPU time
+        for event in profiler.key_averages():
+            if event.self_cpu_time_total > 0:
+                totals[event.key] = [event.count, event.self_cpu_time_total]
+    ranked = sorted(totals.items(), key=lambda item: -item[1][1])
+    busy_us = sum(us for _, us in totals.values())
+    row = {
+        "model": name,
+        "dtype": dtype,
+        "batch": batch,
+        "clip_seconds": clip_seconds,
+        "wall_ms": wall * 1000,
+        "time_in_ops_ms": busy_us / 1000,
+        "kernel_launches": sum(calls for calls, _ in totals.values()) if on_cuda else None,
+        "top": [
+            {"name": key[:80], "calls": calls, "ms": us / 1000, "share": us / busy_us}
+            for key, (calls, us) in ranked[:top]
+        ],
+    }
+    if on_cuda:  # device busy share: kernel time over wall (kernels of one stream do not overlap)
+        row["device_busy_share"] = min(1.0, busy_us / 1e6 / wall)
+    hours = batch * clip_seconds / 3600
+    for benchmark_mode in (False, True):
+        torch.backends.cudnn.benchmark = benchmark_mode
+        with torch.inference_mode():
+            seconds = timed(lambda: model.encode(audio, bandwidth=BANDWIDTH, **options), device, 0.3)
+        row[f"encode_h_per_s_cudnn_benchmark_{str(benchmark_mode).lower()}"] = hours / seconds
+    torch.backends.cudnn.benchmark = False
+    return row
 
 
 # -- report ----------------------------------------------------------------------------------------------------------
@@ -517,6 +586,22 @@ def markdown(results: dict) -> str:
                 + (f"{row['exact_encode_h_per_s']:.3f} |" if "exact_encode_h_per_s" in row else "|")
             )
         lines.append("")
+    for name, row in results.get("profile", {}).items():
+        lines += [f"## Where the time goes, {name}", ""]
+        if "error" in row or "skipped" in row:
+            lines += [f"`{json.dumps(row)[-400:]}`", ""]
+            continue
+        lines += [
+            f"{row['dtype']}, batch {row['batch']} of {row['clip_seconds']} s, one encode: {row['wall_ms']:.1f} ms "
+            f"wall, {row['time_in_ops_ms']:.1f} ms in operators, device busy {row.get('device_busy_share')}, "
+            f"{row['kernel_launches']} kernel launches; encode h/s without / with cuDNN benchmark mode: "
+            f"{row['encode_h_per_s_cudnn_benchmark_false']:.3f} / {row['encode_h_per_s_cudnn_benchmark_true']:.3f}",
+            "",
+            "| operator or kernel | calls | ms | share |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| `{e['name']}` | {e['calls']} | {e['ms']:.2f} | {e['share']:.1%} |" for e in row["top"]]
+        lines.append("")
     if "tokenize" in results:
         lines += ["## tokenize_dataset end to end", "", f"`{json.dumps(results['tokenize'])}`", ""]
     return "\n".join(lines)
@@ -556,6 +641,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batches", nargs="+", type=int, default=None, help="default 1 4 16 64 256 (quick: 1 2)")
     parser.add_argument("--compile-batch", type=int, default=None, help="default 64 at 24 kHz, 16 at 48 kHz")
     parser.add_argument("--clip-seconds", type=float, default=None, help="throughput clips (default 10; quick 0.5)")
+    parser.add_argument("--profile-batch", type=int, default=None, help="default 256 (quick: 2)")
+    parser.add_argument("--workers", nargs="+", type=int, default=None, help="tokenize's readers (default 0 8)")
     parser.add_argument("--compile-worker", nargs=3, metavar=("MODEL", "DTYPE", "BATCH"), help=argparse.SUPPRESS)
     parser.add_argument("--min-seconds", type=float, default=0.3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -588,13 +675,24 @@ def main(argv=None) -> dict:
                 deadline = budget.section(0.45 / (len(models) - index))
                 rows = throughput(name, args.device, dtypes, batches, clip_seconds, 0.05 if quick else 0.3, deadline)
                 results.setdefault("throughput", {})[name] = rows
+    if "profile" in args.sections:
+        for name in models:
+            with section(results, ("profile", name), output):
+                if budget.left() < 30 and not quick:
+                    results.setdefault("profile", {})[name] = {"skipped": "budget"}
+                    continue
+                dtype = "bf16" if args.device.startswith("cuda") else "fp32"
+                batch = args.profile_batch or (2 if quick else 256 if name == "encodec_24khz" else 64)
+                row = profile_encode(name, args.device, dtype, batch, clip_seconds)
+                results.setdefault("profile", {})[name] = row
     if "tokenize" in args.sections:
         with section(results, ("tokenize",), output):
             if budget.left() < 20 and not quick:
                 results["tokenize"] = {"skipped": "budget"}
             else:
                 clips, batch = (4, 2) if quick else (128, 64)
-                results["tokenize"] = tokenize_end_to_end(args.device, clips, clip_seconds, batch)
+                workers = args.workers or ([0, 1] if quick else [0, 8])
+                results["tokenize"] = tokenize_end_to_end(args.device, clips, clip_seconds, batch, workers)
     if "compiled" in args.sections and not quick:
         for index, name in enumerate(models):
             with section(results, ("compiled", name), output):

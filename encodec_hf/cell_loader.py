@@ -3,10 +3,14 @@ processes (`read_batches`) that read, decode, convert channels and resample whil
 
 Why torch's `DataLoader` rather than datasets' `.map(num_proc=...)`: `.map`'s processes each run the whole function,
 model included, and CUDA does not survive their fork; the DataLoader's workers only read (numpy, soundfile, soxr),
-hand their arrays back in order, and leave the model, on whatever device, to the main process.
+pad each batch, hand it back in order through shared memory, and leave the model, on whatever device, to the main
+process.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import functools
 
 import numpy as np
 import torch
@@ -35,8 +39,42 @@ def read_row(
         return None, f"row {index}" + (f" ({id_column}={ident!r})" if id_column else "") + f": {reason}"
 
 
+@dataclasses.dataclass
+class RowBatch:
+    """Consecutive rows of a dataset, read and padded for the model. `messages` has one entry per row ("" for a
+    readable row, else why it cannot be read); the tensors hold the readable rows only, in row order."""
+
+    values: torch.Tensor  # (readable rows, channels, longest) float32, zero past each row's length
+    padding_mask: torch.Tensor  # (readable rows, longest) bool, True on real samples
+    lengths: list[int]  # each readable row's samples
+    messages: list[str]
+
+    def pin_memory(self) -> RowBatch:
+        """Page-locked copies of the tensors (the DataLoader's pin_memory thread calls this), so that copies to a
+        GPU can run while it works."""
+        return dataclasses.replace(self, values=self.values.pin_memory(), padding_mask=self.padding_mask.pin_memory())
+
+
+def pad_rows(read: list, channels: int) -> RowBatch:
+    """Rows read by `read_row` ((array or None, message) each, arrays (channels, samples)) as one `RowBatch`.
+
+    Example: arrays of 3 and 5 samples and one unreadable row -> values (2, channels, 5) with the first row's last
+    2 samples 0, padding_mask [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], lengths [3, 5], messages ["", "", "row 2: ..."].
+    """
+    arrays = [array for array, _ in read if array is not None]
+    lengths = [array.shape[-1] for array in arrays]
+    longest = max(lengths, default=0)
+    values = np.zeros((len(arrays), channels, longest), dtype=np.float32)  # numpy: it copies read-only arrays too
+    padding_mask = np.zeros((len(arrays), longest), dtype=bool)
+    for k, array in enumerate(arrays):
+        values[k, :, : lengths[k]] = array
+        padding_mask[k, : lengths[k]] = True
+    messages = [message for _, message in read]
+    return RowBatch(torch.from_numpy(values), torch.from_numpy(padding_mask), lengths, messages)
+
+
 class _Rows(torch.utils.data.Dataset):
-    """Row i of a map-style dataset, read by `read_row` (in a worker process): (i, array or None, message)."""
+    """Row i of a map-style dataset, read by `read_row` (in a worker process): (array or None, message)."""
 
     def __init__(self, dataset, extractor, audio_column, rate_column, id_column, offset):
         columns = [c for c in (audio_column, rate_column, id_column) if c]
@@ -51,18 +89,11 @@ class _Rows(torch.utils.data.Dataset):
         record = self.dataset[row]
         rate = record[self.rate_column] if self.rate_column else None
         ident = record[self.id_column] if self.id_column else None
-        return (
-            row,
-            *read_row(record[self.audio_column], rate, row + self.offset, ident, self.extractor, self.id_column),
-        )
+        return read_row(record[self.audio_column], rate, row + self.offset, ident, self.extractor, self.id_column)
 
 
 def _one_thread(_worker: int) -> None:
     torch.set_num_threads(1)  # a reader needs none of torch's threads; the main process's encoder does
-
-
-def _as_list(rows):
-    return rows
 
 
 def read_batches(
@@ -74,19 +105,24 @@ def read_batches(
     batch_size: int,
     num_workers: int,
     offset: int = 0,
+    pin_memory: bool = False,
 ):
-    """Batches of `batch_size` consecutive rows (the last may be shorter) of a map-style `dataset`, each a list of
-    (row, array or None, message) in row order, read by `num_workers` worker processes that stay
-    `2 * num_workers` batches ahead. The workers end with the iteration, an error or Ctrl-C (the DataLoader's
-    iterator shuts them down when it is closed or collected)."""
+    """`RowBatch`es of `batch_size` consecutive rows (the last may be shorter) of a map-style `dataset`, in row
+    order, each read and padded by one of `num_workers` worker processes, which stay 2 batches each ahead. The
+    batches come in page-locked memory when `pin_memory` (a model on a GPU). The workers end with the iteration,
+    an error or Ctrl-C (the DataLoader's iterator shuts them down when it is closed or collected).
+
+    The worker pads the batch, so that the main process, which drives the model, only hands it on: the tensors
+    come through shared memory, where numpy arrays would be pickled through a pipe."""
     starts = range(0, len(dataset), batch_size)
     loader = torch.utils.data.DataLoader(
         _Rows(dataset, extractor, audio_column, rate_column, id_column, offset),
         batch_sampler=[range(start, min(start + batch_size, len(dataset))) for start in starts],
-        collate_fn=_as_list,
+        collate_fn=functools.partial(pad_rows, channels=extractor.feature_size),
         num_workers=num_workers,
         worker_init_fn=_one_thread if num_workers else None,
         prefetch_factor=2 if num_workers else None,
+        pin_memory=pin_memory,
     )
     return iter(loader)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cell_loader import read_batches, read_row, read_stream
+from .cell_loader import RowBatch, pad_rows, read_batches, read_row, read_stream
 from .chunking import chunk_frames, codes_length, frames_per_chunk
 from .distributed import barrier, rank_and_world
 from .modeling_encodec import EncodecModel
@@ -158,37 +158,33 @@ class _Encoder:
 
     def encode_rows(self, read: list) -> dict:
         """The new columns of a batch of rows read by `read_row` ((array, "") or (None, message) each, in row
-        order): the readable rows encoded in one call, the others marked (or, with on_error "raise", the first
-        refused). `encode_seconds` adds up the time spent in the model."""
-        errors = {row: message for row, (array, message) in enumerate(read) if array is None}
+        order): `encode_batch` of them padded."""
+        return self.encode_batch(pad_rows(read, self.extractor.feature_size))
+
+    def encode_batch(self, batch: RowBatch) -> dict:
+        """The new columns of a `RowBatch`: the readable rows encoded in one call, the others marked (or, with
+        on_error "raise", the first refused). `encode_seconds` adds up the time spent in the model."""
+        errors = {row: message for row, message in enumerate(batch.messages) if message}
         if errors and self.on_error == "raise":
             raise ValueError(
                 f"cannot tokenize {next(iter(errors.values()))}; pass on_error='skip' (--on-error skip) to skip such "
                 f"rows"
             )
-        count = len(read)
+        count = len(batch.messages)
         out = {
             "audio_codes": [[]] * count,
             "audio_scales": [[]] * count,
             "audio_length": [-1] * count,
-            "__error__": [errors.get(row, "") for row in range(count)],
+            "__error__": list(batch.messages),
         }
         good = [row for row in range(count) if row not in errors]
         if good:
-            arrays = [read[row][0] for row in good]
-            lengths = [a.shape[-1] for a in arrays]
-            # (B, C, T) padded to the longest; the model encodes each row at its real length from the mask
-            values = np.zeros((len(arrays), self.extractor.feature_size, max(lengths)), dtype=np.float32)
-            mask = np.zeros((len(arrays), max(lengths)), dtype=bool)
-            for k, array in enumerate(arrays):
-                values[k, :, : array.shape[-1]] = array
-                mask[k, : array.shape[-1]] = True
             device = self.model.device
-            values, mask = torch.from_numpy(values), torch.from_numpy(mask)
-            if device.type == "cuda":  # page-locked, so that the copies can run while the GPU works
+            values, mask = batch.values, batch.padding_mask  # (B, C, T) padded to the longest, (B, T)
+            if device.type == "cuda" and not values.is_pinned():  # page-locked: the copies run while the GPU works
                 values, mask = values.pin_memory(), mask.pin_memory()
             start = time.perf_counter()
-            with torch.inference_mode():
+            with torch.inference_mode():  # the model encodes each row at its real length, from the mask
                 encoded = self.model.encode(
                     values.to(device, non_blocking=True),
                     mask.to(device, non_blocking=True),
@@ -196,10 +192,10 @@ class _Encoder:
                     **self.encode_options,
                 )
             for k, row in enumerate(good):
-                codes, scales = _row_codes(encoded, k, lengths[k], self.model.config)  # copies to the CPU: synced
+                codes, scales = _row_codes(encoded, k, batch.lengths[k], self.model.config)  # copies to the CPU
                 out["audio_codes"][row] = codes
                 out["audio_scales"][row] = scales
-                out["audio_length"][row] = lengths[k]
+                out["audio_length"][row] = batch.lengths[k]
             self.encode_seconds += time.perf_counter() - start
         return out
 
@@ -450,10 +446,11 @@ def _encode_in_workers(dataset, function, features, remove, batch_size, num_work
         batch_size,
         num_workers,
         function.offset,
+        pin_memory=function.model.device.type == "cuda",
     )
     try:
-        for rows in batches:
-            out = function.encode_rows([(array, message) for _, array, message in rows])
+        for batch in batches:
+            out = function.encode_batch(batch)
             for name, values in out.items():
                 columns[name] += values
     finally:

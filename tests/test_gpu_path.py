@@ -177,5 +177,13 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         for row in results["throughput"][name]:
             assert row["encode_h_per_s"] > 0 and row["decode_h_per_s"] > 0
     assert results["tokenize"]["rows"] == 4
+    assert [run["workers"] for run in results["tokenize"]["runs"]] == [0, 1]
+    assert all(0 < run["model_busy"] <= 1 for run in results["tokenize"]["runs"])
+    for name in ("encodec_24khz", "encodec_48khz"):
+        profile = results["profile"][name]
+        assert profile["time_in_ops_ms"] > 0 and any("conv" in op["name"] for op in profile["top"])
+        assert sum(op["share"] for op in profile["top"]) <= 1 + 1e-9
+        assert profile["encode_h_per_s_cudnn_benchmark_true"] > 0
     report = (tmp_path / "gpu.md").read_text()
     assert "## Throughput, encodec_48khz" in report and "| fp32 | exact | 0.000 % |" in report
+    assert "## Where the time goes, encodec_24khz" in report

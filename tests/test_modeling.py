@@ -239,12 +239,19 @@ def test_bad_encode_input():
         (lambda: model.encode(torch.full((1, 2, 10), float("nan"))), "NaN or Inf"),
         (lambda: model.encode(torch.ones(1, 2, 10, dtype=torch.long)), "floating point"),
         (lambda: model.encode(x, torch.tensor([[0] * 50 + [1] * 50])), "prefix"),
+        (lambda: model.encode(x, torch.tensor([[1] * 40 + [0] + [1] * 9 + [0] * 50])), "prefix"),
         (lambda: model.encode(x, torch.zeros(1, 100)), "no real sample"),
         (lambda: model.encode(x, torch.ones(2, 100)), "padding_mask must be shaped"),
     ]
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+    long = torch.randn(3, 2, 30_011)  # one bad sample anywhere in a batch is found, on either channel
+    for position, value in [((0, 0, 0), float("nan")), ((2, 1, 30_010), float("inf")), ((1, 0, 17_003), -float("inf"))]:
+        bad = long.clone()
+        bad[position] = value
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            model.encode(bad)
 
 
 def test_bad_decode_input():

@@ -658,3 +658,17 @@ def test_speed_figures_worked_example():
 
     speed = _speed(encode_seconds=60.0, wall_seconds=100.0, audio_seconds=7200.0)  # 2 h of audio in 100 s
     assert speed["model_busy"] == 0.6 and speed["audio_hours_per_second"] == pytest.approx(0.02)
+
+
+def test_pad_rows_worked_example():
+    """The docstring's example: readable rows zero-padded to the longest, the unreadable one only in messages."""
+    from encodec_hf.cell_loader import pad_rows
+
+    read = [(np.full((1, 3), 0.5, np.float32), ""), (np.ones((1, 5), np.float32), ""), (None, "row 2: bad")]
+    batch = pad_rows(read, channels=1)
+    assert batch.values.shape == (2, 1, 5) and batch.values.dtype == torch.float32
+    assert batch.values[0, 0].tolist() == [0.5, 0.5, 0.5, 0.0, 0.0] and batch.values[1, 0].tolist() == [1.0] * 5
+    assert batch.padding_mask.tolist() == [[True, True, True, False, False], [True] * 5]
+    assert batch.lengths == [3, 5] and batch.messages == ["", "", "row 2: bad"]
+    nothing = pad_rows([(None, "row 0: bad")], channels=2)
+    assert nothing.values.shape == (0, 2, 0) and nothing.lengths == [] and nothing.messages == ["row 0: bad"]
