@@ -135,9 +135,11 @@ def _start_reader(extractor, id_column) -> None:
     _READER.update(extractor=extractor, id_column=id_column)
 
 
-def _read_cell(task):
-    """`read_row` on one (cell, rate, index, ident) of `read_stream`, in a pool process."""
-    return read_row(*task, _READER["extractor"], _READER["id_column"])
+def _read_batch(tasks: list) -> RowBatch:
+    """`read_row` on each (cell, rate, index, ident) of one batch of `read_stream`, padded (`pad_rows`), in a pool
+    process."""
+    extractor, id_column = _READER["extractor"], _READER["id_column"]
+    return pad_rows([read_row(*task, extractor, id_column) for task in tasks], extractor.feature_size)
 
 
 def read_stream(
@@ -146,13 +148,15 @@ def read_stream(
     audio_column: str,
     rate_column: str | None,
     id_column: str | None,
+    batch_size: int,
     num_workers: int,
     offset: int = 0,
 ):
-    """(row, array or None, message) for each row of a streaming dataset, in row order, the reading done by
-    `num_workers` pool processes. This process iterates the stream (cheap for undecoded cells, the form the
-    package reads) and hands each cell to the pool; at most `64 * num_workers` rows are in flight, so a long
-    stream is never held in memory. The pool ends with the iteration, an error or Ctrl-C.
+    """(records, `RowBatch`) for each `batch_size` consecutive rows of a streaming dataset (the last batch may be
+    shorter), in row order, each batch read and padded by one of `num_workers` pool processes and handed back in
+    shared memory. This process iterates the stream (cheap for undecoded cells, the form the package reads) and
+    hands each batch of cells to the pool; at most 2 batches a reader, and never much over 64 rows a reader, are
+    in flight, so a long stream is never held in memory. The pool ends with the iteration, an error or Ctrl-C.
 
     Why a pool here and a DataLoader for map-style datasets: a DataLoader's workers would each take a subset of
     the stream's shards (datasets splits them), and their rows would come back interleaved, not in order."""
@@ -160,21 +164,37 @@ def read_stream(
     import multiprocessing
     import threading
 
-    in_flight = threading.BoundedSemaphore(64 * num_workers)
-    rows = collections.deque()  # the rows handed to the pool, waiting for their arrays
+    in_flight = threading.BoundedSemaphore(max(2, 64 // batch_size) * num_workers)  # batches handed to the pool
+    waiting = collections.deque()  # each handed batch's records, until its RowBatch comes back
 
-    def tasks():
+    def batches():
+        records = []
         for index, record in enumerate(dataset):
+            records.append((index, record))
+            if len(records) == batch_size:
+                yield records
+                records = []
+        if records:
+            yield records
+
+    def tasks():  # iterated by the pool's feeding thread
+        for records in batches():
             in_flight.acquire()
-            rows.append(record)
-            rate = record[rate_column] if rate_column else None
-            ident = record[id_column] if id_column else None
-            yield record[audio_column], rate, index + offset, ident
+            waiting.append([record for _, record in records])
+            yield [
+                (
+                    record[audio_column],
+                    record[rate_column] if rate_column else None,
+                    index + offset,
+                    record[id_column] if id_column else None,
+                )
+                for index, record in records
+            ]
 
     # fork, as torch's DataLoader does on Linux: spawn would re-run the caller's script in every reader unless it
     # guards its entry point with `if __name__ == "__main__"`
     context = multiprocessing.get_context("fork")
     with context.Pool(num_workers, initializer=_start_reader, initargs=(extractor, id_column)) as pool:
-        for array, message in pool.imap(_read_cell, tasks(), chunksize=4):
+        for batch in pool.imap(_read_batch, tasks()):
             in_flight.release()
-            yield rows.popleft(), array, message
+            yield waiting.popleft(), batch

@@ -154,11 +154,6 @@ class _Encoder:
             ident = batch[self.id_column][row] if self.id_column else None
             index = indices[row] + self.offset
             read.append(read_row(batch[self.audio_column][row], rate, index, ident, self.extractor, self.id_column))
-        return self.encode_rows(read)
-
-    def encode_rows(self, read: list) -> dict:
-        """The new columns of a batch of rows read by `read_row` ((array, "") or (None, message) each, in row
-        order): `encode_batch` of them padded."""
         return self.encode_batch(pad_rows(read, self.extractor.feature_size))
 
     def encode_batch(self, batch: RowBatch) -> dict:
@@ -395,34 +390,22 @@ def _stream_in_workers(dataset, function, remove, batch_size, num_workers):
     import datasets
 
     def rows():
-        batch = []
         reader = read_stream(
             dataset,
             function.extractor,
             function.audio_column,
             function.sampling_rate_column,
             function.id_column,
+            batch_size,
             num_workers,
             function.offset,
         )
-        for item in reader:
-            batch.append(item)
-            if len(batch) == batch_size:
-                yield from _with_codes(batch, function, remove)
-                batch = []
-        if batch:
-            yield from _with_codes(batch, function, remove)
+        for records, batch in reader:
+            out = function.encode_batch(batch)
+            for row, record in enumerate(records):  # each record less `remove`, with the new columns
+                yield {**{k: v for k, v in record.items() if k not in remove}, **{name: out[name][row] for name in out}}
 
     return datasets.IterableDataset.from_generator(rows)
-
-
-def _with_codes(batch: list, function, remove) -> list[dict]:
-    """Rows (record, array or None, message) of a batch, encoded: each record less `remove`, with the new columns."""
-    out = function.encode_rows([(array, message) for _, array, message in batch])
-    return [
-        {**{k: v for k, v in record.items() if k not in remove}, **{name: out[name][row] for name in out}}
-        for row, (record, _, _) in enumerate(batch)
-    ]
 
 
 def _encode_in_workers(dataset, function, features, remove, batch_size, num_workers, num_proc, streaming):

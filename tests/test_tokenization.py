@@ -649,6 +649,9 @@ def test_streaming_with_workers_gives_the_rows_in_order_and_stops_its_readers(mo
     dropped = tokenize_dataset(stream, model, extractor, 0.8, remove_audio_column=True, on_error="skip", num_workers=1)
     first = next(iter(dropped))
     assert "audio" not in first and first["n"] == 0 and first["audio_codes"] == here[0]["audio_codes"]
+    strict = tokenize_dataset(stream, model, extractor, 0.8, batch_size=3, num_workers=2)
+    with pytest.raises(ValueError, match=r"cannot tokenize row 4: cannot read audio from .*broken.wav"):
+        list(strict)
     gc.collect()
     assert multiprocessing.active_children() == []
 
