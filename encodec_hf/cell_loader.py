@@ -1,5 +1,6 @@
 """Reading a dataset's audio for tokenization: one row at a time (`read_row`), in the main process or in worker
-processes (`read_batches`) that read, decode, convert channels and resample while the model encodes.
+processes (`read_batches`; `read_stream` for streaming datasets) that read, decode, convert channels, resample and
+pad whole batches (`pad_rows`) while the model encodes.
 
 Why torch's `DataLoader` rather than datasets' `.map(num_proc=...)`: `.map`'s processes each run the whole function,
 model included, and CUDA does not survive their fork; the DataLoader's workers only read (numpy, soundfile, soxr),
