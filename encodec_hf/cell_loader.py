@@ -11,7 +11,6 @@ process.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import numpy as np
 import torch
@@ -74,40 +73,56 @@ def pad_rows(read: list, channels: int) -> RowBatch:
     return RowBatch(torch.from_numpy(values), torch.from_numpy(padding_mask), lengths, messages)
 
 
-class _Rows(torch.utils.data.Dataset):
-    """Row i of a map-style dataset, read by `read_row` (in a worker process): (array or None, message)."""
+@dataclasses.dataclass(frozen=True)
+class RowReader:
+    """How to read a dataset's rows for the model: which columns hold the audio, its rate (for plain arrays) and
+    the id that error messages name, and `offset`, this part's first row in the whole dataset (messages count rows
+    of the whole). The one place a record becomes `read_row`'s arguments: the main process, the DataLoader's workers
+    and the stream readers all call `read_batch`."""
 
-    def __init__(self, dataset, extractor, audio_column, rate_column, id_column, offset):
-        columns = [c for c in (audio_column, rate_column, id_column) if c]
-        self.dataset = dataset.select_columns(list(dict.fromkeys(columns)))
-        self.extractor, self.offset = extractor, offset
-        self.audio_column, self.rate_column, self.id_column = audio_column, rate_column, id_column
+    extractor: EncodecFeatureExtractor
+    audio_column: str
+    rate_column: str | None = None
+    id_column: str | None = None
+    offset: int = 0
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns a record needs (no others are read or sent to a reader)."""
+        return list(dict.fromkeys(c for c in (self.audio_column, self.rate_column, self.id_column) if c))
+
+    def read_batch(self, records: list[dict], rows: list[int]) -> RowBatch:
+        """`records` (rows `rows` of this part, each a dict holding at least `columns`) read and padded."""
+        read = []
+        for record, row in zip(records, rows, strict=True):
+            rate = record[self.rate_column] if self.rate_column else None
+            ident = record[self.id_column] if self.id_column else None
+            cell = record[self.audio_column]
+            read.append(read_row(cell, rate, row + self.offset, ident, self.extractor, self.id_column))
+        return pad_rows(read, self.extractor.feature_size)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Batch k of a map-style dataset, read and padded by `reader` (in a worker process)."""
+
+    def __init__(self, dataset, reader: RowReader, batch_size: int):
+        self.dataset, self.reader, self.batch_size = dataset.select_columns(reader.columns), reader, batch_size
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return -(-len(self.dataset) // self.batch_size)
 
-    def __getitem__(self, row: int):
-        record = self.dataset[row]
-        rate = record[self.rate_column] if self.rate_column else None
-        ident = record[self.id_column] if self.id_column else None
-        return read_row(record[self.audio_column], rate, row + self.offset, ident, self.extractor, self.id_column)
+    def __getitem__(self, batch: int) -> RowBatch:
+        rows = list(range(batch * self.batch_size, min((batch + 1) * self.batch_size, len(self.dataset))))
+        columns = self.dataset[rows[0] : rows[-1] + 1]  # one slice: a dict of column lists
+        records = [{name: values[k] for name, values in columns.items()} for k in range(len(rows))]
+        return self.reader.read_batch(records, rows)
 
 
 def _one_thread(_worker: int) -> None:
     torch.set_num_threads(1)  # a reader needs none of torch's threads; the main process's encoder does
 
 
-def read_batches(
-    dataset,
-    extractor: EncodecFeatureExtractor,
-    audio_column: str,
-    rate_column: str | None,
-    id_column: str | None,
-    batch_size: int,
-    num_workers: int,
-    offset: int = 0,
-    pin_memory: bool = False,
-):
+def read_batches(dataset, reader: RowReader, batch_size: int, num_workers: int, pin_memory: bool = False):
     """`RowBatch`es of `batch_size` consecutive rows (the last may be shorter) of a map-style `dataset`, in row
     order, each read and padded by one of `num_workers` worker processes, which stay 2 batches each ahead. The
     batches come in page-locked memory when `pin_memory` (a model on a GPU). The workers end with the iteration,
@@ -115,11 +130,9 @@ def read_batches(
 
     The worker pads the batch, so that the main process, which drives the model, only hands it on: the tensors
     come through shared memory, where numpy arrays would be pickled through a pipe."""
-    starts = range(0, len(dataset), batch_size)
     loader = torch.utils.data.DataLoader(
-        _Rows(dataset, extractor, audio_column, rate_column, id_column, offset),
-        batch_sampler=[range(start, min(start + batch_size, len(dataset))) for start in starts],
-        collate_fn=functools.partial(pad_rows, channels=extractor.feature_size),
+        _Batches(dataset, reader, batch_size),
+        batch_size=None,  # each item is already a batch
         num_workers=num_workers,
         worker_init_fn=_one_thread if num_workers else None,
         prefetch_factor=2 if num_workers else None,
@@ -128,36 +141,26 @@ def read_batches(
     return iter(loader)
 
 
-_READER: dict = {}  # a pool process's extractor and id column, set once by `_start_reader`
+_READER: dict = {}  # a pool process's RowReader, set once by `_start_reader`
 
 
-def _start_reader(extractor, id_column) -> None:
+def _start_reader(reader: RowReader) -> None:
     _one_thread(0)
-    _READER.update(extractor=extractor, id_column=id_column)
+    _READER["reader"] = reader
 
 
-def _read_batch(tasks: list) -> RowBatch:
-    """`read_row` on each (cell, rate, index, ident) of one batch of `read_stream`, padded (`pad_rows`), in a pool
-    process."""
-    extractor, id_column = _READER["extractor"], _READER["id_column"]
-    return pad_rows([read_row(*task, extractor, id_column) for task in tasks], extractor.feature_size)
+def _read_batch(task: tuple[list, list]) -> RowBatch:
+    """`RowReader.read_batch` on one (records, rows) of `read_stream`, in a pool process."""
+    return _READER["reader"].read_batch(*task)
 
 
-def read_stream(
-    dataset,
-    extractor: EncodecFeatureExtractor,
-    audio_column: str,
-    rate_column: str | None,
-    id_column: str | None,
-    batch_size: int,
-    num_workers: int,
-    offset: int = 0,
-):
+def read_stream(dataset, reader: RowReader, batch_size: int, num_workers: int):
     """(records, `RowBatch`) for each `batch_size` consecutive rows of a streaming dataset (the last batch may be
     shorter), in row order, each batch read and padded by one of `num_workers` pool processes and handed back in
     shared memory. This process iterates the stream (cheap for undecoded cells, the form the package reads) and
-    hands each batch of cells to the pool; at most 2 batches a reader, and never much over 64 rows a reader, are
-    in flight, so a long stream is never held in memory. The pool ends with the iteration, an error or Ctrl-C.
+    hands each batch's `reader.columns` to the pool; at most 2 batches a reader, and never much over 64 rows a
+    reader, are in flight, so a long stream is never held in memory. The pool ends with the iteration, an error or
+    Ctrl-C.
 
     Why a pool here and a DataLoader for map-style datasets: a DataLoader's workers would each take a subset of
     the stream's shards (datasets splits them), and their rows would come back interleaved, not in order."""
@@ -168,34 +171,26 @@ def read_stream(
     in_flight = threading.BoundedSemaphore(max(2, 64 // batch_size) * num_workers)  # batches handed to the pool
     waiting = collections.deque()  # each handed batch's records, until its RowBatch comes back
 
-    def batches():
-        records = []
-        for index, record in enumerate(dataset):
-            records.append((index, record))
-            if len(records) == batch_size:
-                yield records
-                records = []
-        if records:
-            yield records
-
     def tasks():  # iterated by the pool's feeding thread
-        for records in batches():
-            in_flight.acquire()
-            waiting.append([record for _, record in records])
-            yield [
-                (
-                    record[audio_column],
-                    record[rate_column] if rate_column else None,
-                    index + offset,
-                    record[id_column] if id_column else None,
-                )
-                for index, record in records
-            ]
+        records, rows = [], []
+        for row, record in enumerate(dataset):
+            records.append(record)
+            rows.append(row)
+            if len(records) == batch_size:
+                yield hand_over(records, rows)
+                records, rows = [], []
+        if records:
+            yield hand_over(records, rows)
+
+    def hand_over(records, rows):
+        in_flight.acquire()
+        waiting.append(records)
+        return [{name: record[name] for name in reader.columns} for record in records], rows
 
     # fork, as torch's DataLoader does on Linux: spawn would re-run the caller's script in every reader unless it
     # guards its entry point with `if __name__ == "__main__"`
     context = multiprocessing.get_context("fork")
-    with context.Pool(num_workers, initializer=_start_reader, initargs=(extractor, id_column)) as pool:
+    with context.Pool(num_workers, initializer=_start_reader, initargs=(reader,)) as pool:
         for batch in pool.imap(_read_batch, tasks()):
             in_flight.release()
             yield waiting.popleft(), batch

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cell_loader import RowBatch, pad_rows, read_batches, read_row, read_stream
+from .cell_loader import RowBatch, RowReader, read_batches, read_stream
 from .chunking import chunk_frames, codes_length, frames_per_chunk
 from .distributed import barrier, rank_and_world
 from .modeling_encodec import EncodecModel
@@ -125,21 +125,9 @@ def _row_codes(encoded, item: int, length: int, config) -> tuple[list, list[floa
 class _Encoder:
     """The `.map` function: reads a batch of cells, encodes the readable ones, marks the others."""
 
-    def __init__(
-        self,
-        model,
-        extractor,
-        bandwidth,
-        audio_column,
-        sampling_rate_column,
-        id_column,
-        on_error,
-        offset,
-        encode_options=None,
-    ):
-        self.model, self.extractor, self.bandwidth = model, extractor, bandwidth
-        self.audio_column, self.sampling_rate_column, self.id_column = audio_column, sampling_rate_column, id_column
-        self.on_error, self.offset, self.encode_options = on_error, offset, dict(encode_options or {})
+    def __init__(self, model, reader: RowReader, bandwidth, on_error, encode_options=None):
+        self.model, self.reader, self.bandwidth = model, reader, bandwidth
+        self.on_error, self.encode_options = on_error, dict(encode_options or {})
         self.encode_seconds = 0.0  # time in the model (this process's calls)
 
     def __call__(self, batch: dict, indices: list[int], rank: int | None = None) -> dict:
@@ -147,14 +135,8 @@ class _Encoder:
             # A worker forked by `.map(num_proc=...)`: torch's thread pool does not survive the fork, and using it
             # there can hang; one thread per worker is also what many processes want.
             torch.set_num_threads(1)
-        count = len(batch[self.audio_column])
-        read = []
-        for row in range(count):
-            rate = batch[self.sampling_rate_column][row] if self.sampling_rate_column else None
-            ident = batch[self.id_column][row] if self.id_column else None
-            index = indices[row] + self.offset
-            read.append(read_row(batch[self.audio_column][row], rate, index, ident, self.extractor, self.id_column))
-        return self.encode_batch(pad_rows(read, self.extractor.feature_size))
+        records = [{name: batch[name][k] for name in self.reader.columns} for k in range(len(indices))]
+        return self.encode_batch(self.reader.read_batch(records, indices))
 
     def encode_batch(self, batch: RowBatch) -> dict:
         """The new columns of a `RowBatch`: the readable rows encoded in one call, the others marked (or, with
@@ -308,17 +290,8 @@ def tokenize_dataset(
     sampling_rate_column = resolve_rate_column(columns, sampling_rate_column)
     model.eval()
     options = _encode_options(model, fast_encoding, pad_chunks, chunk_batch_size)
-    function = _Encoder(
-        model,
-        feature_extractor,
-        bandwidth,
-        audio_column,
-        sampling_rate_column,
-        id_column,
-        on_error,
-        _offset,
-        encode_options=options,
-    )
+    reader = RowReader(feature_extractor, audio_column, sampling_rate_column, id_column, _offset)
+    function = _Encoder(model, reader, bandwidth, on_error, encode_options=options)
     remove = (audio_column,) if remove_audio_column else ()
     features = None
     # Streaming datasets get no declared output features: declaring them makes datasets re-encode the Audio
@@ -390,16 +363,7 @@ def _stream_in_workers(dataset, function, remove, batch_size, num_workers):
     import datasets
 
     def rows():
-        reader = read_stream(
-            dataset,
-            function.extractor,
-            function.audio_column,
-            function.sampling_rate_column,
-            function.id_column,
-            batch_size,
-            num_workers,
-            function.offset,
-        )
+        reader = read_stream(dataset, function.reader, batch_size, num_workers)
         for records, batch in reader:
             out = function.encode_batch(batch)
             for row, record in enumerate(records):  # each record less `remove`, with the new columns
@@ -420,17 +384,8 @@ def _encode_in_workers(dataset, function, features, remove, batch_size, num_work
     if streaming:
         return _stream_in_workers(dataset, function, remove, batch_size, num_workers)
     columns = {name: [] for name in (*CODE_COLUMNS, "__error__")}
-    batches = read_batches(
-        dataset,
-        function.extractor,
-        function.audio_column,
-        function.sampling_rate_column,
-        function.id_column,
-        batch_size,
-        num_workers,
-        function.offset,
-        pin_memory=function.model.device.type == "cuda",
-    )
+    cuda = function.model.device.type == "cuda"
+    batches = read_batches(dataset, function.reader, batch_size, num_workers, pin_memory=cuda)
     try:
         for batch in batches:
             out = function.encode_batch(batch)

@@ -22,6 +22,7 @@ from encodec_hf import (
     tokenization_metadata,
     tokenize_dataset,
 )
+from encodec_hf.cell_loader import RowReader
 from encodec_hf.chunking import chunk_frames
 from encodec_hf.cli import main
 from encodec_hf.testing import save_tiny_folder, tiny_model
@@ -115,7 +116,7 @@ def test_every_audio_form(model, extractor, audio_files):
         out = tokenize_dataset(ds, model, extractor, bandwidth=0.8, **column)
         np.testing.assert_array_equal(np.array(out[0]["audio_codes"]), codes, err_msg=form)
     # decoded values by their interface, as a map function receives them
-    encoder = tokenization._Encoder(model, extractor, 0.8, "audio", None, None, "raise", 0)
+    encoder = tokenization._Encoder(model, RowReader(extractor, "audio"), 0.8, "raise")
     result = encoder({"audio": [Decoder()]}, [0])
     np.testing.assert_array_equal(result["audio_codes"][0], codes)
 
